@@ -1,0 +1,1 @@
+"""One file a stage: ``STAGE = Stage(...)``. See :mod:`geohpc.stages`."""

@@ -1,0 +1,80 @@
+"""Small shared helpers: atomic writes, thread counts, memory budgets, secret redaction."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+_SECRET_PATTERNS = [
+    # SAS tokens and signed URLs: the query string carries the signature.
+    (re.compile(r"([?&](?:sig|se|sv|sp|st|spr|srt|ss|skoid|sktid|skt|ske|sks|skv)=)[^&\s\"']+", re.I), r"\1REDACTED"),
+    (re.compile(r"([?&]X-Amz-(?:Signature|Credential|Security-Token)=)[^&\s\"']+", re.I), r"\1REDACTED"),
+    (re.compile(r"((?:AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN|AZURE_STORAGE_SAS_TOKEN|[A-Z_]*TOKEN|[A-Z_]*SECRET[A-Z_]*|[A-Z_]*PASSWORD)=)\S+"), r"\1REDACTED"),
+]
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with SAS signatures, signed-URL credentials and secret env values masked."""
+    for pattern, repl in _SECRET_PATTERNS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def cpu_threads() -> int:
+    """Threads this process may use: SLURM_CPUS_PER_TASK in a job, else the CPUs we are allowed on."""
+    for var in ("SLURM_CPUS_PER_TASK", "GEOHPC_THREADS"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def parse_size(text: str) -> int:
+    """Parse ``512M``, ``2G``, ``1.5GiB``, ``4096`` (bytes) into bytes; K/M/G/T are powers of 1024."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGTP]?)(i?B)?\s*", text, re.I)
+    if not m:
+        raise ValueError(f"not a size: {text!r} (use e.g. 512M or 2G)")
+    mult = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}[m.group(2).upper()]
+    return int(float(m.group(1)) * mult)
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` only if the block succeeds.
+
+    The temporary file lives in the target's directory (same filesystem, so the rename is
+    atomic and scratch, not a RAM-backed /tmp, holds the bytes). On error it is removed.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sfx = target.suffix if suffix is None else suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{sfx}", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def write_text_atomic(target: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``target`` through a temporary file and a rename."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(target: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` as indented JSON to ``target`` atomically."""
+    write_text_atomic(target, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
