@@ -47,6 +47,19 @@ def log(msg: str) -> None:
     print(f"[cog] {msg}", file=sys.stderr, flush=True)
 
 
+def gdal_message(exc: BaseException) -> str:
+    """The root GDAL error behind a rasterio exception ("Read failed. See previous exception" hides it)."""
+    msgs = []
+    seen: BaseException | None = exc
+    while seen is not None and len(msgs) < 5:
+        text = str(seen).strip()
+        if text:
+            msgs.append(text.splitlines()[0])
+        seen = seen.__cause__ or seen.__context__
+    useful = [m for m in msgs if "previous exception" not in m]
+    return (useful or msgs or [type(exc).__name__])[-1]
+
+
 @lru_cache(maxsize=1)
 def zstd_available() -> bool:
     """True when this GDAL's GTiff driver can write ZSTD (tried once on /vsimem/)."""
@@ -192,7 +205,7 @@ def make_cog(
         The COG to write. A temporary tiled copy and the final file's temporary name live in
         the same folder (never /tmp, which is RAM on LUMI compute nodes).
     blocksize:
-        Internal tile size in pixels (a multiple of 16).
+        Internal tile size in pixels (a multiple of 16 from 64 to 4096; GDAL's overview limit).
     compress:
         ``ZSTD`` (default when GDAL has it), ``DEFLATE``, ``LZW`` or ``NONE``. The predictor follows
         the data type: 3 for floats, 2 for integers.
@@ -214,8 +227,8 @@ def make_cog(
         ``dst``.
     """
     src, dst = Path(src), Path(dst)
-    if blocksize < 16 or blocksize % 16:
-        raise ConfigError(f"blocksize {blocksize} must be a positive multiple of 16 (e.g. 256 or 512)")
+    if not 64 <= blocksize <= 4096 or blocksize % 16:
+        raise ConfigError(f"blocksize {blocksize} must be a multiple of 16 from 64 to 4096 (e.g. 256 or 512)")
     if mem_budget < MIN_MEM_BUDGET:
         raise ConfigError(f"memory budget {mem_budget} bytes is too small; give at least 64M")
     if dst.exists() and src.exists() and dst.resolve() == src.resolve():
@@ -266,7 +279,7 @@ def make_cog(
                         raise GeohpcError(f"{dst}: the written file is not a valid COG ({'; '.join(problems)})")
                 t3 = time.monotonic()
         except RasterioError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            first = gdal_message(exc)
             raise GeohpcError(f"{src} -> {dst}: GDAL failed ({first}); check free space and the input") from exc
         except OSError as exc:
             raise GeohpcError(f"{dst}: cannot write ({exc.strerror or exc}); check the output folder") from exc
@@ -295,7 +308,7 @@ def _tiled_copy(ds: rasterio.io.DatasetReader, inter: Path, blocksize: int, budg
             try:
                 a = ds.read(window=w)
             except RasterioError as exc:
-                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                first = gdal_message(exc)
                 raise InputError(f"{ds.name}: cannot read rows {w.row_off}-{w.row_off + w.height} ({first}); "
                                  "the file is corrupt or truncated: re-download or re-create it") from exc
             if not seen_data:
