@@ -302,11 +302,16 @@ def _tiled_copy(ds: rasterio.io.DatasetReader, inter: Path, blocksize: int, budg
     nodata = ds.nodata
     seen_data = False
     windows = _windows(ds, budget, blocksize)
+    buffers: dict[tuple[int, int, int], np.ndarray] = {}
     with rasterio.open(inter, "w", **prof) as out:
         _copy_metadata(ds, out)
         for w in progress(windows, total=len(windows), desc="cog tiled copy"):
+            shape = (ds.count, int(w.height), int(w.width))
+            if shape not in buffers:  # reuse: fresh 100s-of-MB arrays cost page faults on every window
+                buffers.clear()
+                buffers[shape] = np.empty(shape, ds.dtypes[0])
             try:
-                a = ds.read(window=w)
+                a = ds.read(window=w, out=buffers[shape])
             except RasterioError as exc:
                 first = gdal_message(exc)
                 raise InputError(f"{ds.name}: cannot read rows {w.row_off}-{w.row_off + w.height} ({first}); "
