@@ -225,10 +225,18 @@ def build_mosaic(
         return vrt
     from .cog import make_cog
 
+    # GDAL keeps at most this many VRT sources open: stay well under this process's open-file limit.
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    pool = max(8, min(100, soft // 4))  # GDAL keeps at most this many VRT sources open
-    os.environ.setdefault("GDAL_MAX_DATASET_POOL_SIZE", str(pool))
-    return make_cog(vrt, cog, blocksize=blocksize, mem_budget=mem_budget, threads=threads, force=force)
+    given = os.environ.get("GDAL_MAX_DATASET_POOL_SIZE", "")
+    pool = max(8, min(int(given) if given.isdigit() else 100, soft // 4))
+    os.environ["GDAL_MAX_DATASET_POOL_SIZE"] = str(pool)
+    try:
+        return make_cog(vrt, cog, blocksize=blocksize, mem_budget=mem_budget, threads=threads, force=force)
+    finally:
+        if given:
+            os.environ["GDAL_MAX_DATASET_POOL_SIZE"] = given
+        else:
+            os.environ.pop("GDAL_MAX_DATASET_POOL_SIZE", None)
 
 
 def _inputs(args: argparse.Namespace) -> list[str]:

@@ -314,8 +314,10 @@ def _tiled_copy(ds: rasterio.io.DatasetReader, inter: Path, blocksize: int, budg
                 a = ds.read(window=w, out=buffers[shape])
             except RasterioError as exc:
                 first = gdal_message(exc)
-                raise InputError(f"{ds.name}: cannot read rows {w.row_off}-{w.row_off + w.height} ({first}); "
-                                 "the file is corrupt or truncated: re-download or re-create it") from exc
+                fix = ("raise the open-file limit (ulimit -n) or lower GDAL_MAX_DATASET_POOL_SIZE"
+                       if "Too many open files" in first else
+                       "the file is corrupt or truncated: re-download or re-create it")
+                raise InputError(f"{ds.name}: cannot read rows {w.row_off}-{w.row_off + w.height} ({first}); {fix}") from exc
             if not seen_data:
                 seen_data = _has_data(a, nodata)
             out.write(a, window=w)
