@@ -111,7 +111,7 @@ def read_cells_block(ds: object, rows: np.ndarray, cols: np.ndarray, budget: int
     itemsize = np.dtype(ds.dtypes[0]).itemsize  # type: ignore[attr-defined]
     out = np.zeros((count, len(rows)), dtype=ds.dtypes[0])  # type: ignore[attr-defined]
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for i, key in enumerate(zip((rows // bh).tolist(), (cols // bw).tolist())):
+    for i, key in enumerate(zip((rows // bh).tolist(), (cols // bw).tolist(), strict=True)):
         groups[key].append(i)
     for key in progress(sorted(groups), total=len(groups), desc=desc or "blocks"):
         idx = np.asarray(groups[key])
@@ -121,7 +121,7 @@ def read_cells_block(ds: object, rows: np.ndarray, cols: np.ndarray, budget: int
             arr = ds.read(window=Window(c0, r0, c1 - c0, r1 - r0))  # type: ignore[attr-defined]
             out[:, idx] = arr[:, r - r0, c - c0]
         else:
-            for j, rr, cc in zip(idx, r, c):
+            for j, rr, cc in zip(idx, r, c, strict=True):
                 out[:, j] = ds.read(window=Window(int(cc), int(rr), 1, 1))[:, 0, 0]  # type: ignore[attr-defined]
     return out
 
@@ -192,7 +192,7 @@ def sample(points: Points, rasters: list[Path], out: Path, *, method: str = "aut
     at = pa.Table.from_pandas(table, preserve_index=False)
     at = at.replace_schema_metadata({**(at.schema.metadata or {}), b"geohpc": json.dumps(meta).encode()})
     side = out.with_suffix(".dropped.csv")
-    lines = ["id,label,reason"] + [f"{points.ids[i]},{points.labels[i]},{why}" for i, why in zip(dropped_idx, reasons)]
+    lines = ["id,label,reason"] + [f"{points.ids[i]},{points.labels[i]},{why}" for i, why in zip(dropped_idx, reasons, strict=True)]
     write_text_atomic(side, "\n".join(lines) + "\n")
     with atomic_path(out) as tmp:
         pq.write_table(at, tmp)

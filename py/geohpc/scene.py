@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from .classes import CLASSES_TAG, classes_tag, colormap
-from .errors import InputError, run_cli
 from .embeddings import work_path
+from .errors import InputError, run_cli
 from .progress import progress
 from .rasterio_io import iter_block_windows, n_blocks
 from .util import atomic_path, write_json_atomic, write_text_atomic
@@ -56,7 +56,7 @@ def field_map(size: int, n_classes: int, rng: np.random.Generator, min_field: in
 
 def make_scene(out_dir: Path, *, size: int = 512, bands: int = 128, n_classes: int = 6, seed: int = 0,
                train_points: int = 800, val_points: int = 400, block: int = 256, res: float = 10.0,
-               dtype: str = "float32", noise: float = 0.6, compress: str = "none") -> dict[str, object]:
+               dtype: str = "float32", noise: float = 0.9, compress: str = "none") -> dict[str, object]:
     """Write a synthetic scene into ``out_dir`` and return its description (also saved as ``scene.json``)."""
     import rasterio
     from pyproj import Transformer
@@ -152,7 +152,7 @@ def make_scene(out_dir: Path, *, size: int = 512, bands: int = 128, n_classes: i
 
 def _write_geojson(path: Path, x: np.ndarray, y: np.ndarray, labels: list[str], crs: str | None, start: int) -> None:
     feats = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [round(float(a), 7), round(float(b), 7)]},
-              "properties": {"id": start + i, "label": lab}} for i, (a, b, lab) in enumerate(zip(x, y, labels))]
+              "properties": {"id": start + i, "label": lab}} for i, (a, b, lab) in enumerate(zip(x, y, labels, strict=True))]
     doc: dict[str, object] = {"type": "FeatureCollection", "features": feats}
     if crs:
         doc["crs"] = {"type": "name", "properties": {"name": f"urn:ogc:def:crs:EPSG::{crs.split(':')[1]}"}}
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-points", type=int, default=400)
     ap.add_argument("--block", type=int, default=256, help="GeoTIFF tile size")
     ap.add_argument("--dtype", choices=("float32", "int8"), default="float32", help="int8 writes a per-pixel scale sidecar")
-    ap.add_argument("--noise", type=float, default=0.6, help="per-pixel noise (standard deviation)")
+    ap.add_argument("--noise", type=float, default=0.9, help="per-pixel noise (standard deviation)")
     ap.add_argument("--compress", default="none", help="GeoTIFF compression: none, deflate, zstd")
     args = ap.parse_args(argv)
 
