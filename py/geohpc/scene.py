@@ -56,7 +56,7 @@ def field_map(size: int, n_classes: int, rng: np.random.Generator, min_field: in
 
 def make_scene(out_dir: Path, *, size: int = 512, bands: int = 128, n_classes: int = 6, seed: int = 0,
                train_points: int = 800, val_points: int = 400, block: int = 256, res: float = 10.0,
-               dtype: str = "float32", noise: float = 0.9, compress: str = "none") -> dict[str, object]:
+               dtype: str = "float32", noise: float = 0.9, separation: float = 0.5, compress: str = "none") -> dict[str, object]:
     """Write a synthetic scene into ``out_dir`` and return its description (also saved as ``scene.json``)."""
     import rasterio
     from pyproj import Transformer
@@ -70,7 +70,7 @@ def make_scene(out_dir: Path, *, size: int = 512, bands: int = 128, n_classes: i
         raise InputError(f"--block {block}: give a multiple of 16")
     rng = np.random.default_rng(seed)
     fields, codes = field_map(size, n_classes, rng, min_field=max(8, size // 20))
-    base = rng.normal(0, 1, (n_classes, bands)).astype(np.float32)
+    base = rng.normal(0, separation, (n_classes, bands)).astype(np.float32)
     base[2 % n_classes] = 0.5 * base[0] + 0.5 * base[2 % n_classes]  # barley close to wheat, as in reality
     field_off = rng.normal(0, 0.15, (int(fields.max()) + 1, bands)).astype(np.float32)
     names = {k + 1: CROPS[k] for k in range(n_classes)}
@@ -172,13 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--block", type=int, default=256, help="GeoTIFF tile size")
     ap.add_argument("--dtype", choices=("float32", "int8"), default="float32", help="int8 writes a per-pixel scale sidecar")
     ap.add_argument("--noise", type=float, default=0.9, help="per-pixel noise (standard deviation)")
+    ap.add_argument("--separation", type=float, default=0.5, help="spread of the class signatures (smaller = harder)")
     ap.add_argument("--compress", default="none", help="GeoTIFF compression: none, deflate, zstd")
     args = ap.parse_args(argv)
 
     def work() -> int:
         desc = make_scene(work_path(args.out_dir), size=args.size, bands=args.bands, n_classes=args.classes, seed=args.seed,
                           train_points=args.train_points, val_points=args.val_points, block=args.block, dtype=args.dtype,
-                          noise=args.noise, compress=args.compress)
+                          noise=args.noise, separation=args.separation, compress=args.compress)
         print(json.dumps(desc))
         return 0
 
