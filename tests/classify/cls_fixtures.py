@@ -21,7 +21,7 @@ from geohpc.train import train
 @functools.cache
 def _scene() -> dict:
     out = Path(tempfile.mkdtemp(prefix="geohpc-cls-"))
-    return make_scene(out / "scene", size=128, bands=16, n_classes=5, train_points=300, val_points=150, block=64, seed=3)
+    return make_scene(out / "scene", size=128, bands=16, n_classes=5, train_points=300, val_points=150, block=64, seed=3, separation=1.0)
 
 
 @functools.cache
