@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from geohpc.points import read_points
 from geohpc.sample import sample
 from geohpc.scene import make_scene

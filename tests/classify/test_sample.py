@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import rasterio
 from conftest import write_raster
-
 from geohpc import sample as sample_mod
 from geohpc.points import read_points, write_gpkg_points
 from geohpc.sample import direct_layout, sample

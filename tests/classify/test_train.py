@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from cls_fixtures import model_dir, samples, scene  # noqa: F401
-
 from geohpc import train as train_mod
 from geohpc.train import train
 
