@@ -149,6 +149,12 @@ def preview(files: list[Path], path: Path, max_px: int = 800) -> None:
         Image.fromarray(lut[canvas]).save(tmp, format="PNG")
 
 
+_CSS = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
+        ".sw{display:inline-block;width:1em;height:1em;margin:0 4px 0 12px;vertical-align:middle}.big{font-size:1.2em}"
+        "img{max-width:100%;image-rendering:pixelated}")
+
+
 def _img(path: Path) -> str:
     return f'<img alt="{path.name}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
 
@@ -190,10 +196,8 @@ def validate(map_spec: str, out_dir: Path, *, points: Path | None = None, truth:
     primary = result.get("points") or result.get("truth")
     result["overall_accuracy"], result["kappa"] = primary["overall_accuracy"], primary["kappa"]
     legend = "".join(f'<span class=sw style="background:rgb{colour(k)}"></span>{html.escape(v)} ' for k, v in sorted(classes.items()))
-    page = (f"<!doctype html><html><head><meta charset=utf-8><title>geohpc validation</title><style>body{{font-family:sans-serif;"
-            "max-width:1000px;margin:2em auto}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;"
-            "text-align:right}}.sw{{display:inline-block;width:1em;height:1em;margin:0 4px 0 12px}}.big{{font-size:1.2em}}"
-            f"img{{max-width:100%}}</style></head><body><h1>Crop map validation</h1><p>map: {html.escape(', '.join(result['map']))}</p>"
+    page = (f"<!doctype html><html><head><meta charset=utf-8><title>geohpc validation</title><style>{_CSS}</style></head>"
+            f"<body><h1>Crop map validation</h1><p>map: {html.escape(', '.join(result['map']))}</p>"
             f"{''.join(sections)}<h2>Map preview</h2><p>{legend}</p>{_img(out_dir / 'preview.png')}</body></html>")
     write_json_atomic(out_dir / "metrics.json", result)
     write_text_atomic(out_dir / "report.html", page)
