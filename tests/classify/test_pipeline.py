@@ -85,3 +85,23 @@ def test_job_scripts_follow_the_template(repo):
         head = [ln for ln in text.splitlines()[1:] if ln.startswith("#SBATCH")]
         assert head[0] == f"#SBATCH --job-name={stage}" and "#SBATCH --output=logs/%x_%A_%a.out" in head
         assert f"run_py geohpc.{stage}" in text and "$" not in "".join(head)
+
+
+def _make(*args: str):
+    import subprocess
+
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root"}
+    return subprocess.run(["make", "-s", *args], cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("stage, params, needles", [
+    ("train", ["SAMPLES=outputs/sample", "TASKS=4", "TRIALS=40"], ["--array=0-3", "jobs/train.sbatch", "export TRIALS=40"]),
+    ("classify", ["MODEL=outputs/train", "RASTERS=/scratch/emb/a.tif,/scratch/emb/b.tif", "SHARDS=3"],
+     ["--array=0-5", "jobs/classify.sbatch", "export SHARDS=3"]),
+    ("sample", ["POINTS=p.gpkg", "RASTERS=emb.vrt"], ["--array=0", "export POINTS=p.gpkg"]),
+])
+def test_dry_run_on_lumi_renders_the_array(stage, params, needles):
+    proc = _make("submit", f"STAGE={stage}", "SITE=lumi", "DRY_RUN=1", *params)
+    assert proc.returncode == 0, proc.stderr
+    for needle in needles:
+        assert needle in proc.stdout, (needle, proc.stdout)
