@@ -169,3 +169,37 @@ def test_bad_points_exit_2_one_line_no_output(tmp_path, capsys, case, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and message in err[0], err
     assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def test_vrt_of_tiles_is_sampled_like_its_sources(tmp_path):
+    import subprocess
+
+    rng = np.random.default_rng(5)
+    a = write_raster(tmp_path / "a.tif", rng.normal(size=(4, 40, 40)).astype(np.float32), compress="deflate")
+    b = write_raster(tmp_path / "b.tif", rng.normal(size=(4, 40, 40)).astype(np.float32), origin=(ORIGIN[0] + 400, ORIGIN[1]))
+    vrt = tmp_path / "m.vrt"
+    subprocess.run(["gdalbuildvrt", "-q", str(vrt), str(a), str(b)], check=True)
+    xs, ys, _, _ = _random_points(rng, 60, 40)
+    xs = np.concatenate([xs, xs + 400])
+    ys = np.concatenate([ys, ys])
+    pts = read_points(_pts_csv(tmp_path / "p.csv", xs, ys, ["k"] * 120), crs="EPSG:32635")
+    sample(pts, [vrt], tmp_path / "v.parquet")
+    got = pd.read_parquet(tmp_path / "v.parquet").sort_values("id")
+    want = np.concatenate([_rasterio_values(a, xs[:60], ys[:60]), _rasterio_values(b, xs[60:], ys[60:])])
+    np.testing.assert_array_equal(got.filter(regex=r"^b\d{3}$").to_numpy(), want)
+
+
+def test_geoparquet_points_with_wkb_geometry(tmp_path):
+    import struct
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    wkb = [struct.pack("<BIdd", 1, 1, ORIGIN[0] + 5, ORIGIN[1] - 5), struct.pack("<BIdd", 1, 1, ORIGIN[0] + 25, ORIGIN[1] - 5)]
+    geo = {"version": "1.0.0", "primary_column": "geometry", "columns": {"geometry": {
+        "encoding": "WKB", "geometry_types": ["Point"], "crs": {"id": {"authority": "EPSG", "code": 32635}}}}}
+    table = pa.table({"id": [7, 8], "label": ["oats", "maize"], "geometry": wkb})
+    pq.write_table(table.replace_schema_metadata({b"geo": json.dumps(geo).encode()}), tmp_path / "p.parquet")
+    pts = read_points(tmp_path / "p.parquet")
+    assert pts.crs == "EPSG:32635" and list(pts.ids) == [7, 8]
+    np.testing.assert_allclose(pts.x, [ORIGIN[0] + 5, ORIGIN[0] + 25])
