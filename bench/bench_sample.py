@@ -3,7 +3,7 @@
 
 Builds (once, under bench/out/) a 128-band float32 GeoTIFF, 512x512 tiles, pixel-interleaved, uncompressed
 (4096x4096 = 8.6 GB by default; --size shrinks it), then on the same random points in one run times
-  1. geohpc.sample (auto = direct byte-offset reads for this layout), cold page cache for its pixels,
+  1. geohpc.sample (auto = direct byte-offset reads for this layout),
   2. rasterio's DatasetReader.sample, point by point (the tool a user would pick),
   3. geohpc.sample --method block (one windowed read per tile that holds points),
 checks the values are identical, prints the ratio, then times geohpc.sample alone on --big-points points
@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- Raster: {args.size}x{args.size}, {args.bands} bands float32, {args.block}x{args.block} tiles, pixel-interleaved, "
         f"uncompressed: {gb:.1f} GB (build: {built}); random pixel-centre points; command: `python bench/bench_sample.py"
         f"{'' if args.size == 4096 else f' --size {args.size}'}`",
-        "- Order in one run: ours (direct, cold pages) -> rasterio.sample -> ours (block). Page cache not dropped.",
+        "- Order in one run: ours (direct) -> rasterio.sample -> ours (block). The page cache is not dropped (no root "
+        "here), and a freshly built file may be partly cached: all three see the same cache state or a warmer one for later runs.",
         "",
         "| what | points | time | vs rasterio.sample |",
         "|---|---:|---:|---:|",
