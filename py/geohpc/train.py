@@ -115,6 +115,8 @@ def train(samples: str, out_dir: Path, *, trials: int = 20, iterations: int = 30
                           "n_train": int(sp_train.sum()), "n_val": int((~sp_train).sum())},
         "random": {**_evaluate(random_model, X[~rn_train], y[~rn_train], classes), "n_train": int(rn_train.sum()), "n_val": int((~rn_train).sum())},
         "excluded_classes": excluded, "trials_complete": len(complete), "best_trial": best.number,
+        # a killed task leaves its in-flight trial RUNNING in the journal (journals have no heartbeat); it never counts
+        "trials_running_or_stale": sum(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False)),
         "best_value": best.value, "final_iterations": final_iters, "study": study_name, "journal": str(journal),
         "samples": samples, "n_samples": int(len(df)), "thread_count": base["thread_count"], "task_type": device["task_type"],
     }

@@ -103,3 +103,15 @@ def test_validate_map_in_another_crs_and_missing_reference(scene, tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "not on the map's grid" in err[0]
     assert not (tmp_path / "v" / "report.html").exists()
+
+
+def test_int8_scene_with_scale_sidecar_classifies_like_float(scene, model_dir, tmp_path):  # noqa: F811
+    from geohpc.scene import make_scene
+
+    q = make_scene(tmp_path / "q", size=128, bands=16, n_classes=5, train_points=50, val_points=10, block=64, seed=3,
+                   separation=1.0, dtype="int8")
+    assert Path(q["embedding"]).with_name("embedding_scale.tif").exists()
+    a = classify(model_dir, _item(scene, 0, 1), tmp_path / "f")
+    b = classify(model_dir, f"{q['embedding']}::0/1", tmp_path / "i")
+    with rasterio.open(a["out"]) as fa, rasterio.open(b["out"]) as fb:
+        assert (fa.read(1) == fb.read(1)).mean() > 0.95
