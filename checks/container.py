@@ -1,0 +1,60 @@
+"""container: --rocm in a LUMI singularity call; binds missing the paths the stage touches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from geohpc.preflight_context import PreflightContext, Result, fail, ok, warn
+
+NAME = "container"
+DESCRIPTION = "--rocm on LUMI; SINGULARITY_BIND/APPTAINER_BIND missing scratch/projappl/project paths"
+STAGES = "all"
+
+
+def _covered(path: str, binds: list[str]) -> bool:
+    p = path.rstrip("/") + "/"
+    return any(p.startswith(b.rstrip("/") + "/") for b in binds if b)
+
+
+def needed_paths(ctx: PreflightContext) -> list[str]:
+    """Host paths the containerised job reads or writes, plus their symlink targets (/scratch -> /pfs)."""
+    raw = [ctx.site.get("SCRATCH", ""), ctx.site.get("PROJECT_DIR", ""), ctx.site.get("VENV", "")]
+    raw += [str(p) for p in ctx.inputs + ctx.outputs]
+    out: list[str] = []
+    for r in raw:
+        if not r or not r.startswith("/"):
+            continue
+        out.append(r)
+        if os.path.exists(r):
+            real = os.path.realpath(r)
+            if real != r:
+                out.append(real)
+    return list(dict.fromkeys(out))
+
+
+def check(ctx: PreflightContext) -> Result:
+    """Fail on ``--rocm`` on a ROCm (LUMI) site, or on a path the container cannot see."""
+    runtime = ctx.site.get("CONTAINER_RUNTIME", "none")
+    uses = ctx.runtime == "container" or (ctx.stage is None and runtime != "none")
+    if not uses:
+        return ok(f"stage {ctx.stage} runs in the venv" if ctx.stage else "site uses no container")
+    launch = ctx.launch or ctx.env.get("GEOHPC_LAUNCH", "")
+    rocm_site = ctx.site.get("GPU_VENDOR") == "rocm" or ctx.site.get("SITE_NAME") == "lumi"
+    if "--rocm" in launch.split() and rocm_site:
+        return fail(f"'--rocm' in the container call ({launch}): on LUMI it binds a host ROCm that does not "
+                    "match the container's (HIP errors, hangs, or no GPU found)",
+                    "drop --rocm: the LUMI PyTorch containers ship their own ROCm")
+    home = ctx.env.get("HOME", "")
+    binds = ctx.binds + ([home] if home else [])  # singularity/apptainer bind $HOME by default
+    missing = [p for p in needed_paths(ctx) if not _covered(p, binds)]
+    var = "SINGULARITY_BIND" if runtime == "singularity" else "APPTAINER_BIND"
+    if missing:
+        tops = sorted({"/" + Path(m).parts[1] for m in missing if len(Path(m).parts) > 1})
+        return fail(f"{var} ({','.join(ctx.binds) or 'empty'}) misses {', '.join(missing[:4])}: the job sees "
+                    "'No such file or directory' inside the container",
+                    f"add {','.join(tops)} to CONTAINER_BIND in sites/{ctx.site.get('SITE_NAME', '?')}.env")
+    if not ctx.site.get("PYTORCH_SIF"):
+        return warn(f"site {ctx.site.get('SITE_NAME', '?')} uses {runtime} but PYTORCH_SIF is empty",
+                    "set PYTORCH_SIF=/path/to/pytorch.sif in the site file")
+    return ok(f"{var} covers the {len(needed_paths(ctx))} paths the stage touches")
