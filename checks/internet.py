@@ -7,6 +7,7 @@ from geohpc.preflight_context import PreflightContext, Result, fail, ok, warn
 NAME = "internet"
 DESCRIPTION = "a downloading stage on a site whose compute nodes have no internet (INTERNET=no)"
 STAGES = "all"
+REMOTE_PREFIXES = ("http://", "https://", "s3://", "/vsis3/", "/vsicurl/", "/vsiaz/", "gs://")
 
 
 def _downloading_stages() -> list[str]:
@@ -27,6 +28,10 @@ def check(ctx: PreflightContext) -> Result:
             return warn(f"stages {', '.join(dl)} download, and {site}'s compute nodes have no internet", fix)
         return ok(f"site {site} INTERNET={'yes' if online else 'no'}")
     if not ctx.downloads:
+        remote = [f"{k}={v}" for k, v in ctx.params.items() if v.startswith(REMOTE_PREFIXES)]
+        if remote and not online:
+            return warn(f"stage {ctx.stage} reads {remote[0]}, and {site} compute nodes have no internet "
+                        "(only some http(s) passes a proxy)", fix)
         return ok(f"stage {ctx.stage} does not download")
     if online:
         return ok(f"stage {ctx.stage} downloads; {site} compute nodes have internet")

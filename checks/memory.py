@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from geohpc.preflight_context import PreflightContext, Result, fail, ok, warn
@@ -49,7 +50,8 @@ def check(ctx: PreflightContext) -> Result:
         return ok("no memory estimate for this stage" if mem else "no --mem requested: the partition default applies")
     need, how = est
     msg = f"estimate {human(need)} ({how}) vs --mem {human(mem)}"
-    fix = f"ask MEM={human(2 * need).replace(' ', '').replace('iB', '')} on the make line, or read in windows (WINDOW=1024)"
+    want = f"{math.ceil(2 * need / 2**30)}G" if 2 * need >= 2**30 else f"{math.ceil(2 * need / 2**20)}M"
+    fix = f"ask MEM={want} on the make line (2x the estimate), or read in windows (WINDOW=1024)"
     if need > mem:
         return fail(msg + ": the task will be killed (OOM)", fix)
     if 2 * need > mem:

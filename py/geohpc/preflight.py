@@ -160,10 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print results as JSON")
     ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                     help="stage parameter as given on the make line (repeatable)")
+    ap.add_argument("--checks-dir", type=Path, default=CHECKS_DIR, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     def work() -> int:
-        checks = load_checks()
+        checks = load_checks(args.checks_dir)
         if args.list:
             for c in checks:
                 stages = "all" if c.stages == "all" else ",".join(c.stages)
