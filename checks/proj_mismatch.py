@@ -78,7 +78,7 @@ def check(ctx: PreflightContext) -> Result:
         want_major, want_minor, want_ver = layout(ref)
         if major != want_major or minor < want_minor:
             hard.append(f"{lib} (PROJ {want_ver}) needs layout {want_major}.{want_minor}+")
-        elif minor != want_minor:
+        elif minor != want_minor and lib == "rasterio":  # pyproj wheels prefer their own data dir
             soft.append(f"{lib} has PROJ {want_ver}")
     if hard and any(h.startswith("rasterio") for h in hard):
         return fail(f"{var}={value}: proj.db layout {major}.{minor} (PROJ {ver}), but {'; '.join(hard)}: "
