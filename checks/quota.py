@@ -16,7 +16,7 @@ def check(ctx: PreflightContext) -> Result:
     """Fail when the pending items' outputs do not fit in the bytes or files left under SCRATCH."""
     scratch = str(ctx.work)
     kind = ctx.site.get("QUOTA_CMD", "df")
-    entries = read_quota(kind, scratch, ctx.quota_output)
+    entries = read_quota(kind, scratch, ctx.quota_output, ctx.env)
     entry = entry_for(entries, scratch)
     if entry is None or entry.limit is None:
         entry = statvfs_entry(scratch)  # no quota set on this path: the filesystem is the limit (df, df -i)

@@ -7,6 +7,8 @@ newer system than the compute node (or the container) fails at import with
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 import struct
 from collections.abc import Iterable
@@ -18,6 +20,16 @@ _GLIBC = re.compile(rb"^GLIBC_(\d+)\.(\d+)(?:\.(\d+))?$")
 
 def glibc_needs(path: str | Path) -> set[tuple[int, int]]:
     """The ``GLIBC_x.y`` versions ``path`` requires (empty for non-ELF files or static objects)."""
+    st = os.stat(path)
+    return set(_needs_cached(str(path), st.st_mtime_ns, st.st_size))
+
+
+@functools.lru_cache(maxsize=65536)
+def _needs_cached(path: str, _mtime: int, _size: int) -> frozenset[tuple[int, int]]:
+    return frozenset(_read_needs(path))
+
+
+def _read_needs(path: str) -> set[tuple[int, int]]:
     with open(path, "rb") as fh:
         ident = fh.read(16)
         if len(ident) < 16 or ident[:4] != b"\x7fELF":

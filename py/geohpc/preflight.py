@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from .errors import ConfigError, run_cli
+from .errors import ConfigError, GeohpcError, run_cli
 from .preflight_context import (
     REPO,
     STATUSES,
@@ -42,6 +42,7 @@ class Check:
     stages: str | tuple[str, ...]
     module: ModuleType
     path: Path
+    load_error: str = ""
 
     def applies_to(self, stage: str | None) -> bool:
         """True when the check runs for ``stage`` (every check runs when no stage is given)."""
@@ -63,10 +64,8 @@ def load_checks(checks_dir: Path = CHECKS_DIR) -> list[Check]:
             found.append(Check(mod.NAME, mod.DESCRIPTION, stages if stages == "all" else tuple(stages),
                                mod, path))
         except Exception as exc:  # noqa: BLE001 - a broken check must show up, not vanish
-            broken = ModuleType(path.stem)
-            err = f"{type(exc).__name__}: {exc}"
-            broken.check = lambda ctx, _e=err: (_ for _ in ()).throw(RuntimeError(f"failed to load: {_e}"))  # type: ignore[attr-defined]
-            found.append(Check(path.stem, f"(failed to load {path.name})", "all", broken, path))
+            found.append(Check(path.stem, f"(failed to load {path.name})", "all", mod, path,
+                               load_error=f"failed to load {path.name}: {type(exc).__name__}: {exc}"))
     return found
 
 
@@ -83,14 +82,19 @@ def run_checks(ctx: PreflightContext, checks: Iterable[Check], only: Sequence[st
     results = []
     for c in checks:
         try:
+            if c.load_error:
+                raise ImportError(c.load_error)
             res = c.module.check(ctx)
             if not isinstance(res, Result) or res.status not in ("ok", "warn", "fail"):
                 raise TypeError(f"check returned {res!r}, not a Result with status ok|warn|fail")
         except Exception as exc:  # noqa: BLE001 - reported as crashed, never as passed
             tb = traceback.extract_tb(exc.__traceback__)
-            where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
-            res = Result("crashed", f"{type(exc).__name__}: {exc}{where}",
-                         f"a bug in checks/{c.path.name}: report it, or skip with --only")
+            where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb and not c.load_error else ""
+            if isinstance(exc, GeohpcError):  # the check could not run, for a reason the user can fix
+                res = Result("crashed", str(exc), "fix that and rerun; or skip: --only <other checks>")
+            else:
+                res = Result("crashed", f"{type(exc).__name__}: {exc}{where}",
+                             f"a bug in checks/{c.path.name}: report it, or skip with --only")
         res.check = c.name
         res.message = " ".join(str(res.message).split())
         res.fix = " ".join(str(res.fix).split())

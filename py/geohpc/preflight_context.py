@@ -254,7 +254,12 @@ def build_context(
     the site file is read and make-line values (MAKEFLAGS, ``params``) are applied over it.
     """
     env = dict(os.environ if env is None else env)
-    site_file = load_site(site_name, repo)
+    try:
+        site_file = load_site(site_name, repo)
+    except ConfigError:
+        if site_values is None:
+            raise
+        site_file = dict(site_values)
     make_line = make_line_vars(env)
     params = {**{k: v for k, v in make_line.items() if k not in site_file}, **dict(params or {})}
     site = dict(site_values) if site_values is not None else dict(site_file)

@@ -20,6 +20,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -424,10 +425,11 @@ def quota_command(kind: str, path: str) -> list[str]:
     }.get(kind, ["df", "-Pk", path])
 
 
-def read_quota(kind: str, path: str, recorded: str | None = None) -> list[QuotaEntry]:
-    """Quota entries for ``path``: from ``recorded`` text (or the file named by GEOHPC_QUOTA_OUTPUT),
-    else by running the site's quota command; ``df``/unknown kinds use statvfs (df and df -i)."""
-    recorded_file = os.environ.get("GEOHPC_QUOTA_OUTPUT", "")
+def read_quota(kind: str, path: str, recorded: str | None = None,
+               env: Mapping[str, str] | None = None) -> list[QuotaEntry]:
+    """Quota entries for ``path``: from ``recorded`` text (or the file named by GEOHPC_QUOTA_OUTPUT in
+    ``env``), else by running the site's quota command; ``df``/unknown kinds use statvfs (df, df -i)."""
+    recorded_file = (os.environ if env is None else env).get("GEOHPC_QUOTA_OUTPUT", "")
     if recorded is None and recorded_file:
         recorded = Path(recorded_file).read_text()
     if recorded is not None:

@@ -31,11 +31,17 @@ def test_quota_fail_when_planned_output_exceeds_lumi_quota(make_ctx, run_check) 
     assert "/scratch/project_465002906" in res.message and res.fix
 
 
-def test_quota_fail_already_over_from_star(make_ctx, run_check, monkeypatch) -> None:
-    monkeypatch.setenv("GEOHPC_QUOTA_OUTPUT", str(FIXTURES / "lfs-quota-h-p.6.txt"))
-    ctx = make_ctx(site={"QUOTA_CMD": "lfs"}, output_bytes=[0], pending=1)
+def test_quota_fail_already_over_from_star(make_ctx, run_check) -> None:
+    ctx = make_ctx(site={"QUOTA_CMD": "lfs"}, output_bytes=[0], pending=1,
+                   env={"GEOHPC_QUOTA_OUTPUT": str(FIXTURES / "lfs-quota-h-p.6.txt")})
     res = run_check("quota", ctx)
     assert res.status == "fail" and "already over" in res.message
+
+
+def test_quota_command_missing_or_failing_is_crashed_not_ok(make_ctx, run_check) -> None:
+    res = run_check("quota", make_ctx(site={"QUOTA_CMD": "lfs"}, env={"PATH": "/nonexistent"},
+                                      quota_output=(FIXTURES / "lfs-quota-error.1.txt").read_text()))
+    assert res.status == "crashed" and "not on a mounted Lustre filesystem" in res.message
 
 
 def test_quota_fail_on_inodes_from_dusage(make_ctx, run_check) -> None:
