@@ -6,14 +6,16 @@ from geohpc.preflight_context import PreflightContext, Result, fail, ok, warn
 from geohpc.train_lints import lint_paths, python_files
 
 NAME = "training_lints"
-DESCRIPTION = "static scan of training code: GradScaler+bf16, EMA buffers, DDP 'module.' keys, BatchNorm batch<8"
-STAGES = ("train", "fit", "embed")
+DESCRIPTION = ("static scan of training code: GradScaler+bf16, EMA buffers, DDP 'module.' keys, BatchNorm "
+               "batch<8, CatBoost predict_proba argmax labels")
+STAGES = ("train", "fit", "classify", "predict")
 FIXES = {
     "gradscaler-bf16": "drop GradScaler under bf16 (use it only for float16: GradScaler(enabled=dtype == torch.float16))",
     "ema-buffers": "copy buffers too: for b, eb in zip(model.buffers(), ema.buffers()): eb.copy_(b) "
                    "(or AveragedModel(..., use_buffers=True))",
     "ddp-state-dict": "save the unwrapped model: model.module.state_dict() (torch.compile: model._orig_mod)",
     "batchnorm-small-batch": "nn.SyncBatchNorm.convert_sync_batchnorm(model) before DDP, or GroupNorm, or a batch >= 8",
+    "catboost-labels": "map indices through the model: model.classes_[proba.argmax(axis=1)] (or use model.predict)",
 }
 
 

@@ -11,6 +11,9 @@ Rules (each from a bug that cost real GPU hours):
   ``module.`` prefix and the checkpoint does not load into a plain model. ``torch.compile`` does the
   same with ``_orig_mod.`` (a warning).
 - ``batchnorm-small-batch``: BatchNorm layers, a per-GPU batch size below 8, and no SyncBatchNorm.
+- ``catboost-labels``: ``argmax`` over ``predict_proba(...)`` in a file that never reads ``classes_``:
+  the argmax is a column index, not the class label (CatBoost orders classes its own way, and labels
+  such as crop codes 1, 5, 33 are not 0..K-1).
 """
 
 from __future__ import annotations
@@ -133,9 +136,23 @@ def _batch_sizes(tree: ast.AST) -> list[tuple[int, int]]:
     return sizes
 
 
+def _catboost_labels(path: Path, tree: ast.AST) -> list[Finding]:
+    if any(isinstance(n, ast.Attribute) and n.attr == "classes_" for n in ast.walk(tree)):
+        return []
+    out = []
+    for call in _calls(tree):
+        target = None
+        if isinstance(call.func, ast.Attribute) and call.func.attr == "argmax":
+            target = call.func.value if isinstance(call.func.value, ast.Call) else (call.args[0] if call.args else None)
+        if isinstance(target, ast.Call) and _name(target.func) == "predict_proba":
+            out.append(Finding(path, call.lineno, "catboost-labels", "fail",
+                               "argmax of predict_proba() is a column index, not a class label (classes_ never read)"))
+    return out
+
+
 def lint_tree(path: Path, tree: ast.AST) -> list[Finding]:
     """All rule hits in one parsed file (the batch-norm rule is project-wide, see :func:`lint_paths`)."""
-    return _gradscaler(path, tree) + _ema(path, tree) + _ddp(path, tree)
+    return _gradscaler(path, tree) + _ema(path, tree) + _ddp(path, tree) + _catboost_labels(path, tree)
 
 
 def python_files(paths: Iterable[Path]) -> list[Path]:

@@ -31,6 +31,9 @@ def update_ema(ema, model, decay=0.999):
 
 net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))
 loader = torch.utils.data.DataLoader([], batch_size=4)
+
+def classify(cb, X):
+    return cb.classes_[cb.predict_proba(X).argmax(axis=1)]
 """
 
 BUGS = {
@@ -50,6 +53,11 @@ BUGS = {
         from torch.nn.parallel import DistributedDataParallel
         model = DistributedDataParallel(model, device_ids=[0])
         torch.save(model.state_dict(), "ckpt.pt")
+    """,
+    "catboost-labels": """
+        import numpy as np
+        proba = model.predict_proba(X)
+        labels = np.argmax(model.predict_proba(X), axis=1)
     """,
     "batchnorm-small-batch": """
         from torch import nn
