@@ -74,15 +74,17 @@ def check(ctx: PreflightContext) -> Result:
     major, minor, ver = layout(db)
     fix = f"unset {var} (the wheels bundle their own proj.db); in a container: apptainer exec --cleanenv or --env {var}="
     hard, soft = [], []
+    expect = "..."
     for lib, ref in bundled(ctx).items():
         want_major, want_minor, want_ver = layout(ref)
         if major != want_major or minor < want_minor:
             hard.append(f"{lib} (PROJ {want_ver}) needs layout {want_major}.{want_minor}+")
+            expect = str(want_minor) if lib == "rasterio" else expect
         elif minor != want_minor and lib == "rasterio":  # pyproj wheels prefer their own data dir
             soft.append(f"{lib} has PROJ {want_ver}")
     if hard and any(h.startswith("rasterio") for h in hard):
         return fail(f"{var}={value}: proj.db layout {major}.{minor} (PROJ {ver}), but {'; '.join(hard)}: "
-                    f"'DATABASE.LAYOUT.VERSION.MINOR = {minor} whereas a number >= ... is expected'", fix)
+                    f"'DATABASE.LAYOUT.VERSION.MINOR = {minor} whereas a number >= {expect} is expected'", fix)
     if hard or soft:
         return warn(f"{var}={value}: proj.db from PROJ {ver} (layout {major}.{minor}); {'; '.join(hard + soft)}", fix)
     return ok(f"{var}={value}: proj.db layout {major}.{minor} matches the bundled PROJ")

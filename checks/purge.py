@@ -16,6 +16,9 @@ def check(ctx: PreflightContext) -> Result:
     days = purge_days_for(ctx.work, ctx.site)
     if days is None:
         return ok(f"no PURGE_DAYS on site {ctx.site.get('SITE_NAME', '?')}: nothing is purged")
+    if not ctx.work.exists():
+        return warn(f"SCRATCH {ctx.work} is not on this machine: cannot see file ages",
+                    "run make preflight on the site's login node")
     margin = float(ctx.params.get("PURGE_MARGIN_DAYS", "3")) + (ctx.resources.time_s or 0) / DAY
     site = ctx.site.get("SITE_NAME", "")
     inputs = scan(ctx.inputs, days, margin, ctx.now)

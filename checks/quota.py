@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from geohpc.preflight_context import PreflightContext, Result, fail, ok, warn
 from geohpc.purge_guard import human
-from geohpc.quota import entry_for, read_quota, statvfs_entry
+from geohpc.quota import QuotaUnavailable, entry_for, read_quota, statvfs_entry
 
 NAME = "quota"
 DESCRIPTION = "planned output bytes and files against the quota (lumi-quota, dusage, lfs quota, df)"
@@ -16,7 +16,10 @@ def check(ctx: PreflightContext) -> Result:
     """Fail when the pending items' outputs do not fit in the bytes or files left under SCRATCH."""
     scratch = str(ctx.work)
     kind = ctx.site.get("QUOTA_CMD", "df")
-    entries = read_quota(kind, scratch, ctx.quota_output, ctx.env)
+    try:
+        entries = read_quota(kind, scratch, ctx.quota_output, ctx.env)
+    except QuotaUnavailable as exc:
+        return warn(f"cannot read the quota: {exc}", f"ssh {ctx.site.get('REMOTE') or 'the site'} and run make preflight there")
     entry = entry_for(entries, scratch)
     if entry is None or entry.limit is None:
         entry = statvfs_entry(scratch)  # no quota set on this path: the filesystem is the limit (df, df -i)

@@ -39,7 +39,7 @@ def test_quota_fail_already_over_from_star(make_ctx, run_check) -> None:
 
 
 def test_quota_command_missing_or_failing_is_crashed_not_ok(make_ctx, run_check) -> None:
-    res = run_check("quota", make_ctx(site={"QUOTA_CMD": "lfs"}, env={"PATH": "/nonexistent"},
+    res = run_check("quota", make_ctx(site={"QUOTA_CMD": "lfs"},
                                       quota_output=(FIXTURES / "lfs-quota-error.1.txt").read_text()))
     assert res.status == "crashed" and "not on a mounted Lustre filesystem" in res.message
 
@@ -118,3 +118,13 @@ def test_file_extensions_warn_on_mixed_input_folder(make_ctx, run_check, tmp_pat
         (d / n).write_bytes(b"")
     res = run_check("file_extensions", make_ctx(inputs=[d]))
     assert res.status == "warn" and "2 .tif, 1 .tiff" in res.message
+
+
+def test_quota_command_not_installed_warns(make_ctx, run_check) -> None:
+    res = run_check("quota", make_ctx(site={"QUOTA_CMD": "lumi-quota", "REMOTE": "lumi"}))
+    assert res.status == "warn" and "not installed here" in res.message and "ssh lumi" in res.fix
+
+
+def test_purge_warns_off_site(make_ctx, run_check) -> None:
+    res = run_check("purge", make_ctx(site={"PURGE_DAYS": "21", "SCRATCH": "/cluster/work/users/nobody"}))
+    assert res.status == "warn" and "not on this machine" in res.message

@@ -168,8 +168,33 @@ def test_ansi_colours_and_units() -> None:
 
 
 def test_quota_cli_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
-    from geohpc.quota import main
+    from geohpc.quota.__main__ import main
 
     assert main([str(FIXTURES / "lfs-quota-h-p.7.txt")]) == 0
     assert '"files": 12002' in capsys.readouterr().out
     assert main([str(FIXTURES / "lfs-quota-error.1.txt")]) == 2
+
+
+def test_variants_from_the_tools_source_formats() -> None:
+    """Layouts documented from the tools' code (no public sample): lumi-quota -v, lfs -v, lfs -q."""
+    verbose = ("\nFilesystem                                   Used Quota Limit Files Quota Limit\n\n"
+               + "-" * 79 + "\n"
+               + f"{'/scratch/project_465002906':<40} {'8.2K':>8} {'55T':>5} {'55T':>5} {'2':>5} {'2.0M':>5} "
+                 f"{'2.0M':>5}\n")  # lumi-quota.sh: printf "%-40s %8s %5s %5s %5s %5s %5s"
+    (e,) = parse_quota_output(verbose)
+    assert (e.path, e.used, e.hard, e.files, e.files_hard) == ("/scratch/project_465002906", 8200, 55 * 10**12,
+                                                                2, 2_000_000)
+    with pytest.raises(QuotaParseError, match="not an active project"):
+        parse_lumi_quota("project_1 is not an active project with quota\n")
+    lfs_v = ("Disk quotas for usr bob (uid 500):\n"
+             "     Filesystem  kbytes   quota   limit   grace   files   quota   limit   grace\n"
+             "        /lustre    2048*   1000    1024   6d23h      10       0       0       -\n"
+             "lustre-MDT0000_UUID\n"
+             "                      0       -       0       -      10       -       0       -\n"
+             "lustre-OST0000_UUID\n"
+             "                   2048       -    1024       -       -       -       -       -\n")
+    (v,) = parse_lfs_quota(lfs_v)
+    assert v.path == "/lustre" and v.used == 2 * MiB and v.over and v.hard == MiB
+    quiet = "        /lustre  99.98M      0k      0k       -       3       0       0       -\n"
+    (q,) = parse_quota_output(quiet, "lfs")
+    assert q.used == int(99.98 * MiB) and q.limit is None
