@@ -156,7 +156,9 @@ def make_line_vars(env: Mapping[str, str]) -> dict[str, str]:
     """Variables given on the make command line, read from MAKEFLAGS (``... -- KEY=value``)."""
     flags = env.get("MAKEFLAGS", "")
     out: dict[str, str] = {}
-    for tok in re.split(r"(?<!\\) ", flags):
+    if " -- " not in f" {flags} ":
+        return out
+    for tok in re.split(r"(?<!\\) ", f" {flags} ".split(" -- ", 1)[1].strip()):
         if "=" in tok and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", tok):
             key, value = tok.split("=", 1)
             out[key] = value.replace("\\ ", " ")
@@ -277,6 +279,8 @@ def build_context(
     ctx.train_paths = [Path(p) for p in params["TRAIN_CODE"].split(",")] if params.get("TRAIN_CODE") \
         else _default_train_paths(repo)
     ctx.config_files = [Path(p) for p in params.get("CONFIG_FILES", "").split(",") if p]
+    rclone = Path(env.get("HOME", "~")).expanduser() / ".config" / "rclone" / "rclone.conf"
+    ctx.config_files += [p for p in [rclone, *sorted((repo / "config").glob("*"))] if p.is_file()]
     if params.get("MEM_ESTIMATE"):
         ctx.mem_estimate = parse_mem(params["MEM_ESTIMATE"])
     if stage:

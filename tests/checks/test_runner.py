@@ -175,3 +175,25 @@ def test_cli_in_subprocess(tmp_path, flags) -> None:
     assert run.returncode == 0, run.stderr
     # probe-0000.json exists (written by _site), so only 2 of the 3 items are pending
     assert json.loads(run.stdout)[0]["message"].startswith("2 array tasks")
+
+
+def test_make_line_vars_from_makeflags() -> None:
+    from geohpc.preflight_context import make_line_vars
+
+    assert make_line_vars({"MAKEFLAGS": r"s -- STAGE=cog X=a\ b SITE=lumi"}) == {"STAGE": "cog", "X": "a b",
+                                                                                 "SITE": "lumi"}
+    assert make_line_vars({"MAKEFLAGS": " -j2 --jobserver-auth=3,4 -- N=3"}) == {"N": "3"}
+    assert make_line_vars({"MAKEFLAGS": "s"}) == {} and make_line_vars({}) == {}
+
+
+def test_sbatch_resources_from_job_script(tmp_path) -> None:
+    from geohpc.preflight_context import parse_time, sbatch_resources
+
+    script = tmp_path / "x.sbatch"
+    script.write_text("#!/usr/bin/env bash\n#SBATCH --job-name=x\n#SBATCH --mem=8G\n#SBATCH --time=1-02:00:00\n"
+                      "#SBATCH --cpus-per-task=4\n#SBATCH --gpus-per-node=8\nset -o errexit\n#SBATCH --mem=1G\n")
+    res = sbatch_resources(script, {})
+    assert (res.mem_bytes, res.time_s, res.cpus, res.gpus) == (8 << 30, 26 * 3600, 4, 8)
+    res = sbatch_resources(script, {"MEM": "16000", "TIME": "30:00", "THROTTLE": "5"})
+    assert (res.mem_bytes, res.time_s, res.throttle) == (16000 << 20, 1800, 5)
+    assert parse_time("90") == 5400 and parse_time("2-00") == 2 * 86400
