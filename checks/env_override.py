@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from geohpc.preflight_context import PreflightContext, Result, fail, ok, warn
 from geohpc.util import redact
 
@@ -21,14 +24,24 @@ def expected(ctx: PreflightContext) -> dict[str, str]:
     return want
 
 
+def _same_path(a: str, b: str, ctx: PreflightContext) -> bool:
+    """``.venv`` in the site file and ``/repo/.venv`` in the shell are the same place."""
+    if "/" not in a + b or not a or not b:
+        return False
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    pa = pa if pa.is_absolute() else ctx.repo / pa
+    pb = pb if pb.is_absolute() else ctx.repo / pb
+    return os.path.normpath(pa) == os.path.normpath(pb)
+
+
 def check(ctx: PreflightContext) -> Result:
     """Fail on a site value shadowed by a different shell value; warn on data-path variables."""
     clashes = []
     for key, want in expected(ctx).items():
         have = ctx.env.get(key)
-        if have is None or have == want or key in ctx.make_line:
+        if have is None or have == want or key in ctx.make_line or _same_path(have, want, ctx):
             continue
-        if key == "PYBIN_PREPROC" and have.rstrip("3") == want.rstrip("3"):
+        if key == "PYBIN_PREPROC" and _same_path(have.rstrip("3"), want.rstrip("3"), ctx):
             continue
         clashes.append(f"{key}={redact(have)!r} in the shell, site says {redact(want)!r}")
     if clashes:

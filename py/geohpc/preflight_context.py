@@ -238,9 +238,8 @@ def split_binds(text: str) -> list[str]:
 
 def _default_train_paths(repo: Path) -> list[Path]:
     pkg = repo / "py" / "geohpc"
-    found = [*pkg.glob("train*.py"), *pkg.glob("train/*.py"), *pkg.glob("fit*.py"), *pkg.glob("classify*.py"),
-             *pkg.glob("predict*.py")]
-    return sorted(p for p in found if p.is_file() and p.name != "train_lints.py")
+    found = [pkg / f"{name}{suffix}" for name in ("train", "fit", "classify", "predict") for suffix in (".py", "")]
+    return [p for p in found if p.exists()]
 
 
 def build_context(

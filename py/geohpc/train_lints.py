@@ -19,6 +19,7 @@ Rules (each from a bug that cost real GPU hours):
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,14 +59,31 @@ def _mentions_bf16(tree: ast.AST) -> int:
     return 0
 
 
+def _fp16_guarded(call: ast.Call, parents: dict[ast.AST, ast.AST]) -> bool:
+    """True when ``call`` only runs under a float16 test (``if dtype is torch.float16:`` / ``x if fp16 else``)."""
+    node: ast.AST = call
+    while node in parents:
+        parent = parents[node]
+        if isinstance(parent, (ast.If, ast.IfExp)) and node is not parent.test:
+            in_body = node in parent.body if isinstance(parent.body, list) else node is parent.body
+            test = ast.unparse(parent.test).lower()
+            if in_body and re.search(r"float16|fp16|half", test) and "bfloat16" not in test:
+                return True
+        node = parent
+    return False
+
+
 def _gradscaler(path: Path, tree: ast.AST) -> list[Finding]:
     bf16 = _mentions_bf16(tree)
     out = []
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     for call in _calls(tree):
         if _name(call.func) != "GradScaler" or not bf16:
             continue
         enabled = next((k.value for k in call.keywords if k.arg == "enabled"), None)
         if enabled is not None and not (isinstance(enabled, ast.Constant) and enabled.value is True):
+            continue
+        if _fp16_guarded(call, parents):
             continue
         out.append(Finding(path, call.lineno, "gradscaler-bf16", "fail",
                            f"GradScaler with bfloat16 (line {bf16}): steps on inf/NaN are skipped silently"))

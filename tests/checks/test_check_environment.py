@@ -31,6 +31,9 @@ def test_env_override_ok_fail_warn(make_ctx, run_check, tmp_path) -> None:
     res = run_check("env_override", make_ctx(site={"VENV": "/proj/venv"},
                                              env={"PYBIN_PREPROC": "/home/me/old/bin/python3"}))
     assert res.status == "fail" and "/proj/venv/bin/python3" in res.message
+    same = make_ctx(site={"VENV": ".venv"}, env={"VENV": str(make_ctx().repo / ".venv"),
+                                                 "PYBIN_PREPROC": str(make_ctx().repo / ".venv/bin/python")})
+    assert run_check("env_override", same).status == "ok"
     res = run_check("env_override", make_ctx(env={"GDAL_DATA": "/usr/share/gdal"}))
     assert res.status == "warn" and "GDAL_DATA='/usr/share/gdal'" in res.message
 

@@ -90,6 +90,21 @@ def test_each_bug_fails_with_its_fix(make_ctx, run_check, tmp_path, rule: str) -
     assert res.fix
 
 
+def test_gradscaler_under_an_fp16_branch_is_fine(tmp_path) -> None:
+    f = _write(tmp_path, """
+        import torch
+        precision = "bf16"
+        def make_scaler(dtype):
+            if dtype is torch.float16:
+                return torch.amp.GradScaler("cuda")
+            return None
+        s2 = torch.amp.GradScaler() if precision == "fp16" else None
+    """)
+    assert lint_paths([f]) == []
+    f.write_text(f.read_text().replace("torch.float16", "torch.bfloat16"))
+    assert [x.rule for x in lint_paths([f])] == ["gradscaler-bf16"]
+
+
 def test_averaged_model_without_buffers(tmp_path) -> None:
     f = _write(tmp_path, "from torch.optim.swa_utils import AveragedModel\nema = AveragedModel(model)\n")
     assert [x.rule for x in lint_paths([f])] == ["ema-buffers"]
