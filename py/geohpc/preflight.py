@@ -128,10 +128,10 @@ def run_preflight(
     list[Result] : one per check; stop the submit when any has status ``fail`` or ``crashed``.
     """
     ctx = build_context(site_values.get("SITE_NAME", "local"), stage, params=params, env=env,
-                        site_values=site_values)
-    if items is not None:
-        ctx.items = list(items)
+                        site_values=site_values, items=None if items is None else list(items))
     if resources is not None:
+        if resources.array_size is None:
+            resources.array_size = ctx.resources.array_size
         ctx.resources = resources
     return run_checks(ctx, load_checks(), only)
 

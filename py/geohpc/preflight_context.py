@@ -249,11 +249,13 @@ def build_context(
     env: Mapping[str, str] | None = None,
     repo: Path = REPO,
     site_values: Mapping[str, str] | None = None,
+    items: list[str] | None = None,
 ) -> PreflightContext:
     """Build the context for ``site_name`` (and ``stage``): site values, manifest, resources, probe.
 
     ``site_values`` are the resolved values when the caller has them (``make submit``); otherwise
     the site file is read and make-line values (MAKEFLAGS, ``params``) are applied over it.
+    ``items`` is the manifest when the caller built it already (else the stage builds it).
     """
     env = dict(os.environ if env is None else env)
     try:
@@ -283,11 +285,13 @@ def build_context(
     if params.get("MEM_ESTIMATE"):
         ctx.mem_estimate = parse_mem(params["MEM_ESTIMATE"])
     if stage:
-        _fill_stage(ctx, stage)
+        _fill_stage(ctx, stage, items)
+    elif items is not None:
+        ctx.items = list(items)
     return ctx
 
 
-def _fill_stage(ctx: PreflightContext, name: str) -> None:
+def _fill_stage(ctx: PreflightContext, name: str, items: list[str] | None = None) -> None:
     from .stages import StageContext, get_stage
 
     stage = get_stage(name)
@@ -313,7 +317,7 @@ def _fill_stage(ctx: PreflightContext, name: str) -> None:
     else:
         ctx.launch = ctx.env.get("GEOHPC_LAUNCH", "")
     try:
-        ctx.items = stage.build_manifest(sctx)
+        ctx.items = list(items) if items is not None else stage.build_manifest(sctx)
     except GeohpcError as exc:
         ctx.manifest_error = str(exc)
         return

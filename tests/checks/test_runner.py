@@ -165,6 +165,12 @@ def test_run_preflight_api_for_submit(tmp_path, monkeypatch) -> None:
     assert not blocking(results)
     results = run_preflight(values, "probe", env={"HOME": str(tmp_path), "SCRATCH": "/x"}, only=["env_override"])
     assert [r.status for r in results] == ["fail"]
+    from geohpc.preflight_context import Resources
+
+    results = run_preflight(values, "probe", items=[f"probe-{i:04d}" for i in range(1, 501)],
+                            resources=Resources(mem_bytes=1 << 30, time_s=600), env={"HOME": str(tmp_path)},
+                            only=["array"])
+    assert results[0].status == "fail" and "500 array tasks exceed the site's 400-job cap" in results[0].message
 
 
 @pytest.mark.parametrize("flags", [["--only", "array", "--stage", "probe", "--param", "N=3"]])
