@@ -34,9 +34,10 @@ def check(ctx: PreflightContext) -> Result:
     node_s = f"{node[0]}.{node[1]}"
     if too_new:
         v, p = too_new[0]
-        names = ", ".join(sorted({q.name for _, q in too_new})[:3])
+        others = sorted({q.name for _, q in too_new} - {p.name})[:3]
+        also = f" (also {', '.join(others)})" if others else ""
         return fail(f"{len(too_new)} compiled files need a GLIBC newer than the node's {node_s} ({source}): "
-                    f"{p.name} needs GLIBC_{v[0]}.{v[1]} ({names})",
+                    f"{p.name} needs GLIBC_{v[0]}.{v[1]}{also}",
                     "rebuild the venv on the site (make deploy) with wheels for an older manylinux, "
                     "or run the stage in the container")
     top = max(needs.values())

@@ -22,8 +22,9 @@ def check(ctx: PreflightContext) -> Result:
         return warn(f"cannot read the quota: {exc}", f"ssh {ctx.site.get('REMOTE') or 'the site'} and run make preflight there")
     entry = entry_for(entries, scratch)
     if entry is None or entry.limit is None:
+        why = "no row covers SCRATCH" if entry is None else f"no quota on {entry.path}"
         entry = statvfs_entry(scratch)  # no quota set on this path: the filesystem is the limit (df, df -i)
-        kind = "df"
+        kind = "df" if kind == "df" else f"df; {kind}: {why}"
     need = sum(ctx.output_bytes or [])
     files = ctx.pending if ctx.pending is not None else len(ctx.items)
     where = f"{entry.path} ({kind})"
