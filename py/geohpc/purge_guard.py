@@ -58,7 +58,7 @@ def purge_days_for(path: Path, site: Mapping[str, str]) -> float | None:
     return days if days > 0 else None
 
 
-def iter_files(paths: Iterable[Path], limit: int = 500_000) -> Iterator[tuple[Path, os.stat_result]]:
+def iter_files(paths: Iterable[Path], limit: int = 2_000_000) -> Iterator[tuple[str, os.stat_result]]:
     """Regular files under ``paths`` (files or folders) with their ``lstat``; symlinks are not followed."""
     seen = 0
     for root in paths:
@@ -67,33 +67,42 @@ def iter_files(paths: Iterable[Path], limit: int = 500_000) -> Iterator[tuple[Pa
         except FileNotFoundError:
             continue
         if stat.S_ISREG(st.st_mode):
-            yield root, st
+            yield os.fspath(root), st
             seen += 1
             continue
-        for dirpath, _dirs, files in os.walk(root):
-            for name in files:
-                p = Path(dirpath) / name
-                try:
-                    fst = os.lstat(p)
-                except FileNotFoundError:
-                    continue
-                if stat.S_ISREG(fst.st_mode):
-                    yield p, fst
-                    seen += 1
-                    if seen >= limit:
-                        return
+        if not stat.S_ISDIR(st.st_mode):
+            continue
+        stack = [os.fspath(root)]
+        while stack:
+            try:
+                it = os.scandir(stack.pop())
+            except (FileNotFoundError, PermissionError):
+                continue
+            with it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    elif entry.is_file(follow_symlinks=False):
+                        try:
+                            fst = entry.stat(follow_symlinks=False)
+                        except FileNotFoundError:
+                            continue
+                        yield entry.path, fst
+                        seen += 1
+                        if seen >= limit:
+                            return
 
 
 def scan(paths: Iterable[Path], purge_days: float, margin_days: float = DEFAULT_MARGIN_DAYS,
          now: float | None = None) -> list[AtRisk]:
     """Files under ``paths`` with at most ``margin_days`` left before a ``purge_days`` purge."""
     now = time.time() if now is None else now
+    cutoff = now - (purge_days - margin_days) * DAY  # at risk: newest of c/m/atime before this
     out = []
     for p, st in iter_files(paths):
-        age = age_days(st, now)
-        left = purge_days - age
-        if left <= margin_days:
-            out.append(AtRisk(p, st.st_size, age, left))
+        if max(st.st_ctime, st.st_mtime, st.st_atime) <= cutoff:
+            age = age_days(st, now)
+            out.append(AtRisk(Path(p), st.st_size, age, purge_days - age))
     return out
 
 
