@@ -321,8 +321,11 @@ def _fill_stage(ctx: PreflightContext, name: str, items: list[str] | None = None
     except GeohpcError as exc:
         ctx.manifest_error = str(exc)
         return
-    pending = [it for it in ctx.items if not stage.done(it, sctx)]
-    ctx.pending = len(pending)
-    ctx.resources.array_size = len(pending)
-    if stage.output_bytes is not None:
-        ctx.output_bytes = [stage.output_bytes(it, sctx) for it in pending]
+    try:
+        pending = [it for it in ctx.items if not stage.done(it, sctx)]
+        ctx.pending = len(pending)
+        ctx.resources.array_size = len(pending)
+        if stage.output_bytes is not None:
+            ctx.output_bytes = [stage.output_bytes(it, sctx) for it in pending]
+    except (GeohpcError, OSError, ValueError) as exc:
+        ctx.manifest_error = f"planning failed: {exc}"

@@ -15,7 +15,7 @@ from geohpc.preflight_context import PreflightContext, Result, build_context
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures"
 EXPECTED = {"quota", "purge", "memory", "env_override", "internet", "proj_mismatch", "glibc", "container",
-            "token_expiry", "file_extensions", "array", "training_lints"}
+            "token_expiry", "file_extensions", "array", "training_lints", "manifest"}
 
 
 def test_every_check_module_is_well_formed() -> None:
@@ -181,6 +181,14 @@ def test_cli_in_subprocess(tmp_path, flags) -> None:
     assert run.returncode == 0, run.stderr
     # probe-0000.json exists (written by _site), so only 2 of the 3 items are pending
     assert json.loads(run.stdout)[0]["message"].startswith("2 array tasks")
+
+
+def test_manifest_check(make_ctx, run_check) -> None:
+    assert run_check("manifest", make_ctx()).status == "ok"
+    res = run_check("manifest", make_ctx(stage="cog", manifest_error="stage cog needs INPUT_DIR=<path>"))
+    assert res.status == "fail" and "INPUT_DIR" in res.message
+    assert run_check("manifest", make_ctx(stage="cog", items=["a"], pending=0)).status == "warn"
+    assert run_check("manifest", make_ctx(stage="cog", items=["a", "b"], pending=1)).message == "1 of 2 items to run"
 
 
 def test_make_line_vars_from_makeflags() -> None:
