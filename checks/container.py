@@ -19,7 +19,10 @@ def _covered(path: str, binds: list[str]) -> bool:
 
 def needed_paths(ctx: PreflightContext) -> list[str]:
     """Host paths the containerised job reads or writes, plus their symlink targets (/scratch -> /pfs)."""
-    raw = [ctx.site.get("SCRATCH", ""), ctx.site.get("PROJECT_DIR", ""), ctx.site.get("VENV", "")]
+    code = "REMOTE_DIR" if not ctx.is_local and ctx.site.get("REMOTE_DIR") else ""
+    raw = [str(ctx.path(k) or "") for k in ("SCRATCH", "PROJECT_DIR", code) if k]
+    if ctx.is_local:
+        raw.append(str(ctx.repo))  # the job runs python -m geohpc.X from the checkout
     raw += [str(p) for p in ctx.inputs + ctx.outputs]
     out: list[str] = []
     for r in raw:
@@ -35,8 +38,8 @@ def needed_paths(ctx: PreflightContext) -> list[str]:
 
 def check(ctx: PreflightContext) -> Result:
     """Fail on ``--rocm`` on a ROCm (LUMI) site, or on a path the container cannot see."""
-    runtime = ctx.site.get("CONTAINER_RUNTIME", "none")
-    uses = ctx.runtime == "container" or (ctx.stage is None and runtime != "none")
+    runtime = ctx.site.get("CONTAINER_RUNTIME", "none") or "none"
+    uses = runtime != "none" and (ctx.runtime == "container" or ctx.stage is None)
     if not uses:
         return ok(f"stage {ctx.stage} runs in the venv" if ctx.stage else "site uses no container")
     launch = ctx.launch or ctx.env.get("GEOHPC_LAUNCH", "")
@@ -54,7 +57,7 @@ def check(ctx: PreflightContext) -> Result:
         return fail(f"{var} ({','.join(ctx.binds) or 'empty'}) misses {', '.join(missing[:4])}: the job sees "
                     "'No such file or directory' inside the container",
                     f"add {','.join(tops)} to CONTAINER_BIND in sites/{ctx.site.get('SITE_NAME', '?')}.env")
-    if not ctx.site.get("PYTORCH_SIF"):
+    if not ctx.site.get("PYTORCH_SIF") and not ctx.site.get("PYTORCH_MODULES"):
         return warn(f"site {ctx.site.get('SITE_NAME', '?')} uses {runtime} but PYTORCH_SIF is empty",
                     "set PYTORCH_SIF=/path/to/pytorch.sif in the site file")
     return ok(f"{var} covers the {len(needed_paths(ctx))} paths the stage touches")

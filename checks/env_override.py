@@ -17,7 +17,7 @@ DATA_VARS = ("PROJ_DATA", "PROJ_LIB", "GDAL_DATA", "PYTHONHOME")
 
 def expected(ctx: PreflightContext) -> dict[str, str]:
     """What each watched variable should be: the site file's values plus derived ones."""
-    want = dict(ctx.site_file)
+    want = {k: v for k, v in ctx.site_file.items() if v}  # empty keys may be filled from the shell
     venv = ctx.site.get("VENV", "")
     if venv:
         want.setdefault("PYBIN_PREPROC", f"{venv.rstrip('/')}/bin/python3")

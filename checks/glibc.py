@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import sys
 from pathlib import Path
 
 from geohpc.elf_glibc import parse_version, scan_tree
@@ -23,8 +24,10 @@ def check(ctx: PreflightContext) -> Result:
     if node is None:
         return warn(f"no probe report with glibc for {site}",
                     f"make submit STAGE=probe SITE={site}, then rerun make preflight")
-    venv = Path(ctx.params.get("VENV") or ctx.site.get("VENV") or "").expanduser()
-    if not str(venv) or str(venv) == "." or not venv.is_dir():
+    venv = ctx.path("VENV")
+    if (venv is None or not venv.is_dir()) and ctx.is_local and sys.prefix != sys.base_prefix:
+        venv = Path(sys.prefix)  # the local site runs jobs with the venv running this check
+    if venv is None or not venv.is_dir():
         return warn(f"venv {venv} not found here: cannot read its compiled files",
                     f"make deploy SITE={site}, or run make preflight on the login node")
     needs = scan_tree(dict.fromkeys(p.resolve() for p in (venv / "lib", venv / "lib64") if p.is_dir()))

@@ -73,9 +73,14 @@ def check(ctx: PreflightContext) -> Result:
         return warn(f"{var}={value} has no proj.db", f"unset {var}")
     major, minor, ver = layout(db)
     fix = f"unset {var} (the wheels bundle their own proj.db); in a container: apptainer exec --cleanenv or --env {var}="
+    refs = bundled(ctx)
+    if not refs:
+        return warn(f"{var}={value} (PROJ {ver}, layout {major}.{minor}) set, and no rasterio/pyproj here to "
+                    "compare with", f"make submit STAGE=probe SITE={ctx.site.get('SITE_NAME', '')} (the probe "
+                    "reports their data dirs), then rerun; or unset " + var)
     hard, soft = [], []
     expect = "..."
-    for lib, ref in bundled(ctx).items():
+    for lib, ref in refs.items():
         want_major, want_minor, want_ver = layout(ref)
         if major != want_major or minor < want_minor:
             hard.append(f"{lib} (PROJ {want_ver}) needs layout {want_major}.{want_minor}+")

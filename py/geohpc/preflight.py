@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TextIO
 
 from .errors import ConfigError, GeohpcError, run_cli
 from .preflight_context import (
@@ -134,6 +135,34 @@ def run_preflight(
             resources.array_size = ctx.resources.array_size
         ctx.resources = resources
     return run_checks(ctx, load_checks(), only)
+
+
+def gate(site, stage, items: Sequence[str], params: Mapping[str, str], env: Mapping[str, str],
+         out: TextIO | None = None) -> list[Result]:
+    """The ``make submit`` hook: run the stage's checks, print the table, raise on a fail or crash.
+
+    Parameters
+    ----------
+    site : :class:`geohpc.site.Site` (resolved values and their sources).
+    stage : :class:`geohpc.stages.Stage` being submitted.
+    items : the manifest about to be submitted.
+    params : the stage parameters from the make line.
+    env : the environment of the submitting shell.
+    out : where the table goes (default stderr: stdout is for data).
+
+    Raises
+    ------
+    ConfigError : naming the first failing check, its message and fix, and ``FORCE=1``.
+    """
+    values = {**site.values, "SITE_NAME": site.values.get("SITE_NAME") or site.name}
+    results = run_preflight(values, stage.name, items=list(items), env=env, params=params)
+    print(format_table(results), file=out or sys.stderr)
+    bad = [r for r in results if r.status in ("fail", "crashed")]
+    if bad:
+        names = ", ".join(r.check for r in bad)
+        raise ConfigError(f"preflight failed ({names}): {bad[0].check}: {bad[0].message}; fix: {bad[0].fix} "
+                          "(or FORCE=1 to submit anyway)")
+    return results
 
 
 def blocking(results: Iterable[Result]) -> bool:

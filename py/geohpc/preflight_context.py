@@ -102,10 +102,18 @@ class PreflightContext:
         value = str(self.site.get(key, "")).strip()
         return int(value) if value.isdigit() else default
 
+    def path(self, key: str) -> Path | None:
+        """A site path value; relative values are taken from the repo (the local site), None when empty."""
+        value = str(self.site.get(key, "")).strip()
+        if not value:
+            return None
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.repo / p).resolve()
+
     @property
     def work(self) -> Path:
-        """The site's SCRATCH (where data/ and outputs/ live)."""
-        return Path(self.site.get("SCRATCH") or ".").expanduser()
+        """The site's SCRATCH (where data/ and outputs/ live), relative values taken from the repo."""
+        return self.path("SCRATCH") or self.repo
 
     @property
     def is_local(self) -> bool:
@@ -128,28 +136,21 @@ def read_site_file(path: Path) -> dict[str, str]:
     return values
 
 
-def load_site(name: str, repo: Path = REPO) -> dict[str, str]:
-    """The site file's values (``geohpc.site`` when present, else ``sites/<name>.env`` read here).
+def load_site(name: str, repo: Path = REPO, env: Mapping[str, str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """``(resolved values, site file values)`` for site ``name``.
 
-    ``name`` may also be a path to a ``.env`` file (tests, or a site file kept elsewhere).
+    A name is resolved by :func:`geohpc.site.load_site` (make line > site file > shell for empty keys);
+    a path to a ``.env`` file (tests, or a site kept elsewhere) is read as is.
     """
     if name.endswith(".env") and Path(name).is_file():
         values = read_site_file(Path(name))
         values.setdefault("SITE_NAME", Path(name).stem)
-        return values
-    try:  # the lead's resolver, once merged
-        from . import site as site_mod  # type: ignore[attr-defined]
+        return dict(values), values
+    from .site import load_site as resolve_site
+    from .site import parse_env_file
 
-        loader = getattr(site_mod, "site_file_values", None)
-        if loader is not None:
-            return dict(loader(name))
-    except ImportError:
-        pass
-    path = repo / "sites" / f"{name}.env"
-    if not path.is_file():
-        known = sorted(p.stem for p in (repo / "sites").glob("*.env"))
-        raise ConfigError(f"unknown SITE {name!r}: no {path} (known sites: {', '.join(known) or 'none'})")
-    return read_site_file(path)
+    site = resolve_site(name, env=os.environ if env is None else env, sites_dir=repo / "sites")
+    return dict(site.values), parse_env_file(site.path)
 
 
 def make_line_vars(env: Mapping[str, str]) -> dict[str, str]:
@@ -259,18 +260,17 @@ def build_context(
     """
     env = dict(os.environ if env is None else env)
     try:
-        site_file = load_site(site_name, repo)
+        resolved, site_file = load_site(site_name, repo, env)
     except ConfigError:
         if site_values is None:
             raise
-        site_file = dict(site_values)
+        resolved, site_file = dict(site_values), dict(site_values)
     make_line = make_line_vars(env)
     params = {**{k: v for k, v in make_line.items() if k not in site_file}, **dict(params or {})}
-    site = dict(site_values) if site_values is not None else dict(site_file)
-    if site_values is None:
-        for key in site_file:
-            if key in make_line:
-                site[key] = make_line[key]
+    site = dict(site_values) if site_values is not None else resolved
+    for key in site_file:
+        if key in make_line and site_values is None:
+            site[key] = make_line[key]
     site.setdefault("SITE_NAME", Path(site_name).stem if site_name.endswith(".env") else site_name)
     ctx = PreflightContext(site=site, stage=stage, site_file=site_file, make_line=make_line,
                            params=params, env=env, repo=repo)

@@ -190,11 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     def work() -> int:
-        from .preflight_context import load_site
+        from .preflight_context import REPO, load_site
 
-        site = load_site(args.site)
-        root = (args.root or Path(site.get("SCRATCH", ""))).expanduser()
-        if not str(root) or not root.exists():
+        site, _ = load_site(args.site)
+
+        def site_path(key: str) -> Path | None:
+            value = site.get(key, "")
+            return None if not value else (REPO / Path(value).expanduser()).resolve()
+
+        root = args.root or site_path("SCRATCH")
+        if root is None or not root.exists():
             raise ConfigError(f"scan root {root!s} does not exist: set SCRATCH in sites/{args.site}.env or --root")
         days = purge_days_for(root, site)
         if days is None:
@@ -211,9 +216,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"purge-guard: {summary(files)} (purge after {days:g} days, margin {args.margin:g})",
                   file=sys.stderr)
         if args.action == "rescue" and files:
-            dest = args.dest or Path(site.get("PROJECT_DIR", "")) / "rescue"
-            if not str(dest) or str(dest) == "rescue":
-                raise ConfigError(f"no PROJECT_DIR in sites/{args.site}.env: give --dest")
+            project = site_path("PROJECT_DIR")
+            if args.dest is None and project is None:
+                raise ConfigError(f"no PROJECT_DIR in sites/{args.site}.env: set it, or give --dest")
+            dest = args.dest or project / "rescue"  # type: ignore[operator]
             n = rescue(files, root, dest.expanduser())
             print(f"purge-guard: rescued and verified {n} files into {dest}", file=sys.stderr)
         return 0

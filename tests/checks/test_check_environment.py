@@ -126,7 +126,8 @@ def test_glibc_ok_fail_warn(make_ctx, run_check, fake_venv) -> None:
 # ------------------------------------------------------------------------------------------ container
 LUMI = {"SITE_NAME": "lumi", "GPU_VENDOR": "rocm", "CONTAINER_RUNTIME": "singularity",
         "PYTORCH_SIF": "/appl/local/containers/pytorch.sif", "SCRATCH": "/scratch/project_465002500/romcrop",
-        "PROJECT_DIR": "/project/project_465002500", "VENV": "/projappl/project_465002500/venvs/romcrop"}
+        "PROJECT_DIR": "/project/project_465002500", "VENV": "/projappl/project_465002500/venvs/romcrop",
+        "REMOTE_DIR": "/projappl/project_465002500/geohpc"}
 
 
 def test_container_ok_for_venv_stage_and_full_binds(make_ctx, run_check) -> None:
@@ -143,8 +144,9 @@ def test_container_fail_on_rocm_flag_and_missing_bind(make_ctx, run_check) -> No
     assert res.status == "fail" and "--rocm" in res.message and "drop --rocm" in res.fix
     ctx = make_ctx(site=LUMI, stage="infer", runtime="container", binds=["/scratch"])
     res = run_check("container", ctx)
-    assert res.status == "fail" and "/projappl/project_465002500" in res.message
-    assert "/project" in res.fix and "CONTAINER_BIND" in res.fix
+    assert res.status == "fail" and "/projappl/project_465002500/geohpc" in res.message
+    assert "/project/project_465002500" in res.message
+    assert "add /projappl,/project to CONTAINER_BIND" in res.fix
 
 
 def test_container_follows_symlinks(make_ctx, run_check, tmp_path) -> None:
@@ -187,3 +189,11 @@ def test_token_expiry_ok_warn_fail_and_redaction(make_ctx, run_check, tmp_path) 
     conf.write_text(f"[blob]\ntype = azureblob\nsas_url = {url(now + 60)}\n")
     res = run_check("token_expiry", make_ctx(now=now, config_files=[conf], resources=Resources(time_s=3600)))
     assert res.status == "fail" and "rclone.conf:3" in res.message and "TOPSECRET" not in res.message
+
+
+def test_proj_without_libraries_to_compare_warns(make_ctx, run_check, checks, tmp_path, monkeypatch) -> None:
+    """Off-site (no probe report, no rasterio/pyproj importable) the check cannot compare: warn, not ok."""
+    db = fake_proj_db(tmp_path / "p", 1, 2)
+    monkeypatch.setattr(checks["proj_mismatch"].module, "bundled", lambda ctx: {})
+    res = run_check("proj_mismatch", make_ctx(env={"PROJ_DATA": str(db)}))
+    assert res.status == "warn" and "no rasterio/pyproj here" in res.message and "STAGE=probe" in res.fix

@@ -211,3 +211,29 @@ def test_sbatch_resources_from_job_script(tmp_path) -> None:
     res = sbatch_resources(script, {"MEM": "16000", "TIME": "30:00", "THROTTLE": "5"})
     assert (res.mem_bytes, res.time_s, res.throttle) == (16000 << 20, 1800, 5)
     assert parse_time("90") == 5400 and parse_time("2-00") == 2 * 86400
+
+
+def test_gate_for_make_submit(tmp_path) -> None:
+    import io
+    import sqlite3
+
+    from geohpc.errors import ConfigError
+    from geohpc.site import load_site
+    from geohpc.stages import get_stage
+
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    site, stage = load_site("local", cli={}, env=env), get_stage("probe")
+    out = io.StringIO()
+    from geohpc.preflight import gate
+
+    results = gate(site, stage, ["probe-0000"], {"N": "1"}, env, out=out)
+    assert "manifest" in {r.check for r in results} and out.getvalue().startswith("STATUS")
+    (tmp_path / "proj").mkdir()
+    con = sqlite3.connect(tmp_path / "proj/proj.db")
+    con.execute("CREATE TABLE metadata (key TEXT, value TEXT)")
+    con.executemany("INSERT INTO metadata VALUES (?, ?)", [("DATABASE.LAYOUT.VERSION.MAJOR", "1"),
+                                                            ("DATABASE.LAYOUT.VERSION.MINOR", "0")])
+    con.commit()
+    con.close()
+    with pytest.raises(ConfigError, match=r"preflight failed \(proj_mismatch\).*FORCE=1"):
+        gate(site, stage, ["probe-0000"], {}, {**env, "PROJ_DATA": str(tmp_path / "proj")}, out=io.StringIO())
