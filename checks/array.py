@@ -26,14 +26,15 @@ def check(ctx: PreflightContext) -> Result:
         return fail(f"{size} array tasks exceed the site's {max_jobs}-job cap (every array task counts as a job): "
                     "sbatch refuses with QOSMaxSubmitJobPerUserLimit",
                     f"submit at most {max_jobs} items at a time (a smaller manifest, or N=), then make resubmit for the rest")
-    if size > max_array - 1:
-        chunks = math.ceil(size / (max_array - 1))
+    if size > max_array:  # one array's indices run 0..size-1 and must stay below MaxArraySize
+        chunks = math.ceil(size / max_array)
         if not ctx.resources.chunked:
             return fail(f"{size} array tasks exceed MaxArraySize {max_array} (highest index {max_array - 1}): "
                         "sbatch: error: Batch job submission failed: Invalid job array specification",
-                        f"split into {chunks} arrays of <= {max_array - 1} (make submit does this)")
-        return warn(f"{size} tasks exceed MaxArraySize {max_array}: submitted as {chunks} arrays",
-                    "fine; check make status for each chunk")
+                        f"split into {chunks} arrays of <= {max_array} tasks (make submit does this)")
+        return warn(f"{size} tasks exceed MaxArraySize {max_array}: one sbatch would fail with 'Invalid job array "
+                    f"specification', so make submit splits them into {chunks} arrays",
+                    "nothing to do with make submit; when submitting by hand, split the manifest")
     if thr and max_jobs and thr > max_jobs:
         return warn(f"throttle %{thr} is above the site's {max_jobs}-job cap", f"use THROTTLE<={max_jobs}")
     if size > THROTTLE_ABOVE and not thr:

@@ -36,24 +36,40 @@ def needed_paths(ctx: PreflightContext) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def rocm_flags(ctx: PreflightContext) -> list[str]:
+    """Where ``--rocm`` is used: the launcher, or a container call in a job script."""
+    found = [f"launcher ({ctx.launch or ctx.env.get('GEOHPC_LAUNCH', '')})"] \
+        if "--rocm" in (ctx.launch or ctx.env.get("GEOHPC_LAUNCH", "")).split() else []
+    for script in sorted((ctx.repo / "jobs").glob("*.sbatch")):
+        for n, line in enumerate(script.read_text(errors="replace").splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if "--rocm" in code.split() and ("singularity" in code or "apptainer" in code):
+                found.append(f"jobs/{script.name}:{n}")
+    return found
+
+
 def check(ctx: PreflightContext) -> Result:
     """Fail on ``--rocm`` on a ROCm (LUMI) site, or on a path the container cannot see."""
     runtime = ctx.site.get("CONTAINER_RUNTIME", "none") or "none"
     uses = runtime != "none" and (ctx.runtime == "container" or ctx.stage is None)
     if not uses:
         return ok(f"stage {ctx.stage} runs in the venv" if ctx.stage else "site uses no container")
-    launch = ctx.launch or ctx.env.get("GEOHPC_LAUNCH", "")
     rocm_site = ctx.site.get("GPU_VENDOR") == "rocm" or ctx.site.get("SITE_NAME") == "lumi"
-    if "--rocm" in launch.split() and rocm_site:
-        return fail(f"'--rocm' in the container call ({launch}): on LUMI it binds a host ROCm that does not "
-                    "match the container's (HIP errors, hangs, or no GPU found)",
+    flags = rocm_flags(ctx) if rocm_site else []
+    if flags:
+        return fail(f"'--rocm' in the container call ({', '.join(flags[:3])}): on LUMI it binds a host ROCm that "
+                    "does not match the container's (HIP errors, hangs, or no GPU found)",
                     "drop --rocm: the LUMI PyTorch containers ship their own ROCm")
     home = ctx.env.get("HOME", "")
     binds = ctx.binds + ([home] if home else [])  # singularity/apptainer bind $HOME by default
     missing = [p for p in needed_paths(ctx) if not _covered(p, binds)]
+    lumi_tops = ("/scratch/", "/projappl/", "/flash/")
+    if ctx.site.get("SITE_NAME") == "lumi" and "/pfs" not in [b.rstrip("/") for b in ctx.binds] and any(
+            p.startswith(lumi_tops) for p in needed_paths(ctx)):
+        missing.append("/pfs (LUMI's /scratch, /projappl and /flash project folders are symlinks into /pfs)")
     var = "SINGULARITY_BIND" if runtime == "singularity" else "APPTAINER_BIND"
     if missing:
-        tops = sorted({"/" + Path(m).parts[1] for m in missing if len(Path(m).parts) > 1})
+        tops = sorted({"/" + Path(m.split(" ")[0]).parts[1] for m in missing if len(Path(m.split(" ")[0]).parts) > 1})
         return fail(f"{var} ({','.join(ctx.binds) or 'empty'}) misses {', '.join(missing[:4])}: the job sees "
                     "'No such file or directory' inside the container",
                     f"add {','.join(tops)} to CONTAINER_BIND in sites/{ctx.site.get('SITE_NAME', '?')}.env")

@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
 
         root = args.root or site_path("SCRATCH")
         if root is None or not root.exists():
-            raise ConfigError(f"scan root {root!s} does not exist: set SCRATCH in sites/{args.site}.env or --root")
+            raise ConfigError(f"scan root {root!s} is not on this machine: run make purge-guard on the site's "
+                              f"login node, or fix SCRATCH in sites/{args.site}.env (or give --root)")
         days = purge_days_for(root, site)
         if days is None:
             print(f"purge-guard: site {args.site} has no PURGE_DAYS: nothing is purged", file=sys.stderr)

@@ -146,7 +146,7 @@ def test_container_fail_on_rocm_flag_and_missing_bind(make_ctx, run_check) -> No
     res = run_check("container", ctx)
     assert res.status == "fail" and "/projappl/project_465002500/geohpc" in res.message
     assert "/project/project_465002500" in res.message
-    assert "add /projappl,/project to CONTAINER_BIND" in res.fix
+    assert "add /pfs,/projappl,/project to CONTAINER_BIND" in res.fix
 
 
 def test_container_follows_symlinks(make_ctx, run_check, tmp_path) -> None:
@@ -197,3 +197,14 @@ def test_proj_without_libraries_to_compare_warns(make_ctx, run_check, checks, tm
     monkeypatch.setattr(checks["proj_mismatch"].module, "bundled", lambda ctx: {})
     res = run_check("proj_mismatch", make_ctx(env={"PROJ_DATA": str(db)}))
     assert res.status == "warn" and "no rasterio/pyproj here" in res.message and "STAGE=probe" in res.fix
+
+
+def test_container_lumi_needs_pfs_and_sees_rocm_in_job_scripts(make_ctx, run_check, tmp_path) -> None:
+    res = run_check("container", make_ctx(site=LUMI, binds=["/scratch", "/projappl", "/project", "/flash"]))
+    assert res.status == "fail" and "symlinks into /pfs" in res.message and "/pfs" in res.fix
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs/infer.sbatch").write_text(
+        "#!/usr/bin/env bash\n#SBATCH --gpus-per-node=8\nsingularity exec --rocm \"$SIF\" python3 -m x  # old\n")
+    res = run_check("container", make_ctx(site=LUMI, repo=tmp_path, binds=["/pfs", "/scratch", "/projappl",
+                                                                             "/project"]))
+    assert res.status == "fail" and "jobs/infer.sbatch:3" in res.message

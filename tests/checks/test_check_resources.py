@@ -41,6 +41,9 @@ def test_array_ok_warn_fail(make_ctx, run_check) -> None:
     assert run_check("array", make_ctx(resources=Resources(array_size=400, throttle=20))).status == "ok"
     res = run_check("array", make_ctx(resources=Resources(array_size=2500, throttle=20)))
     assert res.status == "warn" and "3 arrays" in res.message
+    # indices 0..1000 fit MaxArraySize 1001; one more task needs a second array
+    assert run_check("array", make_ctx(resources=Resources(array_size=1001, throttle=20))).status == "ok"
+    assert run_check("array", make_ctx(resources=Resources(array_size=1002, throttle=20))).status == "warn"
     res = run_check("array", make_ctx(resources=Resources(array_size=2500, throttle=20, chunked=False)))
     assert res.status == "fail" and "Invalid job array specification" in res.message
     lumi = {"MAX_JOBS": "200", "SITE_NAME": "lumi"}
