@@ -7,6 +7,7 @@ outputs, the clock) is a field here, so tests build a context by hand and feed r
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -327,5 +328,9 @@ def _fill_stage(ctx: PreflightContext, name: str, items: list[str] | None = None
         ctx.resources.array_size = len(pending)
         if stage.output_bytes is not None:
             ctx.output_bytes = [stage.output_bytes(it, sctx) for it in pending]
+        # a plan may declare its per-task peak: def memory_bytes(item, ctx) -> int (in plans/<stage>.py)
+        estimator = getattr(importlib.import_module(f"geohpc.plans.{name}"), "memory_bytes", None)
+        if estimator is not None and pending and ctx.mem_estimate is None:
+            ctx.mem_estimate = max(int(estimator(it, sctx)) for it in pending[:50])
     except (GeohpcError, OSError, ValueError) as exc:
         ctx.manifest_error = f"planning failed: {exc}"

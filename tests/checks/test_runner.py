@@ -237,3 +237,15 @@ def test_gate_for_make_submit(tmp_path) -> None:
     con.close()
     with pytest.raises(ConfigError, match=r"preflight failed \(proj_mismatch\).*FORCE=1"):
         gate(site, stage, ["probe-0000"], {}, {**env, "PROJ_DATA": str(tmp_path / "proj")}, out=io.StringIO())
+
+
+def test_plan_memory_bytes_hook(tmp_path, monkeypatch) -> None:
+    """A plan's module-level memory_bytes(item, ctx) feeds the memory check (probe here, patched in)."""
+    import geohpc.plans.probe as probe_plan
+
+    monkeypatch.setattr(probe_plan, "memory_bytes", lambda item, ctx: 3 << 30, raising=False)
+    path = _site(tmp_path)
+    ctx = build_context(str(path), "probe", env={"HOME": str(tmp_path)})
+    assert ctx.mem_estimate == 3 << 30
+    (res,) = run_checks(ctx, [c for c in load_checks() if c.name == "memory"])
+    assert res.status == "fail" and "3.0 GiB" in res.message  # jobs/probe.sbatch asks --mem=1G
