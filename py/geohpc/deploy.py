@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from .errors import ConfigError, ServiceError, run_cli
-from .site import REPO, load_site
+from .site import REPO, load_site, parse_makeflags
 from .util import redact
 
 PROTECTED = ("data/", "outputs/", "logs/", "runs/", ".venv/")
@@ -75,9 +75,11 @@ def summarize(itemized: str) -> str:
     return f"{new} new, {updated} updated, {deleted} deleted" + (f"\n{shown}{more}" if changed else "")
 
 
-def deploy(site_name: str, *, dry_run: bool = False, ssh_config: str = "", src: Path = REPO) -> str:
+def deploy(
+    site_name: str, *, dry_run: bool = False, ssh_config: str = "", src: Path = REPO, cli: dict[str, str] | None = None
+) -> str:
     """Rsync ``src`` to the site's REMOTE:REMOTE_DIR; returns the summary."""
-    site = load_site(site_name)
+    site = load_site(site_name, cli=cli)
     remote, remote_dir = site.get("REMOTE"), site.get("REMOTE_DIR")
     if not remote or not ALIAS_RE.match(remote):
         raise ConfigError(f"REMOTE={remote!r} in {site.path.name} is not an ssh alias: pass REMOTE=<alias from ~/.ssh/config>")
@@ -106,10 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--site", required=True)
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--ssh-config", default=os.environ.get("SSH_CONFIG", ""))
+    ap.add_argument("--src", type=Path, default=REPO, help="folder to deploy (default: this repo)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as if given on the make line")
     args = ap.parse_args(argv)
 
     def work() -> int:
-        print(deploy(args.site, dry_run=args.dry_run, ssh_config=args.ssh_config))
+        cli = parse_makeflags(os.environ.get("MAKEFLAGS", ""))
+        cli.update(kv.split("=", 1) for kv in args.set if "=" in kv)
+        print(deploy(args.site, dry_run=args.dry_run, ssh_config=args.ssh_config, src=args.src, cli=cli))
         return 0
 
     return run_cli(work, "geohpc.deploy")

@@ -21,8 +21,8 @@ from .executor_local import local_states
 from .render import sbatch_directives
 from .runs import Run, list_runs
 from .site import REPO
-from .stages import StageContext, get_stage
 from .slurm import TaskInfo
+from .stages import StageContext, get_stage
 
 CATEGORIES = ("pending", "running", "completed", "failed", "timeout", "oom", "cancelled", "missing")
 FAILED_STATES = {"FAILED", "NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "DEADLINE", "REVOKED"}
@@ -170,14 +170,43 @@ def format_status(status: RunStatus) -> str:
     return "\n".join(lines)
 
 
+def wait(stage: str, poll_s: float = 3.0, timeout_s: float = 6 * 3600) -> int:
+    """Block until the latest run of ``stage`` has nothing pending or running; 1 if any item failed."""
+    import time
+
+    run = list_runs(REPO, stage)[-1]
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while True:
+        status = run_status(run)
+        counts = status.counts()
+        line = format_status(status).splitlines()[1]
+        if line != last:
+            print(line.strip(), file=sys.stderr, flush=True)
+            last = line
+        if not counts["pending"] and not counts["running"]:
+            time.sleep(poll_s)  # sacct lags squeue
+            status = run_status(run)
+            break
+        if time.monotonic() > deadline:
+            print(f"{run.stage}: still running after {timeout_s:.0f}s", file=sys.stderr)
+            return 1
+        time.sleep(poll_s)
+    print(format_status(status))
+    return 1 if status.lines_in("failed", "timeout", "oom", "cancelled", "missing") else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m geohpc.status [--stage X] [--all]``."""
     ap = argparse.ArgumentParser(prog="python -m geohpc.status", description=__doc__.splitlines()[0])
     ap.add_argument("--stage", default="")
     ap.add_argument("--all", action="store_true", help="every run, not only the latest of each stage")
+    ap.add_argument("--wait", action="store_true", help="wait until nothing is pending or running; exit 1 on failures")
     args = ap.parse_args(argv)
 
     def work() -> int:
+        if args.wait:
+            return wait(args.stage)
         runs = list_runs(REPO, args.stage or None)
         if not args.all:
             latest: dict[str, Run] = {}
