@@ -23,9 +23,9 @@ def check(ctx: PreflightContext) -> Result:
     max_jobs = ctx.site_int("MAX_JOBS", 0)
     thr = ctx.resources.throttle
     if max_jobs and size > max_jobs:
-        return fail(f"{size} array tasks exceed the site's {max_jobs}-job cap (every array task counts as a job): "
-                    "sbatch refuses with QOSMaxSubmitJobPerUserLimit",
-                    f"submit at most {max_jobs} items at a time (a smaller manifest, or N=), then make resubmit for the rest")
+        return warn(f"{size} array tasks exceed the site's {max_jobs}-job cap (every array task counts as a job; "
+                    "one sbatch of them all is refused with QOSMaxSubmitJobPerUserLimit)",
+                    f"make submit sends waves of at most {max_jobs}: run it again when a wave finishes")
     if size > max_array:  # one array's indices run 0..size-1 and must stay below MaxArraySize
         chunks = math.ceil(size / max_array)
         if not ctx.resources.chunked:

@@ -48,7 +48,7 @@ def test_array_ok_warn_fail(make_ctx, run_check) -> None:
     assert res.status == "fail" and "Invalid job array specification" in res.message
     lumi = {"MAX_JOBS": "200", "SITE_NAME": "lumi"}
     res = run_check("array", make_ctx(site=lumi, resources=Resources(array_size=500, throttle=20)))
-    assert res.status == "fail" and "200-job cap" in res.message
+    assert res.status == "warn" and "200-job cap" in res.message and "waves" in res.fix
 
 
 def test_internet_ok_warn_fail(make_ctx, run_check) -> None:

@@ -147,7 +147,8 @@ def test_seeded_pitfalls_fail_exactly_their_check(tmp_path) -> None:
                     QUOTA_CMD="lfs") == {"quota"}
     assert _failing(tmp_path, {}, _GLIBC="2.17") == {"glibc"}
     assert _failing(tmp_path, {}, params={"TRAIN_CODE": str(bad_train)}) == {"training_lints"}
-    assert _failing(tmp_path, {}, stage="probe", params={"N": "500"}, MAX_JOBS="200") == {"array"}
+    # an array over the job cap is sent in waves by make submit: a warning, and nothing else fails
+    assert _failing(tmp_path, {}, stage="probe", params={"N": "500"}, MAX_JOBS="200") == set()
     assert _failing(tmp_path, {}, stage="probe", params={"MEM_ESTIMATE": "3G"}) == {"memory"}
     assert _failing(tmp_path, {"GEOHPC_LAUNCH": "singularity exec --rocm /c/pt.sif python3"}, SITE_NAME="lumi",
                     GPU_VENDOR="rocm", CONTAINER_RUNTIME="singularity", PYTORCH_SIF="/c/pt.sif",
@@ -170,7 +171,7 @@ def test_run_preflight_api_for_submit(tmp_path, monkeypatch) -> None:
     results = run_preflight(values, "probe", items=[f"probe-{i:04d}" for i in range(1, 501)],
                             resources=Resources(mem_bytes=1 << 30, time_s=600), env={"HOME": str(tmp_path)},
                             only=["array"])
-    assert results[0].status == "fail" and "500 array tasks exceed the site's 400-job cap" in results[0].message
+    assert results[0].status == "warn" and "500 array tasks exceed the site's 400-job cap" in results[0].message
 
 
 @pytest.mark.parametrize("flags", [["--only", "array", "--stage", "probe", "--param", "N=3"]])
