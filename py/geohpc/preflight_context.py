@@ -124,17 +124,10 @@ class PreflightContext:
 
 # --------------------------------------------------------------------------------------------- loading
 def read_site_file(path: Path) -> dict[str, str]:
-    """Parse a ``sites/<name>.env`` file: ``KEY=value`` lines, ``#`` comments, no quoting."""
-    values: dict[str, str] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        s = line.strip()
-        if not s or s.startswith("#"):
-            continue
-        if "=" not in s:
-            raise ConfigError(f"{path}:{n}: not KEY=value: {s!r} (fix the line or comment it out)")
-        key, value = s.split("=", 1)
-        values[key.strip().removeprefix("export ").strip()] = value.strip()
-    return values
+    """Parse a ``sites/<name>.env`` file (the same strict parser as :mod:`geohpc.site`)."""
+    from .site import parse_env_file
+
+    return parse_env_file(path)
 
 
 def load_site(name: str, repo: Path = REPO, env: Mapping[str, str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
@@ -156,15 +149,9 @@ def load_site(name: str, repo: Path = REPO, env: Mapping[str, str] | None = None
 
 def make_line_vars(env: Mapping[str, str]) -> dict[str, str]:
     """Variables given on the make command line, read from MAKEFLAGS (``... -- KEY=value``)."""
-    flags = env.get("MAKEFLAGS", "")
-    out: dict[str, str] = {}
-    if " -- " not in f" {flags} ":
-        return out
-    for tok in re.split(r"(?<!\\) ", f" {flags} ".split(" -- ", 1)[1].strip()):
-        if "=" in tok and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", tok):
-            key, value = tok.split("=", 1)
-            out[key] = value.replace("\\ ", " ")
-    return out
+    from .site import parse_makeflags
+
+    return parse_makeflags(env.get("MAKEFLAGS", ""))
 
 
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}

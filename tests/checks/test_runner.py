@@ -104,7 +104,7 @@ def _site(tmp_path: Path, **over: str) -> Path:
               "PROJECT_DIR": str(tmp_path / "project"), "VENV": sys.prefix, "CONTAINER_RUNTIME": "none",
               "INTERNET": "no", "PURGE_DAYS": "21", "MAX_ARRAY_SIZE": "1001", "MAX_JOBS": "400",
               "QUOTA_CMD": "df", "GPU_VENDOR": "none"}
-    values.update(over)
+    values.update({k: v for k, v in over.items() if not k.startswith("_")})
     path = tmp_path / "saga.env"
     path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     probe = scratch / "outputs/probe/probe-0000.json"
