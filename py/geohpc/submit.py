@@ -22,7 +22,7 @@ from .errors import ConfigError, InputError, run_cli
 from .executor_local import run_chunk
 from .plan import effective_throttle, parse_throttle, plan_chunks
 from .render import JOB_ID_RE, env_file_text, job_env, resolve_path, sbatch_command
-from .runs import Attempt, Run, find_run, new_run
+from .runs import Attempt, Run, find_run, list_runs, new_run
 from .site import REPO, SRC_CLI, SRC_SHELL, Site, load_site, parse_makeflags
 from .stages import Stage, StageContext, get_stage, read_manifest
 from .util import write_text_atomic
@@ -68,6 +68,23 @@ def resolve_after(repo: Path, after: str, executor: str) -> list[str]:
     return ids
 
 
+def in_flight_items(repo: Path, stage: str) -> set[str]:
+    """Items of earlier runs of ``stage`` that Slurm still has pending or running (one squeue call)."""
+    owners: dict[str, str] = {}
+    for run in list_runs(repo, stage):
+        try:
+            items = run.items()
+        except OSError:
+            continue
+        for line, (executor, job_id, idx) in run.line_owner().items():
+            if executor == "slurm" and job_id and line < len(items):
+                owners[f"{job_id}_{idx}"] = items[line]
+    if not owners:
+        return set()
+    active = slurm.squeue(sorted({k.split("_")[0] for k in owners}))
+    return {owners[k] for k in active if k in owners}
+
+
 def submit(
     stage_name: str,
     site_name: str,
@@ -102,12 +119,24 @@ def submit(
         raise InputError(f"stage {stage.name}: manifest has a blank line; every line must name one item")
     rerun = params.get("RERUN", "") not in ("", "0")
     todo = [i for i, item in enumerate(items) if rerun or not stage.done(item, ctx)]
+    busy = in_flight_items(repo, stage.name) if executor == "slurm" and not dry_run else set()
+    queued = [i for i in todo if items[i] in busy]
+    todo = [i for i in todo if items[i] not in busy]
+    held = 0
+    max_jobs = site.int("MAX_JOBS")
+    if max_jobs and len(todo) > max_jobs:  # every array task counts as a job against the site's cap
+        held, todo = len(todo) - max_jobs, todo[:max_jobs]
 
     print(f"geohpc submit: stage {stage.name} on site {site.name} ({executor})", file=out)
     print(site.report(), file=out)
     for key in sorted(params):
         print(f"  {key}={params[key]}  ({param_sources[key]})", file=out)
-    print(f"  items: {len(items)} in manifest, {len(items) - len(todo)} already done, {len(todo)} to run", file=out)
+    done_n = len(items) - len(todo) - len(queued) - held
+    print(f"  items: {len(items)} in manifest, {done_n} already done, {len(queued)} still queued or running "
+          f"in earlier runs, {len(todo)} to run", file=out)
+    if held:
+        print(f"  wave: {held} item(s) held back by MAX_JOBS={max_jobs} (every array task counts as a job); "
+              "run the same make submit again when these finish to send the next wave", file=out)
     if not todo:
         print("nothing to submit: every item's output exists (RERUN=1 runs them again)", file=out)
         return None

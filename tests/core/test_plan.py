@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from geohpc.errors import ConfigError
 from geohpc.plan import compact, effective_throttle, expand, parse_throttle, plan_chunks
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from geohpc.errors import ConfigError
 from geohpc.site import REQUIRED_KEYS, load_site, parse_env_file, parse_makeflags, site_names
 

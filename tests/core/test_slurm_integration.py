@@ -97,3 +97,22 @@ def test_after_unknown_job_is_refused(tmp_path: Path) -> None:
     proc = make("submit", "STAGE=probe", "SITE=local", "N=1", "AFTER=98765432", f"OUT_DIR={tmp_path}")
     assert proc.returncode == 2 and "AFTER=98765432: no such job" in proc.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_waves_respect_max_jobs_and_skip_items_in_flight(tmp_path: Path) -> None:
+    first = make("submit", "STAGE=probe", "SITE=local", "N=5", "MAX_JOBS=3", "THROTTLE=1", f"OUT_DIR={tmp_path}")
+    assert first.returncode == 0, first.stderr
+    ids = job_ids_from(first.stdout)
+    try:
+        assert "2 item(s) held back by MAX_JOBS=3" in first.stdout
+        assert "--array=0-2%1" in first.stdout
+        second = make("submit", "STAGE=probe", "SITE=local", "N=5", "MAX_JOBS=3", "THROTTLE=1", f"OUT_DIR={tmp_path}")
+        assert second.returncode == 0, second.stderr
+        ids += job_ids_from(second.stdout)
+        # the first wave is still queued or running: only the held-back items go now
+        assert "--array=3-4%1" in second.stdout, second.stdout
+    finally:
+        make("cancel", f"JOB={ids[0]}")
+        if len(ids) > 1:
+            make("cancel", f"JOB={ids[1]}")
+    wait_jobs(ids, timeout=60)
