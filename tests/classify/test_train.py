@@ -149,3 +149,18 @@ def test_gpu_request_without_cuda_is_a_clear_error(monkeypatch):
     with pytest.raises(Exception, match="CUDA GPUs only"):
         train_mod.gpu_params(True)
     assert train_mod.gpu_params(False) == {"task_type": "CPU"}
+
+
+def test_parallel_tasks_share_one_study(samples, tmp_path):  # noqa: F811
+    out, j = tmp_path / "m", tmp_path / "study.journal"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "py")}
+    procs = []
+    for task in range(2):
+        cmd = [sys.executable, "-m", "geohpc.train", "--samples", str(samples), "--out-dir", str(out), "--journal", str(j),
+               "--trials", "4", "--iterations", "15", "--block-size", "300"]
+        procs.append(subprocess.Popen(cmd, env={**env, "SLURM_ARRAY_TASK_ID": str(task)}, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True))
+    errs = [p.communicate(timeout=180)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    assert 4 <= _complete(j) <= 5  # each task stops once the study holds 4 complete trials
+    assert (out / "model.cbm").exists()
