@@ -10,6 +10,9 @@ from pathlib import Path
 
 from ..errors import ConfigError, InputError
 from ..stages import Stage, StageContext, read_manifest
+from ..util import parse_size
+
+TEMP_FACTOR = 1.4  # the build keeps an uncompressed tiled copy (+ overviews) beside the output
 
 
 def _manifest(ctx: StageContext) -> list[str]:
@@ -46,6 +49,19 @@ def _done(item: str, ctx: StageContext) -> bool:
     return not validate_cog(out)
 
 
+def _output_bytes(item: str, ctx: StageContext) -> int:
+    """Peak disk use while building: the temporary tiled copy is about 1.4x the input's size."""
+    try:
+        return int(Path(item).stat().st_size * TEMP_FACTOR)
+    except OSError:
+        return 0
+
+
+def memory_bytes(item: str, ctx: StageContext) -> int:
+    """Per-task peak memory: the COG_MEM budget (default 1G) plus ~0.5 GB of interpreter and GDAL."""
+    return parse_size(ctx.param("COG_MEM", "1G")) + (512 << 20)
+
+
 STAGE = Stage(
     name="cog",
     module="geohpc.cog",
@@ -53,4 +69,5 @@ STAGE = Stage(
     build_manifest=_manifest,
     output_for=_output,
     is_done=_done,
+    output_bytes=_output_bytes,
 )
