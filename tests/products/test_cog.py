@@ -160,3 +160,22 @@ def test_bad_settings_are_config_errors(tmp_path: Path, bad: str) -> None:
     r = run_cli(str(src), str(tmp_path / "o.tif"), *args)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_jpeg_rgb_with_internal_mask_keeps_mask_and_folder_output(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(5).integers(0, 255, (3, 300, 280)).astype("uint8")
+    src = write_raster(tmp_path / "rgb.tif", rgb, tiled=True, blockxsize=128, blockysize=128,
+                       compress="jpeg", photometric="ycbcr")
+    mask = np.full((300, 280), 255, "uint8")
+    mask[:50] = 0
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(src, "r+") as ds:
+        ds.write_mask(mask)
+    (tmp_path / "out").mkdir()
+    out = make_cog(src, tmp_path / "out", blocksize=128)  # a folder: <folder>/<stem>.tif
+    assert out == tmp_path / "out" / "rgb.tif"
+    assert validate_cog(out, 128) == [] and cog_validate(str(out))[0]
+    assert_same_pixels(src, out)  # the decoded JPEG pixels, kept losslessly
+    with rasterio.open(out) as ds:
+        np.testing.assert_array_equal(ds.read_masks(1), mask)
+        assert ds.tags(ns="IMAGE_STRUCTURE")["INTERLEAVE"] == "PIXEL"
+        assert (ds.read_masks(1, out_shape=(75, 70))[:12] == 0).all()  # overview masks too

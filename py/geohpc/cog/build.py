@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import rasterio
 import rasterio.shutil
-from rasterio.enums import ColorInterp, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
@@ -202,7 +202,7 @@ def make_cog(
     src:
         Any north-up georeferenced raster GDAL reads (striped or tiled GeoTIFF, VRT, ...).
     dst:
-        The COG to write. A temporary tiled copy and the final file's temporary name live in
+        The COG to write (an existing folder means ``<folder>/<src stem>.tif``). A temporary tiled copy and the final file's temporary name live in
         the same folder (never /tmp, which is RAM on LUMI compute nodes).
     blocksize:
         Internal tile size in pixels (a multiple of 16 from 64 to 4096; GDAL's overview limit).
@@ -227,6 +227,8 @@ def make_cog(
         ``dst``.
     """
     src, dst = Path(src), Path(dst)
+    if dst.is_dir():
+        dst = dst / f"{src.stem}.tif"
     if not 64 <= blocksize <= 4096 or blocksize % 16:
         raise ConfigError(f"blocksize {blocksize} must be a multiple of 16 from 64 to 4096 (e.g. 256 or 512)")
     if mem_budget < MIN_MEM_BUDGET:
@@ -251,6 +253,7 @@ def make_cog(
         resampling = _resampling(overview_resampling, classes)
         inter = dst.parent / f".{dst.name}.{os.getpid()}.tiled.tif"
         env: dict[str, Any] = {"GDAL_TIFF_OVR_BLOCKSIZE": str(blocksize), "GDAL_PAM_ENABLED": "NO",
+                               "GDAL_TIFF_INTERNAL_MASK": "YES",
                                "CPL_TMPDIR": str(dst.parent)}
         try:
             with gdal_env(mem_budget // 2, n_threads, **env):
@@ -303,6 +306,8 @@ def _tiled_copy(ds: rasterio.io.DatasetReader, inter: Path, blocksize: int, budg
     seen_data = False
     windows = _windows(ds, budget, blocksize)
     buffers: dict[tuple[int, int, int], np.ndarray] = {}
+    flags = ds.mask_flag_enums[0]
+    own_mask = MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags and MaskFlags.nodata not in flags
     with rasterio.open(inter, "w", **prof) as out:
         _copy_metadata(ds, out)
         for w in progress(windows, total=len(windows), desc="cog tiled copy"):
@@ -321,5 +326,7 @@ def _tiled_copy(ds: rasterio.io.DatasetReader, inter: Path, blocksize: int, budg
             if not seen_data:
                 seen_data = _has_data(a, nodata)
             out.write(a, window=w)
+            if own_mask:  # an internal transparency mask (not nodata, not alpha) travels along
+                out.write_mask(ds.read_masks(1, window=w), window=w)
     if not seen_data:
         raise InputError(f"{ds.name}: every pixel is nodata ({nodata}); nothing to publish, check the producing step")
