@@ -108,15 +108,43 @@ def identical(src: Path, out: Path) -> bool:
     return True
 
 
+def plot(results: dict[str, dict], meta: dict[str, str], path: Path) -> Path:
+    """Bar charts of wall time, CPU time and peak RSS per tool, saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
+    for ax, key, label in zip(axes, ("seconds", "cpu_seconds", "peak_rss_gb"),
+                              ("wall time (s)", "CPU user+sys (s)", "peak RSS (GB)"), strict=True):
+        vals = [results[n].get(key, 0) for n in names]
+        bars = ax.bar(names, vals, color=["#2a7" if n == "ours" else "#888" for n in names])
+        ax.bar_label(bars, fmt="%g")
+        ax.set_title(label)
+        if key == "peak_rss_gb":
+            ax.axhline(2, color="r", ls="--", lw=1)
+    fig.suptitle(f"COG from {meta.get('input', '')} (striped, 128 bands) - {meta.get('machine', '')}, {meta.get('date', '')}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the table and ratios."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=2048, help="raster width = height (default 2048)")
     ap.add_argument("--bands", type=int, default=128)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out")
+    ap.add_argument("--plot", type=Path, default=None, help="only redraw the PNG from a saved bench_cog_*.json")
     ap.add_argument("--only", choices=["ours", "gdal_translate", "rio-cogeo"], action="append", help="run only these")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.plot:
+        saved = json.loads(args.plot.read_text())
+        print(plot(saved["results"], saved["meta"], args.plot.with_suffix(".png")))
+        return 0
     src = make_input(args.out / f"cog_src_{args.size}x{args.bands}.tif", args.size, args.bands)
     env = dict(os.environ, PYTHONPATH=str(REPO / "py"))
     env.pop("PROJ_DATA", None)
@@ -173,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"ours / {peer} wall time: {ratio:.2f}x (target <= {target}x) {'MET' if ratio <= target else 'MISSED'}"
                       f"; CPU time {cpu_ratio:.2f}x")
         print(f"ours peak RSS {ours['peak_rss_gb']} GB (target < 2 GB)")
-    (args.out / f"bench_cog_{args.size}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    saved = args.out / f"bench_cog_{args.size}.json"
+    saved.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    print(f"chart: {plot(results, meta, saved.with_suffix('.png'))}")
     return 0
 
 
