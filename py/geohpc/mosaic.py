@@ -65,9 +65,27 @@ def read_header(path: str | os.PathLike[str]) -> Header:
                           tuple(ci.name for ci in ds.colorinterp))
 
 
-def check_compatible(ref: Header, h: Header, ref_crs: object) -> None:
-    """Raise :class:`InputError` naming ``h.path`` when it cannot join a mosaic started by ``ref``."""
-    fix = "reproject/resample it onto the grid of the others (gdalwarp -t_srs/-tr/-tap) or leave it out"
+def check_compatible(ref: Header, h: Header, ref_crs: object, *, reproject: bool = False) -> bool:
+    """Raise :class:`InputError` naming ``h.path`` when it cannot join a mosaic started by ``ref``.
+
+    With ``reproject`` a different CRS, resolution or pixel grid is allowed: the result is then
+    True (the input must be warped first). Band count and data type must always match.
+    """
+    if h.count != ref.count:
+        raise InputError(f"{h.path}: {h.count} bands, {ref.path} has {ref.count}; select the same bands in every input")
+    if h.dtype != ref.dtype:
+        raise InputError(f"{h.path}: data type {h.dtype}, {ref.path} has {ref.dtype}; convert it (rio convert --dtype)")
+    try:
+        _check_grid(ref, h, ref_crs)
+    except InputError:
+        if reproject:
+            return True
+        raise
+    return False
+
+
+def _check_grid(ref: Header, h: Header, ref_crs: object) -> None:
+    fix = "add --reproject (REPROJECT=yes) to warp it onto the grid of the first, or leave it out"
     if h.crs_wkt != ref.crs_wkt:
         from rasterio.crs import CRS
 
@@ -78,18 +96,19 @@ def check_compatible(ref: Header, h: Header, ref_crs: object) -> None:
     if not (math.isclose(h.transform[0], a, rel_tol=_TOL) and math.isclose(h.transform[4], e, rel_tol=_TOL)):
         raise InputError(f"{h.path}: resolution {h.transform[0]:g} x {-h.transform[4]:g} differs from "
                          f"{ref.path} ({a:g} x {-e:g}); {fix}")
-    if h.count != ref.count:
-        raise InputError(f"{h.path}: {h.count} bands, {ref.path} has {ref.count}; select the same bands in every input")
-    if h.dtype != ref.dtype:
-        raise InputError(f"{h.path}: data type {h.dtype}, {ref.path} has {ref.dtype}; convert it (rio convert --dtype)")
     for off, res in ((h.transform[2] - ref.transform[2], a), (h.transform[5] - ref.transform[5], e)):
         px = off / res
         if abs(px - round(px)) > 1e-3:
             raise InputError(f"{h.path}: origin is {px - math.floor(px):.3f} px off the pixel grid of {ref.path}; {fix}")
 
 
-def read_headers(paths: list[str]) -> list[Header]:
-    """Headers of every input, one file open at a time, checked against the first."""
+def read_headers(paths: list[str], *, reproject: bool = False, warp_dir: Path | None = None,
+                 nodata: float | None = None) -> list[Header]:
+    """Headers of every input, one file open at a time, checked against the first.
+
+    With ``reproject``, inputs off the first one's grid are warped onto it into ``warp_dir``
+    and their warped copies take their place.
+    """
     if not paths:
         raise ConfigError("no inputs: give files, --list FILE or --input-dir DIR")
     import rasterio
@@ -102,8 +121,15 @@ def read_headers(paths: list[str]) -> list[Header]:
             h = read_header(p)
             if not headers:
                 ref_crs = CRS.from_wkt(h.crs_wkt)
-            else:
-                check_compatible(headers[0], h, ref_crs)
+            elif check_compatible(headers[0], h, ref_crs, reproject=reproject):
+                from .mosaic_warp import warp_to_grid, warped_name
+
+                ref = headers[0]
+                fill = nodata if nodata is not None else ref.nodata
+                out = warp_to_grid(p, ref.crs_wkt, ref.transform, warped_name(warp_dir or Path("."), len(headers), p),
+                                   fill)
+                h = read_header(out)
+                check_compatible(ref, h, ref_crs)
             headers.append(h)
     return headers
 
@@ -112,9 +138,13 @@ def _num(v: float) -> str:
     return "nan" if math.isnan(v) else repr(float(v)) if not float(v).is_integer() else str(int(v))
 
 
-def vrt_xml(headers: list[Header], vrt_path: Path) -> str:
-    """The VRT document placing every input at its pixel offset in the union of their extents."""
+def vrt_xml(headers: list[Header], vrt_path: Path, nodata: float | None = None) -> str:
+    """The VRT document placing every input at its pixel offset in the union of their extents.
+
+    ``nodata`` (default: the first input's) fills the gaps and marks the mosaic's empty pixels.
+    """
     ref = headers[0]
+    mosaic_nodata = nodata if nodata is not None else ref.nodata
     a, e = ref.transform[0], ref.transform[4]
     minx = min(h.transform[2] for h in headers)
     maxy = max(h.transform[5] for h in headers)
@@ -135,8 +165,8 @@ def vrt_xml(headers: list[Header], vrt_path: Path) -> str:
         places.append((h, xoff, yoff, quoteattr(src)))
     for b in range(1, ref.count + 1):
         out.append(f'  <VRTRasterBand dataType="{gtype}" band="{b}">')
-        if ref.nodata is not None:
-            out.append(f"    <NoDataValue>{_num(ref.nodata)}</NoDataValue>")
+        if mosaic_nodata is not None:
+            out.append(f"    <NoDataValue>{_num(mosaic_nodata)}</NoDataValue>")
         if b == 1 and ref.colormap:
             out.append("    <ColorInterp>Palette</ColorInterp>\n    <ColorTable>")
             top = max(ref.colormap)
@@ -180,6 +210,8 @@ def build_mosaic(
     mem_budget: int = 1 << 30,
     threads: int | None = None,
     force: bool = False,
+    reproject: bool = False,
+    nodata: float | None = None,
 ) -> Path:
     """Check ``inputs`` share one grid, write the VRT ``vrt`` and, if asked, the COG ``cog``.
 
@@ -195,6 +227,11 @@ def build_mosaic(
         Optional COG to build from the VRT with :func:`geohpc.cog.make_cog`.
     blocksize, mem_budget, threads, force:
         Passed to :func:`geohpc.cog.make_cog`.
+    reproject:
+        Warp inputs whose CRS, resolution or pixel grid differ from the first input's onto its grid
+        (into ``<vrt stem>.warped/`` beside the VRT) instead of refusing them.
+    nodata:
+        The mosaic's nodata value (default: the first input's); also fills around warped inputs.
 
     Returns
     -------
@@ -202,19 +239,20 @@ def build_mosaic(
         The COG when one was asked for, else the VRT.
     """
     vrt = Path(vrt)
-    headers = read_headers(inputs)
+    headers = read_headers(inputs, reproject=reproject, warp_dir=vrt.parent / f"{vrt.stem}.warped", nodata=nodata)
     gdal = _osgeo_gdal()
     if gdal is not None:  # GDAL's Python bindings are present: let BuildVRT write it
         vrt.parent.mkdir(parents=True, exist_ok=True)
         tmp = vrt.with_name(f".{vrt.name}.{os.getpid()}.tmp.vrt")
-        ds = gdal.BuildVRT(str(tmp), [h.path for h in headers], srcNodata=None)
+        extra = {"VRTNodata": nodata} if nodata is not None else {}
+        ds = gdal.BuildVRT(str(tmp), [h.path for h in headers], **extra)
         if ds is None:
             raise InputError(f"{vrt}: gdal.BuildVRT failed: {gdal.GetLastErrorMsg()}")
         ds = None
         text = tmp.read_text()
         tmp.unlink()
     else:
-        text = vrt_xml(headers, vrt)
+        text = vrt_xml(headers, vrt, nodata)
     if not vrt.is_file() or vrt.read_text() != text:
         try:
             write_text_atomic(vrt, text)
@@ -267,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mem", default="1G", help="COG memory budget (default 1G)")
     ap.add_argument("--threads", type=int, default=None, help="COG threads (default: the job's CPUs)")
     ap.add_argument("--force", action="store_true", help="rebuild the COG even if it is valid and current")
+    ap.add_argument("--reproject", action="store_true",
+                    help="warp inputs on another CRS/resolution/grid onto the first input's grid instead of refusing")
+    ap.add_argument("--nodata", type=float, default=None, help="mosaic nodata (default: the first input's)")
     args = ap.parse_args(argv)
 
     def work() -> int:
@@ -275,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             raise ConfigError(f"--mem: {exc}") from None
         out = build_mosaic(_inputs(args), args.out, cog=args.cog, blocksize=args.blocksize, mem_budget=budget,
-                           threads=args.threads, force=args.force)
+                           threads=args.threads, force=args.force, reproject=args.reproject, nodata=args.nodata)
         print(out)
         return 0
 

@@ -15,6 +15,7 @@ from conftest import REPO, write_raster
 from geohpc.cog import validate_cog
 from geohpc.errors import InputError
 from geohpc.mosaic import build_mosaic
+from rasterio.windows import Window
 
 X0, Y0, RES = 500000.0, 5000000.0, 10.0
 
@@ -123,3 +124,45 @@ def test_thousands_of_inputs_under_a_low_open_file_limit(tmp_path: Path) -> None
     with rasterio.open(tmp_path / "m.tif") as ds:
         np.testing.assert_array_equal(ds.read(), full)
     assert validate_cog(tmp_path / "m.tif") == []
+
+
+def test_reproject_when_asked(tmp_path: Path) -> None:
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    yy, xx = np.mgrid[0:100, 0:100]
+    full = (xx * 2.0 + yy).astype("float32")[None]
+    left = write_raster(tmp_path / "left.tif", full[:, :, :50], nodata=-9999)
+    right32635 = write_raster(tmp_path / "r35.tif", full[:, :, 50:], origin=(X0 + 500, Y0), nodata=-9999)
+    # the right half, moved into the neighbouring UTM zone
+    with rasterio.open(right32635) as ds:
+        t, w, h = calculate_default_transform(ds.crs, "EPSG:32634", ds.width, ds.height, *ds.bounds, resolution=10)
+        data = np.full((1, h, w), -9999, "float32")
+        reproject(ds.read(), data, src_transform=ds.transform, src_crs=ds.crs, dst_transform=t, dst_crs="EPSG:32634",
+                  resampling=Resampling.bilinear, dst_nodata=-9999)
+    right = tmp_path / "right34.tif"
+    with rasterio.open(right, "w", driver="GTiff", width=w, height=h, count=1, dtype="float32", crs="EPSG:32634",
+                       transform=t, nodata=-9999) as out:
+        out.write(data)
+    refused = run_cli("--out", str(tmp_path / "m.vrt"), str(left), str(right))
+    assert refused.returncode == 2 and "--reproject" in refused.stderr and str(right) in refused.stderr
+    r = run_cli("--out", str(tmp_path / "m.vrt"), "--cog", str(tmp_path / "m.tif"), "--blocksize", "64",
+                "--reproject", str(left), str(right))
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "m.warped").glob("*.tif"))) == 1
+    with rasterio.open(tmp_path / "m.tif") as ds:
+        assert ds.crs.to_epsg() == 32635 and ds.transform.a == RES
+        col, row = (X0 - ds.transform.c) / RES, (ds.transform.f - Y0) / RES
+        assert col == int(col) and row == int(row)  # still on the first input's pixel grid
+        a = ds.read(1, window=Window(int(col), int(row), 100, 100))
+        np.testing.assert_array_equal(a[:, :50], full[0, :, :50])  # the reference input untouched
+        inner = a[5:95, 55:95]  # the warped half, away from its edges: within bilinear noise of the original
+        assert np.abs(inner - full[0, 5:95, 55:95]).max() < 3.0
+
+
+def test_nodata_option_fills_gaps_of_inputs_without_nodata(tmp_path: Path) -> None:
+    full = np.full((1, 40, 40), 3, "uint8")
+    tiles = tile_grid(tmp_path / "tiles", full, 20, 20, skip={(0, 1)})
+    vrt = build_mosaic([str(p) for p in tiles], tmp_path / "m.vrt", nodata=7)
+    with rasterio.open(vrt) as ds:
+        a = ds.read(1)
+        assert ds.nodata == 7 and (a[:20, 20:] == 7).all() and (a[20:] == 3).all()

@@ -1,7 +1,8 @@
 """mosaic: many rasters on one grid -> ``<out_dir>/<NAME>.vrt`` and the COG ``<out_dir>/<NAME>.tif``.
 
 Parameters: ``INPUT_DIR=<folder of *.tif>`` or ``LIST=<file with one raster path a line>``;
-``NAME`` (default ``mosaic``; the single manifest item); ``COG=no`` for the VRT alone.
+``NAME`` (default ``mosaic``; the single manifest item); ``COG=no`` for the VRT alone;
+``REPROJECT=yes`` to warp inputs on another grid instead of refusing them; ``NODATA=v``.
 """
 
 from __future__ import annotations
