@@ -11,6 +11,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import rasterio
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
@@ -22,7 +23,7 @@ from rasterio.windows import Window
 from .errors import InputError
 from .util import atomic_path
 
-ROWS = 256
+WINDOW_BYTES = 256 << 20  # pixels held at once while warping
 
 
 def warp_to_grid(src: str, ref_crs_wkt: str, ref_transform: tuple[float, ...], dst: Path,
@@ -76,8 +77,9 @@ def warp_to_grid(src: str, ref_crs_wkt: str, ref_transform: tuple[float, ...], d
             with rasterio.open(tmp, "w", **prof) as out:
                 if classes:
                     out.write_colormap(1, ds.colormap(1))
-                for r in range(0, height, ROWS):
-                    w = Window(0, r, width, min(ROWS, height - r))
+                rows = max(1, WINDOW_BYTES // (width * ds.count * np.dtype(ds.dtypes[0]).itemsize))
+                for r in range(0, height, rows):
+                    w = Window(0, r, width, min(rows, height - r))
                     out.write(vrt.read(window=w).astype(ds.dtypes[0], copy=False), window=w)
             os.chmod(tmp, 0o644)
     return dst
