@@ -81,3 +81,18 @@ def test_read_only_output_folder(tmp_path: Path) -> None:
         if os.geteuid() == 0:
             subprocess.run(["chattr", "-i", str(ro)], check=False)
         ro.chmod(0o755)
+
+
+def test_leftovers_of_a_killed_build_are_removed(tmp_path: Path) -> None:
+    src = write_raster(tmp_path / "ok.tif", np.ones((1, 50, 50), "uint8"))
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = [out / ".cog.tif.12345.tiled.tif", out / ".cog.tif.abc123.tmp.tif"]
+    for p in stale:
+        p.write_bytes(b"x" * 1000)
+    keep = out / ".other.tif.1.tiled.tif"  # another output's temporaries are not ours to touch
+    keep.write_bytes(b"y")
+    r = run_cli(str(src), str(out / "cog.tif"), "--blocksize", "64")
+    assert r.returncode == 0, r.stderr
+    assert not any(p.exists() for p in stale) and keep.exists()
+    assert "interrupted earlier build" in r.stderr

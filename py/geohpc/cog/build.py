@@ -179,6 +179,20 @@ def _check_space(dst: Path, raw_bytes: int) -> None:
         )
 
 
+def _remove_leftovers(dst: Path) -> None:
+    """Delete temporaries of an earlier build of ``dst`` that was killed (node failure, time limit).
+
+    One manifest item has one writer, so anything matching this output's temporary names is stale;
+    on scratch with quotas a forgotten tiled copy can be tens of GB.
+    """
+    for pattern in (f".{dst.name}.*.tiled.tif", f".{dst.name}.*.tmp{dst.suffix}"):
+        for old in dst.parent.glob(pattern):
+            with contextlib.suppress(OSError):
+                size = old.stat().st_size
+                old.unlink()
+                log(f"removed {old} ({size / 2**20:.0f} MiB) left by an interrupted earlier build")
+
+
 def _is_current(src: Path, dst: Path, blocksize: int) -> bool:
     return dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime and not validate_cog(dst, blocksize)
 
@@ -251,6 +265,7 @@ def make_cog(
         _check_space(dst, raw)
         classes = has_colormap(ds)
         resampling = _resampling(overview_resampling, classes)
+        _remove_leftovers(dst)
         inter = dst.parent / f".{dst.name}.{os.getpid()}.tiled.tif"
         env: dict[str, Any] = {"GDAL_TIFF_OVR_BLOCKSIZE": str(blocksize), "GDAL_PAM_ENABLED": "NO",
                                "GDAL_TIFF_INTERNAL_MASK": "YES",
