@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from pathlib import Path
 
 from ..errors import ConfigError, InputError, run_cli
 from ..util import parse_size
@@ -16,6 +17,8 @@ def check(paths: list[str], blocksize: int | None) -> int:
     """Print ``ok PATH`` per valid COG on stdout; raise :class:`InputError` naming the first invalid one."""
     bad: list[str] = []
     for p in paths:
+        if not Path(p).is_file():
+            raise InputError(f"{p}: no such file (check the path)")
         problems = validate_cog(p, blocksize)
         if problems:
             bad.append(f"{p}: not a valid COG: {'; '.join(problems)}")

@@ -141,7 +141,7 @@ def validate_cog(path: str | os.PathLike[str], blocksize: int | None = None) -> 
     """
     p = Path(path)
     if not p.is_file():
-        return [f"{p}: no such file"]
+        return ["no such file"]
     try:
         _, ifds = read_ifds(p)
     except (ValueError, struct.error, OSError) as exc:
