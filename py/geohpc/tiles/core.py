@@ -99,8 +99,12 @@ def tile_range(bounds: tuple[float, float, float, float], z: int) -> TileRange:
 
 
 def meta_zoom(minzoom: int, maxzoom: int) -> int:
-    """Zoom of the metatiles: ``maxzoom - 3`` (8x8 base tiles each), never below ``minzoom``."""
-    return max(minzoom, maxzoom - META_LEVELS)
+    """Zoom of the metatiles: ``maxzoom - 3`` (8x8 base tiles each; fewer when ``maxzoom`` < 3).
+
+    It does not depend on ``minzoom``: a one-zoom job still warps 8x8 tiles per call (the warper's
+    per-call cost dominates single tiles), it just writes no tiles above ``minzoom``.
+    """
+    return max(0, maxzoom - META_LEVELS)
 
 
 def shard_items(items: list[Any], shard: int, nshards: int) -> list[Any]:
@@ -156,12 +160,20 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
+def _deflate(data: bytes, level: int) -> bytes:
+    # Z_RLE: on filtered imagery (noisy, few long repeats) it is faster than the default strategy
+    # and as small or smaller; flat class maps become runs of zeros after the Up filter.
+    co = zlib.compressobj(level, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
+    return co.compress(data) + co.flush()
+
+
 def encode_png(arr: np.ndarray, level: int = 2) -> bytes:
     """Encode an (H, W, 3|4) uint8 array as PNG with the "Up" filter on every row.
 
-    About twice as fast as Pillow's adaptive filtering for the same zlib level, with similar size
-    on imagery; any PNG reader decodes it.
+    Several times faster than Pillow's adaptive filtering with default zlib settings, with similar
+    size on imagery; any PNG reader decodes it.
     """
+    arr = np.ascontiguousarray(arr)  # contiguous rows subtract ~2x faster than a strided view
     h, w, c = arr.shape
     rows = arr.reshape(h, w * c)
     raw = np.empty((h, w * c + 1), dtype=np.uint8)
@@ -172,7 +184,7 @@ def encode_png(arr: np.ndarray, level: int = 2) -> bytes:
     return b"".join((
         b"\x89PNG\r\n\x1a\n",
         _png_chunk(b"IHDR", ihdr),
-        _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), level)),
+        _png_chunk(b"IDAT", _deflate(raw.tobytes(), level)),
         _png_chunk(b"IEND", b""),
     ))
 
@@ -185,7 +197,7 @@ def encode_tile(rgba: np.ndarray, fmt: str, png_level: int = 2, lossless: bool =
     """
     arr = rgba[..., :3] if bool((rgba[..., 3] == 255).all()) else rgba
     if fmt == "png":
-        return encode_png(np.ascontiguousarray(arr), png_level)
+        return encode_png(arr, png_level)
     from PIL import Image
 
     img = Image.fromarray(np.ascontiguousarray(arr), "RGB" if arr.shape[2] == 3 else "RGBA")
