@@ -25,7 +25,7 @@ from ..errors import ConfigError, InputError
 from ..progress import progress
 from ..util import cpu_threads, write_json_atomic, write_text_atomic
 from . import pyramid
-from .core import SETTINGS_FILE, SHARD_DIR, Settings, meta_zoom, shard_items, shard_marker
+from .core import SETTINGS_FILE, SHARD_DIR, Settings, make_readable, meta_zoom, shard_items, shard_marker
 
 DEFAULT_BUDGET = 512 << 20
 
@@ -81,6 +81,7 @@ def prepare(src: str, out: Path, minzoom: int, maxzoom: int, mode: str, bands: l
         if old.minzoom <= settings.minzoom:
             return settings
     write_json_atomic(out / SETTINGS_FILE, settings.to_json())
+    make_readable(out / SETTINGS_FILE)
     return settings
 
 

@@ -233,6 +233,16 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def make_readable(path: Path) -> None:
+    """Give a file made through a temporary file (mode 0600) the usual umask permissions.
+
+    Web servers and colleagues must be able to read ``index.html``, ``tiles.json`` and the archive.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def shard_marker(out_dir: Path, shard: int, nshards: int) -> Path:
     """The file a finished shard leaves behind."""
     return out_dir / SHARD_DIR / f"{shard}-of-{nshards}.done"

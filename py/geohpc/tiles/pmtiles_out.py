@@ -15,7 +15,7 @@ from pmtiles.tile import Compression, TileType, zxy_to_tileid
 from pmtiles.writer import Writer
 
 from ..util import atomic_path
-from .core import Settings, tile_path, tile_range
+from .core import Settings, make_readable, tile_path, tile_range
 
 
 def _e7(v: float) -> int:
@@ -66,4 +66,5 @@ def write_pmtiles(out_dir: Path, settings: Settings, target: Path | None = None)
             writer.write_tile(tid, tile_path(out_dir, x, y, z, settings.fmt).read_bytes())
         if ids:
             writer.finalize(header, metadata)
+    make_readable(target)
     return target, len(ids)

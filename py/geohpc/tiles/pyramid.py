@@ -146,7 +146,7 @@ def _warp_region(settings: Settings, base: TileRange) -> np.ndarray:
         return canvas
     win = window_from_bounds(*sb, transform=ds.transform)
     scale = max(win.width / dw, win.height / dh, 1e-9)
-    fac = max(1, int(scale / 1.5) if scale >= 2 else 1)  # decimate when the source is much finer
+    fac = max(1, int(scale))  # decimate a finer source: read at most 2x the warped pixels per axis
     pad = 2 * fac
     win_c0, win_r0 = int(np.floor(win.col_off)) - pad, int(np.floor(win.row_off)) - pad
     win_c1 = int(np.ceil(win.col_off + win.width)) + pad
@@ -157,7 +157,7 @@ def _warp_region(settings: Settings, base: TileRange) -> np.ndarray:
     window = Window(c0, r0, c1 - c0, r1 - r0)
     oh, ow = max(1, -(-(r1 - r0) // fac)), max(1, -(-(c1 - c0) // fac))
     rgba = render_window(ds, settings.render, window, (oh, ow), lut=_STATE["lut"], budget=_STATE["budget"])
-    src_transform = ds.window_transform(window) * rasterio.Affine.scale((c1 - c0) / ow, (r1 - r0) / oh)
+    src_transform = ds.window_transform(window) @ rasterio.Affine.scale((c1 - c0) / ow, (r1 - r0) / oh)
     classes = settings.render["mode"] == "classes"
     opaque = bool((rgba[3] == 255).all())
     dst = np.zeros((4, dh, dw), dtype=np.uint8)

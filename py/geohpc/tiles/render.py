@@ -223,7 +223,9 @@ def class_lut(params: dict[str, Any], dtype: str) -> tuple[np.ndarray, int]:
 
 def _stretch(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     y = (x.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo)) + np.float32(0.5)
-    return np.clip(y, 0, 255).astype(np.uint8)
+    np.clip(y, 0, 255, out=y)
+    y[np.isnan(y)] = 0  # NaN pixels are masked anyway; keep the cast defined
+    return y.astype(np.uint8)
 
 
 def render_window(ds: rasterio.io.DatasetReader, params: dict[str, Any], window: Window,

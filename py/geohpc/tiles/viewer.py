@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from ..util import write_text_atomic
-from .core import Settings
+from .core import Settings, make_readable
 
 ASSETS = ("leaflet.js", "leaflet.css")
 
@@ -91,4 +91,5 @@ def write_viewer(out_dir: Path, settings: Settings) -> Path:
             os.replace(tmp, dst)
     page = out_dir / "index.html"
     write_text_atomic(page, PAGE.format(title=html.escape(settings.name), config=json.dumps(config).replace("<", "\\u003c")))
+    make_readable(page)
     return page

@@ -1,0 +1,142 @@
+"""geohpc.tiles command line: bad inputs give one line on stderr, exit 2 and no output left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, write_raster
+from geohpc.stages import StageContext, get_stage
+from geohpc.tiles.cli import main
+
+
+def rgb(tmp_path: Path, name: str = "rgb.tif", **kw: object) -> Path:
+    return write_raster(tmp_path / name, np.full((3, 40, 50), 120, dtype=np.uint8), **kw)
+
+
+def fails(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str) -> str:
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("geohpc.tiles: error: ")
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+@pytest.mark.parametrize("zoom,needle", [("0-25", "0 to 24"), ("14-3", "reversed"), ("a-b", "range like"),
+                                         ("-1", "range like"), ("30", "0 to 24")])
+def test_bad_zoom(tmp_path: Path, capsys: pytest.CaptureFixture[str], zoom: str, needle: str) -> None:
+    out = tmp_path / "out"
+    fails(capsys, [str(rgb(tmp_path)), str(out), "--zoom", zoom], needle)
+    assert not out.exists()
+
+
+def test_missing_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    fails(capsys, [str(tmp_path / "nope.tif"), str(out), "--zoom", "5-8"], "nope.tif", "no such file")
+    assert not out.exists()
+
+
+def test_corrupt_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"II*\x00" + os.urandom(200))
+    out = tmp_path / "out"
+    fails(capsys, [str(bad), str(out), "--zoom", "5-8"], "bad.tif", "not a readable raster")
+    assert not out.exists()
+
+
+def test_no_crs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = rgb(tmp_path, "nocrs.tif", crs=None)
+    out = tmp_path / "out"
+    fails(capsys, [str(src), str(out), "--zoom", "5-8"], "nocrs.tif", "no CRS")
+    assert not out.exists()
+
+
+def test_rotated_geotransform(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from affine import Affine
+
+    src = rgb(tmp_path, "rot.tif")
+    import rasterio
+
+    with rasterio.open(src, "r+") as ds:
+        ds.transform = Affine(10.0, 2.0, 500000.0, 2.0, -10.0, 5000000.0)
+    out = tmp_path / "out"
+    fails(capsys, [str(src), str(out), "--zoom", "5-8"], "rot.tif", "rotated")
+    assert not out.exists()
+
+
+def test_all_nodata(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write_raster(tmp_path / "empty.tif", np.zeros((30, 30), dtype=np.float32), nodata=0.0)
+    out = tmp_path / "out"
+    fails(capsys, [str(src), str(out), "--zoom", "5-8"], "empty.tif", "nodata")
+    assert not out.exists()
+
+
+def test_bad_mode_bands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    fails(capsys, [str(rgb(tmp_path)), str(out), "--bands", "1,9"], "bands 1..3")
+    fails(capsys, [str(rgb(tmp_path)), str(out), "--mode", "pca", "--bands", "1,2"], "at least 3 bands")
+    src = write_raster(tmp_path / "f.tif", np.ones((2, 20, 20), dtype=np.float32))
+    fails(capsys, [str(src), str(out), "--mode", "rgb"], "Byte")
+    assert not out.exists()
+
+
+def _make_read_only(path: Path) -> bool:
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        return True
+    return shutil.which("chattr") is not None and subprocess.run(["chattr", "+i", str(path)]).returncode == 0
+
+
+def test_read_only_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ro"
+    if not _make_read_only(out):
+        pytest.skip("cannot make a read-only folder here (root without chattr)")
+    try:
+        fails(capsys, [str(rgb(tmp_path)), str(out), "--zoom", "5-8"], "ro", "not writable")
+        assert list(out.iterdir()) == []
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(out)], check=False)
+        out.chmod(0o755)
+
+
+def test_module_cli_runs_and_prints_json(tmp_path: Path) -> None:
+    src = rgb(tmp_path)
+    env = dict(os.environ, PYTHONPATH=str(REPO / "py"))
+    help_ = subprocess.run([sys.executable, "-m", "geohpc.tiles", "--help"], capture_output=True, text=True, env=env)
+    assert help_.returncode == 0 and "--shard" in help_.stdout and "--pmtiles" in help_.stdout
+    run = subprocess.run([sys.executable, "-m", "geohpc.tiles", str(src), str(tmp_path / "t"), "--zoom", "13-15",
+                          "--processes", "1", "--pmtiles"], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["tiles"] == summary["written"] + summary["lower_written"] > 0
+    assert Path(summary["pmtiles"]).is_file() and Path(summary["viewer"]).is_file()
+
+
+def test_plan_manifest_and_done(tmp_path: Path) -> None:
+    stage = get_stage("tiles")
+    src = rgb(tmp_path)
+    ctx = StageContext("tiles", {}, {"SRC": str(src), "SHARDS": "2", "ZOOM": "12-14"}, REPO, tmp_path)
+    items = stage.build_manifest(ctx)
+    assert items == ["0/2", "1/2"]
+    assert stage.output_for("1/2", ctx) == tmp_path / "outputs/tiles/rgb/.shards/1-of-2.done"
+    assert not stage.done("0/2", ctx)
+    out = tmp_path / "outputs/tiles/rgb"
+    assert main([str(src), str(out), "--zoom", "12-14", "--shard", "0/2", "--processes", "1"]) == 0
+    assert stage.done("0/2", ctx) and not stage.done("1/2", ctx)
+    (out / ".shards/1-of-2.done").write_text("{}")  # every shard done but never finalized
+    assert not stage.done("0/2", ctx)  # -> a resubmit reruns them and one finalizes
+    assert main([str(src), str(out), "--zoom", "12-14", "--shard", "1/2", "--processes", "1"]) == 0
+    assert stage.done("0/2", ctx) and stage.done("1/2", ctx)
+    with pytest.raises(Exception, match="SHARDS"):
+        stage.build_manifest(StageContext("tiles", {}, {"SRC": str(src), "SHARDS": "0"}, REPO, tmp_path))
