@@ -33,7 +33,7 @@ def make_input(size: int) -> Path:
     import rasterio
     from rasterio.transform import from_origin
 
-    path = OUT / f"tiles_rgb_{size}.tif"
+    path = OUT / f"tiles_rgb_{size}_raw.tif"
     if path.exists():
         return path
     OUT.mkdir(parents=True, exist_ok=True)
@@ -43,7 +43,7 @@ def make_input(size: int) -> Path:
     colours = rng.integers(40, 220, size=(nf, nf, 3)).astype(np.int16)
     prof = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs="EPSG:32635",
                 transform=from_origin(300000.0, 5100000.0, 10.0, 10.0), tiled=True, blockxsize=512,
-                blockysize=512, compress="deflate", photometric="RGB")
+                blockysize=512, photometric="RGB")
     tmp = path.with_suffix(".tmp.tif")
     with rasterio.open(tmp, "w", **prof) as dst:
         for r0 in range(0, size, 512):
@@ -64,6 +64,7 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, flo
     """Run ``cmd``; return (seconds, peak RSS in GB of the whole process tree, sampled every 0.1 s)."""
     import psutil
 
+    print(f"  load average before {cmd[0].rsplit('/', 1)[-1]}: {os.getloadavg()[0]:.1f}", flush=True)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     ps = psutil.Process(proc.pid)
@@ -179,7 +180,7 @@ Date: {time.strftime('%Y-%m-%d %H:%M %Z')}. Machine: {platform.machine()}, {psut
 (shared with other developers at the time), {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, {platform.platform()}.
 Versions: {', '.join(f'{k} {val}' for k, val in v.items())}.
 
-Input: `{src.name}`, {args.size}x{args.size} px RGB uint8, 10 m, EPSG:32635, 512x512 DEFLATE tiles
+Input: `{src.name}`, {args.size}x{args.size} px RGB uint8, 10 m, EPSG:32635, 512x512 uncompressed tiles
 (made by `bench/bench_tiles.py`). Zooms {args.zoom}, {args.processes} processes each.
 
 | tool | command | time | peak RSS (process tree) |

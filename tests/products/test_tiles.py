@@ -279,3 +279,22 @@ def test_memory_bounded_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert biggest[0] <= 2048 * 2048 < 3000 * 3000  # bounded by the metatile, not the source
     assert os.path.getsize(tmp_path / "tiles" / "tiles.json") > 0
     shutil.rmtree(tmp_path / "tiles")
+
+
+def test_shards_and_reruns_reuse_the_fitted_rendering(tmp_path: Path) -> None:
+    import json
+
+    y, x = np.mgrid[0:150, 0:200]
+    src = write_raster(tmp_path / "f.tif", (100.0 + x).astype(np.float32))
+    out = tmp_path / "tiles"
+    build(str(src), out, zoom=(15, 15), processes=1, viewer=False)
+    settings = json.loads((out / "tiles.json").read_text())
+    settings["render"]["lo"], settings["render"]["hi"] = [0.0], [1e6]  # everything maps to ~0
+    (out / "tiles.json").write_text(json.dumps(settings))
+    tile = sorted(out.glob("15/*/*.png"))[0]
+    before = np.asarray(Image.open(tile).convert("RGBA"))
+    tile.unlink()
+    build(str(src), out, zoom=(15, 15), processes=1, viewer=False)
+    after = np.asarray(Image.open(tile).convert("RGBA"))
+    opaque = after[..., 3] == 255
+    assert before[opaque][:, 0].max() > 100 and after[opaque][:, 0].max() <= 1

@@ -63,23 +63,30 @@ def prepare(src: str, out: Path, minzoom: int, maxzoom: int, mode: str, bands: l
         mode, chosen = choose_mode(ds, mode, bands)
         if mode == "classes" and resampling not in ("nearest", "mode"):
             resampling = "nearest"
+        settings = Settings(src=str(Path(src).resolve()), name=name or Path(src).stem, minzoom=minzoom,
+                            maxzoom=maxzoom, mode=mode, bands=chosen, fmt=fmt, resampling=resampling,
+                            skip_empty=skip_empty, percentiles=list(percentiles))
+        old = load_settings(out)
+        if old is not None:
+            if old.content_key() != settings.content_key():
+                diff = sorted(k for k, v in settings.content_key().items() if old.content_key().get(k) != v)
+                raise ConfigError(f"{out}: holds tiles made with other settings ({', '.join(diff)} differ); "
+                                  "use a new output folder or delete this one")
+            # reuse the fitted rendering and bounds: every shard and rerun draws with the same numbers,
+            # even on nodes whose BLAS would round a refit differently
+            settings.render, settings.bounds = old.render, old.bounds
+            check_out_dir(out)
+            if old.minzoom > minzoom:
+                write_json_atomic(out / SETTINGS_FILE, settings.to_json())
+                make_readable(out / SETTINGS_FILE)
+            return settings
         try:
             bounds = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21)
         except Exception as exc:  # noqa: BLE001 - PROJ raises several types
             raise InputError(f"{src}: cannot transform its bounds to lon/lat ({exc}); check its CRS") from exc
-        params = fit_render(ds, mode, chosen, percentiles, budget // 2)
-    settings = Settings(src=str(Path(src).resolve()), name=name or Path(src).stem, minzoom=minzoom,
-                        maxzoom=maxzoom, mode=mode, bands=chosen, fmt=fmt, resampling=resampling,
-                        bounds=tuple(float(v) for v in bounds), render=params, skip_empty=skip_empty)
+        settings.bounds = tuple(float(v) for v in bounds)
+        settings.render = fit_render(ds, mode, chosen, percentiles, budget // 2)
     check_out_dir(out)
-    old = load_settings(out)
-    if old is not None:
-        if old.content_key() != settings.content_key():
-            diff = sorted(k for k, v in settings.content_key().items() if old.content_key().get(k) != v)
-            raise ConfigError(f"{out}: holds tiles made with other settings ({', '.join(diff)} differ); "
-                              "use a new output folder or delete this one")
-        if old.minzoom <= settings.minzoom:
-            return settings
     write_json_atomic(out / SETTINGS_FILE, settings.to_json())
     make_readable(out / SETTINGS_FILE)
     return settings
@@ -111,7 +118,8 @@ def _pool_map(func: Callable[[Any], Any], items: list[Any], processes: int, desc
                 pyramid.close_worker()
         return
     ctx = mp.get_context("fork" if sys.platform == "linux" else "spawn")
-    chunk = max(1, min(16, len(items) // (processes * 8)))
+    # one metatile per task keeps both workers busy to the end; tiny parent tasks go in batches
+    chunk = 1 if len(items) < 2000 else min(16, len(items) // (processes * 64))
     with ProcessPoolExecutor(max_workers=min(processes, len(items)), mp_context=ctx,
                              initializer=init, initargs=initargs) as pool:
         yield from progress(pool.map(func, items, chunksize=chunk), total=len(items), desc=desc)

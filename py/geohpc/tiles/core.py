@@ -128,6 +128,7 @@ class Settings:
     bounds: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     render: dict[str, Any] = field(default_factory=dict)
     skip_empty: bool = False
+    percentiles: list[float] = field(default_factory=lambda: [2.0, 98.0])
     png_level: int = 2
     version: int = 1
 
@@ -145,9 +146,14 @@ class Settings:
         return cls(**d)
 
     def content_key(self) -> dict[str, Any]:
-        """The fields that must match for a rerun to reuse finished tiles."""
+        """The user's choices that must match for a rerun or another shard to reuse finished tiles.
+
+        ``minzoom`` may change (a wider range only adds tiles); ``render`` and ``bounds`` are
+        fitted from the source once and then read from ``tiles.json``.
+        """
         d = self.to_json()
-        d.pop("minzoom")  # a wider zoom range on a rerun only adds tiles
+        for k in ("minzoom", "render", "bounds"):
+            d.pop(k)
         return d
 
 

@@ -166,20 +166,20 @@ def fit_render(ds: rasterio.io.DatasetReader, mode: str, bands: list[int],
     """
     mk = mask_kind(ds)
     params: dict[str, Any] = {"mode": mode, "bands": bands, "mask": mk}
+    if mode == "classes":
+        try:
+            cmap = ds.colormap(bands[0])
+            params["colors"] = {str(k): list(v) for k, v in cmap.items()}
+        except ValueError:
+            params["colors"] = {}
+    if mode in ("rgb", "classes") and mk["kind"] == "none" and ds.dtypes[bands[0] - 1][0] != "f":
+        return params  # nothing to fit and no pixel can be nodata: skip reading a sample
     shape = _sample_shape(ds, len(bands), budget)
     sample = ds.read(bands, out_shape=(len(bands), *shape), resampling=Resampling.nearest)
     valid = read_valid(ds, mk, sample, None, shape)
     if not valid.any() and not _any_valid_full_scan(ds, mk, bands[0]):
         raise InputError(f"{ds.name}: every pixel is nodata, nothing to tile (check its nodata value with 'rio info')")
-    if mode == "classes":
-        try:
-            cmap = ds.colormap(bands[0])
-            colors = {str(k): list(v) for k, v in cmap.items()}
-        except ValueError:
-            colors = {}
-        params["colors"] = colors
-        return params
-    if mode == "rgb":
+    if mode in ("rgb", "classes"):
         return params
     x = sample[:, valid].astype(np.float64)  # (bands, N)
     if mode == "pca":
