@@ -297,4 +297,4 @@ def test_shards_and_reruns_reuse_the_fitted_rendering(tmp_path: Path) -> None:
     build(str(src), out, zoom=(15, 15), processes=1, viewer=False)
     after = np.asarray(Image.open(tile).convert("RGBA"))
     opaque = after[..., 3] == 255
-    assert before[opaque][:, 0].max() > 100 and after[opaque][:, 0].max() <= 1
+    assert before[opaque][:, 0].max() >= 20 and after[opaque][:, 0].max() <= 1
