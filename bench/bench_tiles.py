@@ -26,6 +26,7 @@ import numpy as np
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 OUT = BENCH / "out"
+LOADS: list[float] = []  # 1-minute load average before each timed command
 
 
 def make_input(size: int) -> Path:
@@ -64,7 +65,8 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, flo
     """Run ``cmd``; return (seconds, peak RSS in GB of the whole process tree, sampled every 0.1 s)."""
     import psutil
 
-    print(f"  load average before {cmd[0].rsplit('/', 1)[-1]}: {os.getloadavg()[0]:.1f}", flush=True)
+    LOADS.append(os.getloadavg()[0])
+    print(f"  load average before {cmd[0].rsplit('/', 1)[-1]}: {LOADS[-1]:.1f}", flush=True)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     ps = psutil.Process(proc.pid)
@@ -112,6 +114,61 @@ def compare(a: Path, b: Path, tiles: set[tuple[int, int, int]]) -> dict[int, tup
         s[5] += float(ia[..., 3].size)
         s[6] += 1
     return {z: (s[0] / max(s[1], 1), s[2] / max(s[3], 1), s[4] / max(s[5], 1), int(s[6])) for z, s in acc.items()}
+
+
+def reference_error(src: Path, roots: dict[str, Path], tiles: set[tuple[int, int, int]], z: int,
+                    n: int = 12) -> dict[str, dict[tuple[int, int], float]]:
+    """Mean |tile - reference| for 1-px shifts, where the reference samples the source (nearest) at each
+    tile pixel's centre through pyproj: the shift with the lowest error shows a tool's registration."""
+    import mercantile
+    import rasterio
+    from PIL import Image
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs(3857, 32635, always_xy=True)
+    out: dict[str, dict[tuple[int, int], float]] = {k: {} for k in roots}
+    picked = sorted(t for t in tiles if t[0] == z)
+    with rasterio.open(src) as ds:
+        for _z, x, y in picked[:: max(1, len(picked) // n)][:n]:
+            bb = mercantile.xy_bounds(x, y, z)
+            res = (bb.right - bb.left) / 256
+            xx, yy = np.meshgrid(bb.left + (np.arange(256) + 0.5) * res, bb.top - (np.arange(256) + 0.5) * res)
+            e, nn = tr.transform(xx, yy)
+            r, c = rasterio.transform.rowcol(ds.transform, e.ravel(), nn.ravel())
+            r, c = np.asarray(r).reshape(256, 256), np.asarray(c).reshape(256, 256)
+            if r.min() < 0 or c.min() < 0 or r.max() >= ds.height or c.max() >= ds.width:
+                continue
+            data = ds.read(window=((r.min(), r.max() + 1), (c.min(), c.max() + 1)))
+            ref = data[:, r - r.min(), c - c.min()].transpose(1, 2, 0).astype(np.float32)
+            for name, root in roots.items():
+                t = np.asarray(Image.open(root / f"{z}/{x}/{y}.png").convert("RGB")).astype(np.float32)
+                for dy in (-1, 0, 1):
+                    for dx in (-1, 0, 1):
+                        d = float(np.abs(t[8 + dy:248 + dy, 8 + dx:248 + dx] - ref[8:248, 8:248]).mean())
+                        out[name][(dy, dx)] = out[name].get((dy, dx), 0.0) + d / n
+    return out
+
+
+def picture(a: Path, b: Path, tiles: set[tuple[int, int, int]], target: Path) -> tuple[int, int, int]:
+    """Side by side over grey: ours | gdal2tiles | 4x |difference|, for the zoom-12 tile with most data edge."""
+    from PIL import Image
+
+    def load(root: Path, t: tuple[int, int, int]) -> np.ndarray:
+        return np.asarray(Image.open(root / f"{t[0]}/{t[1]}/{t[2]}.png").convert("RGBA")).astype(np.float32)
+
+    cands = [t for t in tiles if t[0] == 12] or sorted(tiles)
+    best = max(cands, key=lambda t: int(((load(b, t)[..., 3] > 0) & (load(b, t)[..., 3] < 255)).sum()))
+    ia, ib = load(a, best), load(b, best)
+
+    def over_grey(im: np.ndarray) -> np.ndarray:
+        al = im[..., 3:4] / 255.0
+        return im[..., :3] * al + 200.0 * (1 - al)
+
+    ga, gb = over_grey(ia), over_grey(ib)
+    diff = np.clip(np.abs(ga - gb) * 4, 0, 255)
+    strip = np.concatenate([ga, np.full((256, 8, 3), 255.0), gb, np.full((256, 8, 3), 255.0), diff], axis=1)
+    Image.fromarray(strip.astype(np.uint8)).resize((strip.shape[1] * 2, 512), Image.NEAREST).save(target)
+    return best
 
 
 def versions() -> dict[str, str]:
@@ -162,22 +219,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{z:4d} {n:6d}  {d:16.2f}  {e:15.2f}  {100 * agree:8.2f} %")
     allw = sum(stats[z][0] * stats[z][3] for z in stats) / max(1, sum(stats[z][3] for z in stats))
     print(f"mean abs difference where both are opaque, all tiles (tile-weighted): {allw:.2f}")
+    zmax = int(args.zoom.split("-")[-1])
+    reg = reference_error(src, {"geohpc.tiles": ours_dir, "gdal2tiles": theirs_dir}, ours & theirs, zmax)
+    for name, errs in reg.items():
+        best_shift = min(errs, key=errs.get)
+        print(f"registration at z{zmax} vs point-sampled source: {name}: error {errs[(0, 0)]:.1f} unshifted, "
+              f"lowest {errs[best_shift]:.1f} at shift (dy, dx) = {best_shift}")
     if args.results:
-        write_results(args, src, g_s, g_mem, o_s, o_mem, p_s, ours, theirs, stats, allw)
+        best = picture(ours_dir, theirs_dir, ours & theirs, BENCH / "RESULTS-tiles.png")
+        print(f"picture: {BENCH / 'RESULTS-tiles.png'} (tile z/x/y {best[0]}/{best[1]}/{best[2]})")
+        write_results(args, src, g_s, g_mem, o_s, o_mem, p_s, ours, theirs, stats, allw, best, reg, zmax)
     return 0
 
 
 def write_results(args: argparse.Namespace, src: Path, g_s: float, g_mem: float, o_s: float, o_mem: float,
-                  p_s: float, ours: set, theirs: set, stats: dict, allw: float) -> None:
+                  p_s: float, ours: set, theirs: set, stats: dict, allw: float, best: tuple, reg: dict,
+                  zmax: int) -> None:
     """bench/RESULTS-tiles.md: machine, date, versions, numbers."""
     import psutil
 
     v = versions()
+    reg_rows = "\n".join(f"| {k} | {e[(0, 0)]:.1f} | {min(e.values()):.1f} | {min(e, key=e.get)} |" for k, e in reg.items())
     rows = "\n".join(f"| {z} | {n} | {d:.2f} | {e:.2f} | {100 * a:.2f} % |" for z, (d, e, a, n) in sorted(stats.items()))
     text = f"""# XYZ tiles: geohpc.tiles vs gdal2tiles.py
 
 Date: {time.strftime('%Y-%m-%d %H:%M %Z')}. Machine: {platform.machine()}, {psutil.cpu_count()} CPUs
-(shared with other developers at the time), {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, {platform.platform()}.
+(shared with other developers at the time: 1-minute load average {LOADS[0]:.1f} before gdal2tiles,
+{LOADS[1]:.1f} before ours), {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, {platform.platform()}.
 Versions: {', '.join(f'{k} {val}' for k, val in v.items())}.
 
 Input: `{src.name}`, {args.size}x{args.size} px RGB uint8, 10 m, EPSG:32635, 512x512 uncompressed tiles
@@ -204,6 +272,19 @@ what the "edges" column mostly measures. Mean over all tiles where both are opaq
 | zoom | tiles | mean abs diff, opaque | mean abs diff, edges | data/no-data agreement |
 |---|---|---|---|---|
 {rows}
+
+Registration check at zoom {zmax}: each tile pixel's centre is mapped through pyproj to the source and the
+source pixel there is taken as the reference; the mean |tile - reference| (0-255) for the tile as is and
+for 1-pixel shifts shows which way, if any, a tool's tiles are displaced:
+
+| tool | error unshifted | lowest error | at shift (dy, dx) |
+|---|---|---|---|
+{reg_rows}
+
+![ours | gdal2tiles | 4x difference](RESULTS-tiles.png)
+
+`RESULTS-tiles.png`: tile {best[0]}/{best[1]}/{best[2]} (the zoom-12 tile with the most data edge) over grey:
+ours, gdal2tiles, and 4x their absolute difference.
 
 Reproduce: `PYTHONPATH=py .venv/bin/python bench/bench_tiles.py --size {args.size} --results`.
 """
