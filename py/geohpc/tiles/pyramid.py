@@ -9,7 +9,6 @@ the metatile zoom are built from the four child tile files. No step reads the wh
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -265,12 +264,3 @@ def parent_tasks(settings: Settings, out: Path, z: int) -> list[tuple[Any, str, 
 def count_tiles(settings: Settings) -> int:
     """Tiles in the pyramid (every zoom), as ``mercantile.tiles`` counts them."""
     return sum(len(tile_range(settings.bounds, z)) for z in range(settings.minzoom, settings.maxzoom + 1))
-
-
-def existing_tiles(settings: Settings, out: Path) -> int:
-    """How many of the pyramid's tiles are on disk."""
-    n = 0
-    for z in range(settings.minzoom, settings.maxzoom + 1):
-        for x, y, _z in tile_range(settings.bounds, z):
-            n += os.path.exists(tile_path(out, x, y, z, settings.fmt))
-    return n
