@@ -140,3 +140,25 @@ def test_plan_manifest_and_done(tmp_path: Path) -> None:
     assert stage.done("0/2", ctx) and stage.done("1/2", ctx)
     with pytest.raises(Exception, match="SHARDS"):
         stage.build_manifest(StageContext("tiles", {}, {"SRC": str(src), "SHARDS": "0"}, REPO, tmp_path))
+
+
+def test_job_script_runs_each_shard_and_the_last_finalizes(tmp_path: Path) -> None:
+    rgb(tmp_path)  # SRC=rgb.tif, relative to GEOHPC_WORK
+    manifest = tmp_path / "manifest"
+    manifest.write_text("0/2\n1/2\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOHPC_", "SLURM_"))}
+    env.update(GEOHPC_REPO=str(REPO), GEOHPC_STAGE="tiles", GEOHPC_LAUNCH=sys.executable, GEOHPC_MANIFEST=str(manifest),
+               GEOHPC_OUT=str(tmp_path / "outputs/tiles"), GEOHPC_WORK=str(tmp_path), SRC="rgb.tif", ZOOM="10-14",
+               SLURM_CPUS_PER_TASK="1", PMTILES="yes")
+    logs = []
+    for task in ("1", "0"):
+        run = subprocess.run(["bash", str(REPO / "jobs/tiles.sbatch")], env=dict(env, SLURM_ARRAY_TASK_ID=task),
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        logs.append(run.stdout)
+    out = tmp_path / "outputs/tiles/rgb"
+    assert "--shard 1/2" in logs[0] and "waiting for shards [0]" in logs[0]
+    assert (out / ".shards/finalized").is_file() and (out / "rgb.pmtiles").is_file() and (out / "index.html").is_file()
+    bad = subprocess.run(["bash", str(REPO / "jobs/tiles.sbatch")], env=dict(env, SLURM_ARRAY_TASK_ID="5"),
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "line 6" in bad.stderr
