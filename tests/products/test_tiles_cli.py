@@ -162,3 +162,19 @@ def test_job_script_runs_each_shard_and_the_last_finalizes(tmp_path: Path) -> No
     bad = subprocess.run(["bash", str(REPO / "jobs/tiles.sbatch")], env=dict(env, SLURM_ARRAY_TASK_ID="5"),
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "line 6" in bad.stderr
+
+
+def test_make_submit_dry_run_renders_the_tiles_array() -> None:
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")}
+    proc = subprocess.run(["make", "-s", "submit", "STAGE=tiles", "SITE=lumi", "DRY_RUN=1", "SHARDS=3", "ZOOM=0-16",
+                           "SRC=/scratch/project_465002500/romcrop/maps/crop.tif"],
+                          cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "--array=0-2" in out and "jobs/tiles.sbatch" in out and "--partition=small" in out
+    assert "export SRC=/scratch/project_465002500/romcrop/maps/crop.tif" in out
+    assert "export ZOOM=0-16" in out
+    assert "export GEOHPC_OUT=/scratch/project_465002500/romcrop/outputs/tiles" in out
+    missing = subprocess.run(["make", "-s", "submit", "STAGE=tiles", "SITE=lumi", "DRY_RUN=1"],
+                             cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
+    assert missing.returncode != 0 and "SRC=<path>" in missing.stderr
