@@ -10,13 +10,13 @@ import mercantile
 import numpy as np
 import pytest
 import rasterio
-from conftest import write_raster
 from geohpc.errors import ConfigError
 from geohpc.tiles import build
 from geohpc.tiles.core import tile_range
 from geohpc.tiles.pyramid import downsample
 from PIL import Image
 from rasterio.warp import transform_bounds
+from tiles_helpers import write_raster
 
 CLASS_COLOURS = {0: (230, 25, 75, 255), 1: (60, 180, 75, 255), 2: (0, 130, 200, 255), 3: (255, 225, 25, 255)}
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, write_raster
 from geohpc.stages import StageContext, get_stage
 from geohpc.tiles.cli import main
+from tiles_helpers import REPO, write_raster
 
 
 def rgb(tmp_path: Path, name: str = "rgb.tif", **kw: object) -> Path:

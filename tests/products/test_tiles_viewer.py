@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from conftest import write_raster
 from geohpc.tiles import build
 from geohpc.tiles.viewer import asset_dir
 from PIL import Image
+from tiles_helpers import write_raster
 
 COLOURS = {1: (230, 25, 75, 255), 2: (60, 180, 75, 255), 3: (0, 130, 200, 255)}
 BACKGROUND = (220, 220, 220)  # #dcdcdc in the page's CSS
