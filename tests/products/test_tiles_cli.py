@@ -178,3 +178,21 @@ def test_make_submit_dry_run_renders_the_tiles_array() -> None:
     missing = subprocess.run(["make", "-s", "submit", "STAGE=tiles", "SITE=lumi", "DRY_RUN=1"],
                              cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
     assert missing.returncode != 0 and "SRC=<path>" in missing.stderr
+
+
+def test_make_submit_local_executor_builds_everything(tmp_path: Path) -> None:
+    if not (REPO / ".venv/bin/python").exists():
+        pytest.skip("SITE=local runs jobs with the repo's .venv (make setup)")
+    src = rgb(tmp_path)
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")}
+    proc = subprocess.run(["make", "-s", "submit", "STAGE=tiles", "SITE=local", "EXECUTOR=local", f"SRC={src}",
+                           "SHARDS=2", "ZOOM=9-14", f"OUT_DIR={tmp_path / 'out'}"],
+                          cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (proc.stdout + proc.stderr).count("COMPLETED") == 2
+    out = tmp_path / "out/rgb"
+    assert (out / ".shards/finalized").is_file() and (out / "rgb.pmtiles").is_file()
+    again = subprocess.run(["make", "-s", "submit", "STAGE=tiles", "SITE=local", "EXECUTOR=local", f"SRC={src}",
+                            "SHARDS=2", "ZOOM=9-14", f"OUT_DIR={tmp_path / 'out'}"],
+                           cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0 and "0 to run" in again.stdout  # every shard done and finalized
