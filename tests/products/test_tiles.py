@@ -298,3 +298,24 @@ def test_shards_and_reruns_reuse_the_fitted_rendering(tmp_path: Path) -> None:
     after = np.asarray(Image.open(tile).convert("RGBA"))
     opaque = after[..., 3] == 255
     assert before[opaque][:, 0].max() >= 20 and after[opaque][:, 0].max() <= 1
+
+
+@pytest.mark.parametrize("layout", [dict(tiled=True, blockxsize=64, blockysize=64, interleave="pixel"),
+                                    dict(interleave="pixel")])  # tiled, and striped
+def test_pca_block_reader_matches_band_reader(tmp_path: Path, layout: dict) -> None:
+    from geohpc.tiles.render import _pca_by_band_groups, _pca_by_blocks, fit_render
+    from rasterio.enums import Resampling
+    from rasterio.windows import Window
+
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(6, 200, 230)).astype(np.float32)
+    data[:, :3, :3] = -9999.0
+    src = write_raster(tmp_path / "emb.tif", data, nodata=-9999.0, **layout)
+    with rasterio.open(src) as ds:
+        params = fit_render(ds, "pca", list(range(1, 7)))
+        win = Window(37, 1, 150, 170)
+        a, va = _pca_by_blocks(ds, params, win, budget=64 * 1024)  # tiny budget: many chunks
+        b, vb = _pca_by_band_groups(ds, params, win, (170, 150), Resampling.nearest, budget=1 << 30)
+        full, vf = _pca_by_blocks(ds, params, Window(0, 0, 230, 200), budget=1 << 30)
+    assert np.allclose(a, b, atol=1e-4) and np.array_equal(va, vb)
+    assert not vf[:3, :3].any() and vf[3:, 3:].all()

@@ -228,6 +228,59 @@ def _stretch(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return y.astype(np.uint8)
 
 
+def _pca_by_band_groups(ds: rasterio.io.DatasetReader, params: dict[str, Any], window: Window,
+                        shape: tuple[int, int], rs: Resampling, budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """PCA projection of a decimated read, a few bands at a time (GDAL picks overviews if any)."""
+    bands, mk = params["bands"], params["mask"]
+    h, w = shape
+    mean = np.asarray(params["mean"], dtype=np.float32)
+    comps = np.asarray(params["components"], dtype=np.float32)
+    acc = np.zeros((3, h * w), dtype=np.float32)
+    valid = np.ones((h, w), dtype=bool)
+    group = max(1, min(len(bands), budget // max(1, h * w * 8)))
+    for g in range(0, len(bands), group):
+        idx = bands[g:g + group]
+        data = ds.read(idx, window=window, out_shape=(len(idx), h, w), resampling=rs)
+        # the mask comes from the first group; NaN anywhere makes a pixel invalid
+        valid &= read_valid(ds, mk if g == 0 else {"kind": "none"}, data, window, (h, w))
+        acc += comps[:, g:g + group] @ (data.reshape(len(idx), -1).astype(np.float32) - mean[g:g + group, None])
+    return acc.reshape(3, h, w), valid
+
+
+def _pca_by_blocks(ds: rasterio.io.DatasetReader, params: dict[str, Any], window: Window,
+                   budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """PCA projection at full resolution, chunk by chunk along the file's block grid, all bands at once.
+
+    Embedding GeoTIFFs are pixel-interleaved with big blocks (128 bands x 512 x 512 float32 = 134 MB):
+    reading band by band would decode every block once per band. Here each block is decoded once; a
+    chunk is one block (the floor on memory for such files), or for striped files as many whole rows
+    as fit ``budget``.
+    """
+    bands, mk = params["bands"], params["mask"]
+    mean = np.asarray(params["mean"], dtype=np.float32)
+    comps = np.asarray(params["components"], dtype=np.float32)
+    c0, r0 = int(window.col_off), int(window.row_off)
+    h, w = int(window.height), int(window.width)
+    bh, bw = ds.block_shapes[bands[0] - 1]
+    isz = np.dtype(ds.dtypes[bands[0] - 1]).itemsize
+    if bw >= ds.width:  # striped: full-width strips of whole blocks rows within the budget
+        bw = w
+        bh = max(bh, (budget // max(1, w * len(bands) * isz)) // bh * bh)
+    acc = np.zeros((3, h, w), dtype=np.float32)
+    valid = np.zeros((h, w), dtype=bool)
+    rows = sorted({r0, r0 + h, *range((r0 // bh + 1) * bh, r0 + h, bh)})
+    cols = sorted({c0, c0 + w, *range((c0 // bw + 1) * bw, c0 + w, bw)}) if bw < w else [c0, c0 + w]
+    for ra, rb in zip(rows[:-1], rows[1:], strict=True):
+        for ca, cb in zip(cols[:-1], cols[1:], strict=True):
+            win = Window(ca, ra, cb - ca, rb - ra)
+            data = ds.read(bands, window=win)
+            v = read_valid(ds, mk, data, win, (rb - ra, cb - ca))
+            x = data.reshape(len(bands), -1).astype(np.float32) - mean[:, None]
+            acc[:, ra - r0:rb - r0, ca - c0:cb - c0] = (comps @ x).reshape(3, rb - ra, cb - ca)
+            valid[ra - r0:rb - r0, ca - c0:cb - c0] = v
+    return acc, valid
+
+
 def render_window(ds: rasterio.io.DatasetReader, params: dict[str, Any], window: Window,
                   out_shape: tuple[int, int], lut: tuple[np.ndarray, int] | None = None,
                   budget: int = 256 << 20) -> np.ndarray:
@@ -244,20 +297,12 @@ def render_window(ds: rasterio.io.DatasetReader, params: dict[str, Any], window:
     out = np.zeros((4, h, w), dtype=np.uint8)
     mk = params["mask"]
     if mode == "pca":
-        mean = np.asarray(params["mean"], dtype=np.float32)
-        comps = np.asarray(params["components"], dtype=np.float32)
-        acc = np.zeros((3, h * w), dtype=np.float32)
-        valid = np.ones((h, w), dtype=bool)
-        group = max(1, min(len(bands), budget // max(1, h * w * 8)))
-        for g in range(0, len(bands), group):
-            idx = bands[g:g + group]
-            data = ds.read(idx, window=window, out_shape=(len(idx), h, w), resampling=rs)
-            # the mask comes from the first group; NaN anywhere makes a pixel invalid
-            valid &= read_valid(ds, mk if g == 0 else {"kind": "none"}, data, window, (h, w))
-            x = data.reshape(len(idx), -1).astype(np.float32) - mean[g:g + group, None]
-            acc += comps[:, g:g + group] @ x
+        if (int(window.height), int(window.width)) == (h, w):  # full resolution: block by block
+            acc, valid = _pca_by_blocks(ds, params, window, budget)
+        else:
+            acc, valid = _pca_by_band_groups(ds, params, window, (h, w), rs, budget)
         for c in range(3):
-            out[c] = _stretch(acc[c].reshape(h, w), params["lo"][c], params["hi"][c])
+            out[c] = _stretch(acc[c], params["lo"][c], params["hi"][c])
     else:
         data = ds.read(bands, window=window, out_shape=(len(bands), h, w), resampling=rs)
         valid = read_valid(ds, mk, data, window, (h, w))
