@@ -196,3 +196,11 @@ def test_make_submit_local_executor_builds_everything(tmp_path: Path) -> None:
                             "SHARDS=2", "ZOOM=9-14", f"OUT_DIR={tmp_path / 'out'}"],
                            cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0 and "0 to run" in again.stdout  # every shard done and finalized
+
+
+@pytest.mark.parametrize("args,needle", [(["--bands", "x"], "--bands"), (["--shard", "3/2"], "--shard"),
+                                         (["--percentiles", "90,10"], "--percentiles"), (["--mem", "lots"], "--mem"),
+                                         (["--processes", "0"], "--processes")])
+def test_bad_options_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str) -> None:
+    fails(capsys, [str(rgb(tmp_path)), str(tmp_path / "out"), *args], needle)
+    assert not (tmp_path / "out").exists()

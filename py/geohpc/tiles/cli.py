@@ -49,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="auto", choices=MODES,
                    help="classes (colour table), rgb (Byte bands as is), percentile (1 band grey or 3 bands, "
                    "stretched), bands (3 chosen bands stretched), pca (3 principal components); default auto")
-    p.add_argument("--bands", type=_bands, default=None, help="1-based bands, e.g. 4,3,2")
-    p.add_argument("--percentiles", type=_percentiles, default=(2.0, 98.0), help="stretch range (default 2,98)")
+    p.add_argument("--bands", default=None, help="1-based bands, e.g. 4,3,2")
+    p.add_argument("--percentiles", default="2,98", help="stretch range (default 2,98)")
     p.add_argument("--format", dest="fmt", default="png", choices=FORMATS, help="tile format (default png)")
     p.add_argument("--resampling", default="bilinear", choices=RESAMPLINGS,
                    help="base-zoom warp resampling for continuous data (class maps always nearest)")
@@ -60,11 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-empty", action="store_true",
                    help="do not write tiles without any data pixel (gdal2tiles -x); default writes the full set")
     p.add_argument("--processes", type=int, default=None, help="worker processes (default: SLURM_CPUS_PER_TASK or all)")
-    p.add_argument("--shard", type=parse_shard, default=None, metavar="I/N", help="render only shard I of N")
+    p.add_argument("--shard", default=None, metavar="I/N", help="render only shard I of N")
     p.add_argument("--no-finalize", action="store_true", help="with --shard: never run the finalize step")
     p.add_argument("--finalize", dest="finalize_only", action="store_true",
                    help="only build lower zooms, archive and viewer from finished shards (source not read)")
-    p.add_argument("--mem", type=parse_size, default="512M", help="memory budget for reads (default 512M)")
+    p.add_argument("--mem", default="512M", help="memory budget for reads (default 512M)")
     return p
 
 
@@ -76,14 +76,21 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         from .build import build, iter_summary_lines
 
+        # values are checked here, not by argparse types, so a mistake is one line and exit 2
         zoom = parse_zoom(args.zoom)
         if args.processes is not None and args.processes < 1:
             raise ConfigError("--processes must be 1 or more")
-        summary = build(args.src, args.out_dir, zoom=zoom, mode=args.mode, bands=args.bands, fmt=args.fmt,
+        try:
+            mem = parse_size(args.mem)
+        except ValueError as exc:
+            raise ConfigError(f"--mem: {exc}") from None
+        summary = build(args.src, args.out_dir, zoom=zoom, mode=args.mode,
+                        bands=_bands(args.bands) if args.bands else None, fmt=args.fmt,
                         resampling=args.resampling, make_pmtiles=args.pmtiles, viewer=args.viewer,
-                        processes=args.processes, shard=args.shard, finalize_only=args.finalize_only,
-                        no_finalize=args.no_finalize, skip_empty=args.skip_empty, name=args.name,
-                        percentiles=args.percentiles, budget=args.mem)
+                        processes=args.processes, shard=parse_shard(args.shard) if args.shard else None,
+                        finalize_only=args.finalize_only, no_finalize=args.no_finalize,
+                        skip_empty=args.skip_empty, name=args.name, percentiles=_percentiles(args.percentiles),
+                        budget=mem)
         for line in iter_summary_lines(summary):
             print(line)
         return 0
