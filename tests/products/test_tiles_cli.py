@@ -130,6 +130,10 @@ def test_plan_manifest_and_done(tmp_path: Path) -> None:
     items = stage.build_manifest(ctx)
     assert items == ["0/2", "1/2"]
     assert stage.output_for("1/2", ctx) == tmp_path / "outputs/tiles/rgb/.shards/1-of-2.done"
+    assert stage.output_bytes is not None and stage.output_bytes("0/2", ctx) == src.stat().st_size
+    from geohpc.plans.tiles import memory_bytes
+
+    assert 1 << 30 < memory_bytes("0/2", ctx) < 4 << 30
     assert not stage.done("0/2", ctx)
     out = tmp_path / "outputs/tiles/rgb"
     assert main([str(src), str(out), "--zoom", "12-14", "--shard", "0/2", "--processes", "1"]) == 0

@@ -49,6 +49,28 @@ def _done(item: str, ctx: StageContext) -> bool:
     return (folder / ".shards" / "finalized").exists() or not every
 
 
+def output_bytes(item: str, ctx: StageContext) -> int:
+    """A rough share of the pyramid for one shard: twice the source's bytes over the shards.
+
+    PNG tiles at the zoom nearest the source's resolution take about 1.5-2x an uncompressed 8-bit
+    source (web mercator oversamples at mid latitudes; the lower zooms add a third). Plans import only
+    the standard library, so this looks at the file size, not the raster.
+    """
+    src = ctx.path_param("SRC")
+    n = int(item.split("/")[1])
+    try:
+        size = src.stat().st_size
+    except OSError:
+        return 0
+    return 2 * size // max(1, n)
+
+
+def memory_bytes(item: str, ctx: StageContext) -> int:
+    """Peak memory of one task: about 200 MB per worker process (one 8x8-tile metatile each) + 300 MB."""
+    cpus = int(ctx.param("CPUS", "8") or 8)
+    return (cpus * 200 + 300) << 20
+
+
 STAGE = Stage(
     name="tiles",
     module="geohpc.tiles",
@@ -57,4 +79,5 @@ STAGE = Stage(
     output_for=_output,
     is_done=_done,
     after=("cog", "mosaic"),
+    output_bytes=output_bytes,
 )
