@@ -319,3 +319,27 @@ def test_pca_block_reader_matches_band_reader(tmp_path: Path, layout: dict) -> N
         full, vf = _pca_by_blocks(ds, params, Window(0, 0, 230, 200), budget=1 << 30)
     assert np.allclose(a, b, atol=1e-4) and np.array_equal(va, vb)
     assert not vf[:3, :3].any() and vf[3:, 3:].all()
+
+
+def test_rgba_alpha_band_and_a_global_lonlat_raster(tmp_path: Path) -> None:
+    y, x = np.mgrid[0:100, 0:120]
+    rgba = np.stack([x * 2, y * 2, (x + y) % 255, np.where(x >= 60, 255, 0)]).astype(np.uint8)
+    src = write_raster(tmp_path / "rgba.tif", rgba, photometric="RGB", alpha="YES")
+    s = build(str(src), tmp_path / "a", zoom=(15, 15), processes=1, viewer=False)
+    assert s["mode"] == "rgb" and s["bands"] == [1, 2, 3]
+    with rasterio.open(src) as ds:
+        for col, alpha in ((20, 0), (100, 255)):  # the alpha band hides the western half
+            e, n = ds.xy(50, col)
+            (lon,), (lat,) = rasterio.warp.transform(ds.crs, "EPSG:4326", [e], [n])
+            t = mercantile.tile(lon, lat, 15)
+            b = mercantile.xy_bounds(t)
+            (mx,), (my,) = rasterio.warp.transform("EPSG:4326", "EPSG:3857", [lon], [lat])
+            px, py = int((mx - b.left) / (b.right - b.left) * 256), int((b.top - my) / (b.top - b.bottom) * 256)
+            assert read(tmp_path / "a", t.x, t.y, 15)[py, px, 3] == alpha
+    ramp = np.tile(np.linspace(0, 255, 360).astype(np.uint8), (180, 1))  # whole world, 1 degree
+    glob = write_raster(tmp_path / "world.tif", ramp, crs="EPSG:4326", origin=(-180.0, 90.0), res=1.0)
+    s = build(str(glob), tmp_path / "w", zoom=(0, 3), processes=1, viewer=False)
+    assert s["tiles"] == 1 + 4 + 16 + 64 == len(files(tmp_path / "w"))
+    z0 = read(tmp_path / "w", 0, 0, 0)
+    assert z0[..., 3].all()  # the world fills tile 0/0/0 (clipped at +-85.05 degrees)
+    assert z0[128, 2, 0] < 10 and z0[128, 253, 0] > 245  # west dark, east bright
