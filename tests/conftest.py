@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "py"))
+# run records of test submissions stay out of the user's runs/ (inherited by make and job subprocesses)
+os.environ.setdefault("GEOHPC_RUNS_DIR", tempfile.mkdtemp(prefix="geohpc-test-runs-"))
 
 
 def write_raster(
