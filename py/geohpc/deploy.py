@@ -49,6 +49,8 @@ def rsync_command(src: Path, remote: str, remote_dir: str, *, dry_run: bool, ssh
     cmd = ["rsync", "-rlptz", "--delete", "--itemize-changes", "--stats", "-e", shlex.join(ssh)]
     if dry_run:
         cmd.append("--dry-run")
+    # the tile viewer's Leaflet (installed by make setup) travels: compute nodes have no npm registry
+    cmd.append("--include=/viewer/node_modules/***")
     for pattern in PROTECTED + EXCLUDES:
         cmd.append(f"--exclude={pattern}")
     cmd += [f"{src}/", f"{remote}:{remote_dir.rstrip('/')}/"]
