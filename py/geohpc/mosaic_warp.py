@@ -8,7 +8,6 @@ reused on a rerun while it is newer than its source.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +80,6 @@ def warp_to_grid(src: str, ref_crs_wkt: str, ref_transform: tuple[float, ...], d
                 for r in range(0, height, rows):
                     w = Window(0, r, width, min(rows, height - r))
                     out.write(vrt.read(window=w).astype(ds.dtypes[0], copy=False), window=w)
-            os.chmod(tmp, 0o644)
     return dst
 
 

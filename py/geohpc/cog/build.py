@@ -154,12 +154,6 @@ def _copy_metadata(src: rasterio.io.DatasetReader, dst: rasterio.io.DatasetWrite
         dst.colorinterp = src.colorinterp
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _check_output_dir(dst: Path) -> None:
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -291,7 +285,6 @@ def make_cog(
                     opts["zstd_level"] = zstd_level
                 with atomic_path(dst) as out:
                     rasterio.shutil.copy(inter, out, driver="GTiff", **opts)
-                    os.chmod(out, 0o666 & ~_umask())  # mkstemp made it 0600
                     problems = validate_cog(out, blocksize)
                     if problems:
                         raise GeohpcError(f"{dst}: the written file is not a valid COG ({'; '.join(problems)})")
