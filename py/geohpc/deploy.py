@@ -21,7 +21,7 @@ from .util import redact
 
 PROTECTED = ("data/", "outputs/", "logs/", "runs/", ".venv")  # .venv may be a link
 EXCLUDES = (
-    ".git/", "__pycache__/", "*.pyc", ".pytest_cache/", ".ruff_cache/", "*.egg-info/", "node_modules/",
+    ".git", "__pycache__/", "*.pyc", ".pytest_cache/", ".ruff_cache/", "*.egg-info/", "node_modules/",
     "bench/out/", "build/",
     # secrets: keys, credentials and local overrides never leave this machine
     "*.pem", "*.key", "id_rsa*", "id_ed25519*", "id_ecdsa*", ".env", "*.local.env", ".netrc",
