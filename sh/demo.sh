@@ -33,14 +33,21 @@ classification() {
   step validate MAP=outputs/classify "POINTS=${scene}/val_points.geojson" "TRUTH=${scene}/truth.tif"
 }
 
+products() {
+  step mosaic INPUT_DIR=outputs/classify NAME=cropmap
+  step tiles SRC=outputs/mosaic/cropmap.tif SHARDS=2 ZOOM=8-15 MODE=classes NAME=cropmap
+}
+
 main() {
   [[ $# -eq 0 ]] || usage
   [[ -x "${REPO}/.venv/bin/python" ]] || "${REPO}/sh/setup.sh"
   cd "$REPO"
   step probe N=1
   classification
+  products
   "${REPO}/sh/run.sh" status
   echo "== demo done: report ${REPO}/outputs/validate/report/report.html"
+  echo "   crop map as a COG ${REPO}/outputs/mosaic/cropmap.tif, tiles and viewer ${REPO}/outputs/tiles/cropmap/index.html"
   "$(geohpc_python)" -c 'import json, sys; m = json.load(open(sys.argv[1]))
 print("overall accuracy %.3f, kappa %.3f on held-out points" % (m["overall_accuracy"], m["kappa"]))' \
     outputs/validate/report/metrics.json

@@ -7,6 +7,7 @@ sbatch lets command-line options override ``#SBATCH`` lines.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections.abc import Mapping
@@ -115,6 +116,12 @@ def sbatch_command(
         if not cpus.isdigit() or int(cpus) < 1:
             raise ConfigError(f"CPUS={cpus!r} is not a positive number of CPUs per task")
         cmd.append(f"--cpus-per-task={cpus}")
+    else:
+        # a stage asking for more CPUs than the site's nodes have would pend forever (PartitionConfig)
+        want = sbatch_directives(repo_script(repo, stage)).get("cpus-per-task", "")
+        cap = node_cpus(site)
+        if want.isdigit() and cap and int(want) > cap:
+            cmd.append(f"--cpus-per-task={cap}")
     if mem:
         if not MEM_RE.match(mem):
             raise ConfigError(f"MEM={mem!r} is not a Slurm memory size (e.g. MEM=8G)")
@@ -125,6 +132,20 @@ def sbatch_command(
         cmd.append(f"--time={walltime}")
     cmd.append(str(repo / "jobs" / f"{stage.name}.sbatch"))
     return cmd
+
+
+def repo_script(repo: Path, stage: Stage) -> Path:
+    """The stage's job script in this checkout (the rendered path may be the remote repo's)."""
+    from .site import REPO
+
+    return REPO / "jobs" / f"{stage.name}.sbatch"
+
+
+def node_cpus(site: Site) -> int:
+    """CPUs a node has: CPUS_PER_NODE from the site, or this machine's count for the local site."""
+    if site.get("CPUS_PER_NODE"):
+        return site.int("CPUS_PER_NODE")
+    return (os.cpu_count() or 1) if site.name == "local" else 0
 
 
 def gpus_for(site: Site, stage: Stage, params: Mapping[str, str]) -> int:
