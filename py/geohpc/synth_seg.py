@@ -106,7 +106,7 @@ def make_scene(
                                                   *rasterio.transform.array_bounds(size, size, transform),
                                                   resolution=None)
         # finer than the embedding grid, as a 30 m CDL is not: nearest must pick, not invent, codes
-        dst_t = dst_t * dst_t.scale(0.7, 0.7)
+        dst_t = dst_t @ dst_t.scale(0.7, 0.7)
         w, h = int(w / 0.7) + 1, int(h / 0.7) + 1
         lab = np.full((h, w), LABEL_NODATA, np.uint8)
         reproject(labels, lab, src_transform=transform, src_crs=crs, dst_transform=dst_t, dst_crs=label_crs,

@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default=d.precision,
                    help="bf16 autocast without GradScaler (default), fp16 with GradScaler, or fp32")
+    p.add_argument("--fp16-init-scale", type=float, default=d.fp16_init_scale,
+                   help="GradScaler's initial scale (fp16 only; skipped steps are counted and logged)")
     p.add_argument("--loss", choices=["ce", "focal"], default=d.loss)
     p.add_argument("--class-weights", choices=["none", "sqrt", "inv"], default=d.class_weights,
                    help="weights from train class frequencies (default sqrt: 1/sqrt(freq))")

@@ -163,7 +163,7 @@ def _train(cfg: FitConfig, rt: Runtime) -> dict[str, Any]:
     opt = torch.optim.AdamW(ddp.parameters(), lr=lr, weight_decay=wd)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_with_warmup(total, int(cfg.warmup_frac * total),
                                                                       cfg.min_lr_frac))
-    scaler = make_scaler(rt)
+    scaler = make_scaler(rt, cfg.fp16_init_scale)
     if saved is not None:
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
@@ -271,6 +271,9 @@ def _train(cfg: FitConfig, rt: Runtime) -> dict[str, Any]:
     if rt.main:
         ckpt.export_model(out / ckpt.MODEL, ema.module, kw, extra)
     s = status("done")
+    if s["step_fraction"] < 1.0:
+        log(rt, f"warning: {state['attempted'] - state['taken']} of {state['attempted']} optimiser steps were skipped "
+                "by the GradScaler (inf/NaN gradients); use --precision bf16 (no GradScaler) if the GPU has it")
     log(rt, f"done: {state['step']} steps, optimiser steps taken {state['taken']}/{state['attempted']} "
             f"(fraction {s['step_fraction']:.3f}); model {out / ckpt.MODEL}")
     if rt.main:

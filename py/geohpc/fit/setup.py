@@ -51,6 +51,7 @@ class FitConfig:
     check_sync_every: int = 0
     augment: bool = True
     grad_clip: float = 1.0
+    fp16_init_scale: float = 65536.0
 
 
 @dataclass
@@ -113,10 +114,10 @@ def _cpu_threads() -> int:
     return cpu_threads()
 
 
-def make_scaler(rt: Runtime) -> torch.amp.GradScaler | None:
+def make_scaler(rt: Runtime, init_scale: float = 65536.0) -> torch.amp.GradScaler | None:
     """A GradScaler for the fp16 path only; bf16 and fp32 take every optimiser step unscaled."""
     if rt.amp_dtype is torch.float16:
-        return torch.amp.GradScaler(rt.device.type)
+        return torch.amp.GradScaler(rt.device.type, init_scale=init_scale)
     return None
 
 
