@@ -73,6 +73,7 @@ def test_sampler_ranks_disjoint_and_resumable() -> None:
     assert len(ia) == len(ib) == 9 and not set(ia) & set(ib) and a.batches_per_epoch() == 3
     a.set_epoch(4, start_batch=2)
     assert list(a) == ia[6:]
+    assert all(i // 23 == 4 for i in ia)  # the epoch rides along in the index (for the workers)
 
 
 def test_planted_bf16_scaler_fixture_has_the_bug() -> None:

@@ -34,7 +34,10 @@ def load_meta(data_dir: str | Path) -> dict[str, Any]:
 
 
 class ShardChips(Dataset):
-    """Chips of one split: ``(x float32 (C,H,W), y int64 (H,W))``; random flips/rot90 when ``augment``."""
+    """Chips of one split: ``(x float32 (C,H,W), y int64 (H,W))``; random flips/rot90 when ``augment``.
+
+    An index ``epoch * len(ds) + k`` selects chip ``k`` with that epoch's augmentation.
+    """
 
     def __init__(self, data_dir: str | Path, meta: dict[str, Any], split: str, augment: bool = False, seed: int = 0):
         self.dir = Path(data_dir)
@@ -46,7 +49,7 @@ class ShardChips(Dataset):
                 raise InputError(f"{xp}: shard listed in meta.json is missing; rerun geohpc.prep (it resumes)")
             n = np.load(yp, mmap_mode="r").shape[0]
             self.index += [(s, i) for i in range(n)]
-        self.augment, self.seed, self.epoch = augment, seed, 0
+        self.augment, self.seed = augment, seed
         self._x: dict[int, np.ndarray] = {}
         self._y: dict[int, np.ndarray] = {}
 
@@ -60,12 +63,15 @@ class ShardChips(Dataset):
         return self._x[s], self._y[s]
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # the sampler encodes the epoch as k // len(self): DataLoader workers hold their own copy of
+        # this object, so an attribute set in the main process would not reach them
+        epoch, k = divmod(int(k), len(self.index))
         s, i = self.index[k]
         xs, ys = self._arrays(s)
         x = np.asarray(xs[i], dtype=np.float32)
         y = np.asarray(ys[i], dtype=np.int64)
         if self.augment:
-            r = np.random.default_rng((self.seed, self.epoch, k))
+            r = np.random.default_rng((self.seed, epoch, k))
             t = int(r.integers(8))
             if t & 4:
                 x, y = x[:, :, ::-1], y[:, ::-1]
@@ -96,7 +102,7 @@ class ResumableSampler(Sampler[int]):
             perm = np.arange(self.n)
         perm = perm[: self.batches_per_epoch() * self.world * self.batch]
         mine = perm[self.rank :: self.world][self.start_batch * self.batch :]
-        return iter(mine.tolist())
+        return iter((mine + self.epoch * self.n).tolist())
 
     def __len__(self) -> int:
         return max(0, (self.batches_per_epoch() - self.start_batch) * self.batch)

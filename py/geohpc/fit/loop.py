@@ -203,7 +203,6 @@ def _train(cfg: FitConfig, rt: Runtime) -> dict[str, Any]:
     t_epoch, chips_done = time.monotonic(), 0
     while state["epoch"] < cfg.epochs:
         sampler.set_epoch(state["epoch"], state["batch_in_epoch"])
-        train_ds.epoch = state["epoch"]
         ddp.train()
         for x, y in train_dl:
             x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
@@ -249,9 +248,9 @@ def _train(cfg: FitConfig, rt: Runtime) -> dict[str, Any]:
             if cfg.ckpt_every and state["step"] % cfg.ckpt_every == 0:
                 save_last()
         # end of epoch: mean train loss over ranks, EMA validation, CSV + PNG, checkpoint
+        dt = time.monotonic() - t_epoch  # training time only: chips/s excludes validation and plotting
         ls = all_sum(rt, torch.tensor([state["loss_sum"], float(state["loss_n"])], dtype=torch.float64)).cpu()
         ev = validate(rt, ema.module, val_dl, k, ignore, weight)
-        dt = time.monotonic() - t_epoch
         frac = state["taken"] / max(1, state["attempted"])
         row: dict[str, Any] = {"epoch": state["epoch"] + 1, "step": state["step"], "lr": sched.get_last_lr()[0],
                                "train_loss": float(ls[0] / max(1.0, float(ls[1]))), "val_loss": ev["val_loss"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -68,10 +69,15 @@ def append_csv(path: Path, row: dict[str, object]) -> None:
 
 def plot_curves(csv_path: Path, png_path: Path) -> None:
     """Draw loss (train/val) and mIoU + per-class IoU per epoch from the CSV into a PNG."""
-    import matplotlib
+    try:
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # a bare PyTorch container: the CSV is there, plot later in the venv
+        print(f"fit: matplotlib is missing here: {png_path.name} not drawn; draw it later with "
+              f"python -m geohpc.fit.metrics {csv_path}", file=sys.stderr)
+        return
 
     with csv_path.open() as fh:
         rows = list(csv.DictReader(fh))
@@ -100,3 +106,20 @@ def plot_curves(csv_path: Path, png_path: Path) -> None:
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``python -m geohpc.fit.metrics RUN/metrics.csv [OUT.png]`` redraws the curves."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m geohpc.fit.metrics", description="Draw curves.png from metrics.csv")
+    p.add_argument("csv", type=Path)
+    p.add_argument("png", type=Path, nargs="?")
+    a = p.parse_args(argv)
+    plot_curves(a.csv, a.png or a.csv.with_name("curves.png"))
+    print(a.png or a.csv.with_name("curves.png"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
