@@ -117,8 +117,11 @@ def predict_raster(model_path: str | Path, raster: str, out_dir: str | Path, *, 
         raise ConfigError(f"--overlap {overlap} must be >= 0 and smaller than --tile {tile}")
     if fmt not in ("cog", "gtiff"):
         raise ConfigError(f"--format {fmt!r}: choose cog or gtiff")
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    # under torchrun each rank takes its own GPU
+    dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % max(1, torch.cuda.device_count())) \
+        if device == "cuda" else torch.device("cpu")
     model, info = load_model(model_path, dev)
     kw = info["model_kwargs"]
     k = int(kw["n_classes"])

@@ -1,6 +1,7 @@
 """A real 2-process DDP fit (torchrun, gloo, CPU, bf16 autocast) on a tiny synthetic dataset.
 
-One run is stopped at step 5 (as the walltime signal would) and resumed; the checks read what a
+The first run is jobs/fit.sbatch itself, stopped by SIGUSR1 to its shell (the walltime signal);
+the second resumes it; the checks read what a
 user reads: status.json, metrics.csv, curves.png, the per-rank weight digests, model.pt.
 """
 
@@ -8,9 +9,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,11 +22,38 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from geohpc.fit import build_model  # noqa: E402
+from geohpc.fit.__main__ import main as fit_main  # noqa: E402
 from geohpc.fit.ckpt import load_model  # noqa: E402
-from train_helpers import env, make_prepped, run_mod, torchrun  # noqa: E402
+from train_helpers import REPO, env, make_prepped  # noqa: E402
 
 ARGS = ["--arch", "mlp", "--width", "32", "--epochs", "4", "--batch", "4", "--lr", "0.01", "--log-every", "1",
-        "--check-sync-every", "1", "--precision", "bf16"]
+        "--check-sync-every", "1", "--precision", "bf16", "--plot-every", "0"]
+
+
+def _fit_job_until_usr1(root: Path, prep: Path) -> str:
+    """Run jobs/fit.sbatch as Slurm would (bash, SLURM_* set, 2 gloo ranks); SIGUSR1 the shell after step 4."""
+    manifest = root / "manifest.txt"
+    manifest.write_text("run\n")
+    e = env()
+    e.update({"GEOHPC_REPO": str(REPO), "GEOHPC_STAGE": "fit", "GEOHPC_LAUNCH": sys.executable,
+              "GEOHPC_MANIFEST": str(manifest), "GEOHPC_OUT": str(root), "GEOHPC_WORK": str(root),
+              "SLURM_ARRAY_TASK_ID": "0", "SLURM_CPUS_PER_TASK": "2", "GPU_VENDOR": "none", "DATA": str(prep),
+              "ARCH": "mlp", "EPOCHS": "4", "BATCH": "4",
+              # the rest of ARGS; --stop-at-step is only a safety net should the signal come late
+              "GEOHPC_ARGS": " ".join(ARGS[2:4] + ARGS[8:] + ["--stop-at-step", "14"])})
+    p = subprocess.Popen(["bash", str(REPO / "jobs" / "fit.sbatch")], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, env=e, cwd=root)
+    assert p.stdout is not None
+    lines, deadline = [], time.monotonic() + 120
+    for line in p.stdout:
+        lines.append(line)
+        if line.startswith("fit: step 4/") or time.monotonic() > deadline:
+            break
+    os.kill(p.pid, signal.SIGUSR1)  # what '#SBATCH --signal=B:USR1@300' does: signal the batch shell only
+    lines += p.stdout.readlines()
+    log = "".join(lines)
+    assert p.wait(timeout=120) == 0, log[-3000:]
+    return log
 
 
 @pytest.fixture(scope="module")
@@ -31,30 +61,41 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("fit")
     prep = make_prepped(root)
     out = root / "run"
-    first = torchrun(2, "geohpc.fit", "--data", str(prep), "--out", str(out), *ARGS, "--stop-at-step", "5")
-    assert first.returncode == 0, first.stderr[-3000:]
+    first = _fit_job_until_usr1(root, prep)
     status1 = json.loads((out / "status.json").read_text())
-    second = torchrun(2, "geohpc.fit", "--data", str(prep), "--out", str(out), *ARGS)
+    e = env()
+    e["SLURM_RESTART_COUNT"] = "1"  # as in a requeued job
+    second = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "geohpc.fit", "--data", str(prep), "--out", str(out), *ARGS],
+                            capture_output=True, text=True, env=e, timeout=180, cwd=REPO)
     assert second.returncode == 0, second.stderr[-3000:]
     return {"root": root, "prep": prep, "out": out, "first": first, "second": second, "status1": status1}
 
 
+def test_job_usr1_checkpoints_and_stops(ddp_run: dict) -> None:
+    log, s1 = ddp_run["first"], ddp_run["status1"]
+    assert "== ranks 2" in log and "world 2 (gloo)" in log
+    assert "SIGUSR1 (walltime near)" in log and "resubmit to resume" in log
+    assert s1["state"] == "stopped" and 4 <= s1["step"] <= 14 and s1["world_size"] == 2
+    assert not (ddp_run["out"] / "STOP").exists()
+
+
 def test_stop_then_resume_continues_from_its_step(ddp_run: dict) -> None:
-    s1 = ddp_run["status1"]
-    assert s1["state"] == "stopped" and s1["step"] == 5 and s1["world_size"] == 2
-    assert "resumed from" in ddp_run["second"].stderr and "at step 5" in ddp_run["second"].stderr
+    k = ddp_run["status1"]["step"]
+    err = ddp_run["second"].stderr
+    assert f"at step {k} " in err and "SLURM_RESTART_COUNT=1" in err
     s2 = json.loads((ddp_run["out"] / "status.json").read_text())
-    assert s2["state"] == "done" and s2["resumed_from"] == 5 and s2["step"] == s2["total_steps"]
-    # the resumed run logged steps 6.. only: no step was repeated
-    steps = [int(line.split()[2].split("/")[0]) for line in ddp_run["second"].stderr.splitlines()
-             if line.startswith("fit: step ")]
-    assert steps and steps[0] == 6 and steps[-1] == s2["total_steps"]
+    assert s2["state"] == "done" and s2["resumed_from"] == k and s2["step"] == s2["total_steps"]
+    assert s2["slurm_restart_count"] == 1
+    # the resumed run logged steps k+1.. only: no step was repeated or skipped
+    steps = [int(line.split()[2].split("/")[0]) for line in err.splitlines() if line.startswith("fit: step ")]
+    assert steps == list(range(k + 1, s2["total_steps"] + 1))
 
 
 def test_step_fraction_is_one_under_bf16(ddp_run: dict) -> None:
     s = json.loads((ddp_run["out"] / "status.json").read_text())
     assert s["precision"] == "bf16" and s["step_fraction"] == 1.0 and s["steps_taken"] == s["steps_attempted"]
-    assert "no GradScaler" in ddp_run["first"].stderr
+    assert "no GradScaler" in ddp_run["first"]
     rows = list(csv.DictReader((ddp_run["out"] / "metrics.csv").open()))
     assert [float(r["step_fraction"]) for r in rows] == [1.0] * 4
 
@@ -93,48 +134,60 @@ def test_checkpoint_loads_into_plain_model(ddp_run: dict) -> None:
     assert model(torch.zeros(1, kw["in_ch"], 8, 8)).shape == (1, 4, 8, 8)
 
 
-def test_checkpoint_from_other_architecture_is_refused(ddp_run: dict) -> None:
+def test_checkpoint_from_other_architecture_is_refused(ddp_run: dict, capsys: pytest.CaptureFixture[str]) -> None:
     before = (ddp_run["out"] / "last.pt").read_bytes()
-    r = run_mod("geohpc.fit", "--data", str(ddp_run["prep"]), "--out", str(ddp_run["out"]), "--arch", "unet",
-                "--width", "4", "--batch", "4", "--epochs", "5")
-    assert r.returncode == 2
-    assert r.stderr.strip().count("\n") == 0 and "different architecture" in r.stderr and "arch" in r.stderr
+    rc = fit_main(["--data", str(ddp_run["prep"]), "--out", str(ddp_run["out"]), "--arch", "unet",
+                   "--width", "4", "--batch", "4", "--epochs", "5"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.strip().count("\n") == 0 and "different architecture" in err and "arch" in err
     assert (ddp_run["out"] / "last.pt").read_bytes() == before
 
 
 def test_world_size_not_dividing_batch(ddp_run: dict, tmp_path: Path) -> None:
-    r = torchrun(2, "geohpc.fit", "--data", str(ddp_run["prep"]), "--out", str(tmp_path / "r"), "--batch", "3",
-                 "--arch", "mlp", "--width", "8")
-    assert r.returncode != 0
+    # as torchrun would start rank 0 of 2 (the check runs before the process group is set up)
+    e = env()
+    e.update({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"})
+    r = subprocess.run([sys.executable, "-m", "geohpc.fit", "--data", str(ddp_run["prep"]), "--out",
+                        str(tmp_path / "r"), "--batch", "3", "--arch", "mlp", "--width", "8"],
+                       capture_output=True, text=True, env=e, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "geohpc.fit: error: --batch 3 is not divisible by the world size 2" in r.stderr
     assert not (tmp_path / "r" / "last.pt").exists()
 
 
-def test_sigusr1_saves_and_stops(ddp_run: dict, tmp_path: Path) -> None:
+def test_sigusr1_saves_and_stops(ddp_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "sig"
-    p = subprocess.Popen([sys.executable, "-m", "geohpc.fit", "--data", str(ddp_run["prep"]), "--out", str(out),
-                          "--arch", "mlp", "--width", "8", "--epochs", "500", "--batch", "4", "--log-every", "1"],
-                         stderr=subprocess.PIPE, text=True, env=env())
-    assert p.stderr is not None
-    deadline = time.monotonic() + 60
-    for line in p.stderr:
-        if line.startswith("fit: step 3/") or time.monotonic() > deadline:
-            break
-    p.send_signal(signal.SIGUSR1)
-    rest = p.stderr.read()
-    assert p.wait(timeout=60) == 0
+
+    def fire() -> None:  # SIGUSR1 to this process once the run has taken a few steps
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            st = out / "sync" / "rank0.jsonl"
+            if st.exists() and len(st.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    t = threading.Thread(target=fire)
+    t.start()
+    rc = fit_main(["--data", str(ddp_run["prep"]), "--out", str(out), "--arch", "mlp", "--width", "8",
+                   "--epochs", "500", "--batch", "4", "--check-sync-every", "1", "--plot-every", "0"])
+    t.join()
+    err = capsys.readouterr().err
+    assert rc == 0
     s = json.loads((out / "status.json").read_text())
     assert s["state"] == "stopped" and 3 <= s["step"] < s["total_steps"]
-    assert "SIGUSR1 received" in rest
+    assert "SIGUSR1 received" in err
     assert (out / "last.pt").exists() and not (out / "model.pt").exists()
-    model, _ = load_model(out / "last.pt")  # the stopped checkpoint is whole and loadable
+    load_model(out / "last.pt")  # the stopped checkpoint is whole and loadable
     assert not [f for f in out.iterdir() if ".tmp" in f.name]
 
 
-def test_fp16_gradscaler_skips_are_counted(ddp_run: dict, tmp_path: Path) -> None:
-    r = run_mod("geohpc.fit", "--data", str(ddp_run["prep"]), "--out", str(tmp_path / "f16"), "--arch", "mlp",
-                "--width", "8", "--epochs", "1", "--batch", "4", "--precision", "fp16", "--fp16-init-scale", "1e30")
-    assert r.returncode == 0, r.stderr[-2000:]
+def test_fp16_gradscaler_skips_are_counted(ddp_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = fit_main(["--data", str(ddp_run["prep"]), "--out", str(tmp_path / "f16"), "--arch", "mlp", "--width", "8",
+                   "--epochs", "1", "--batch", "4", "--precision", "fp16", "--fp16-init-scale", "1e30"])
+    err = capsys.readouterr().err
+    assert rc == 0, err[-2000:]
     s = json.loads((tmp_path / "f16" / "status.json").read_text())
     assert s["steps_taken"] < s["steps_attempted"] and s["step_fraction"] < 1.0
-    assert "were skipped by the GradScaler" in r.stderr and "+ GradScaler" in r.stderr
+    assert "were skipped by the GradScaler" in err and "+ GradScaler" in err

@@ -11,6 +11,7 @@ import rasterio
 
 sys.path.insert(0, str(Path(__file__).parent))
 from geohpc.predict import blend_weights, parse_item, tile_starts  # noqa: E402
+from geohpc.predict import main as predict_main  # noqa: E402
 from geohpc.synth_seg import make_scene  # noqa: E402
 from train_helpers import make_prepped, run_mod  # noqa: E402
 
@@ -64,11 +65,11 @@ def test_cog_with_colour_table_and_accuracy(trained: dict) -> None:
 
 def test_strips_join_without_seams_and_nodata(trained: dict) -> None:
     out = trained["root"] / "out_strips"
-    whole = _predict(trained, str(trained["holes"]), out, "--format", "gtiff")
-    assert whole.returncode == 0, whole.stderr[-2000:]
-    for i in range(3):
-        r = _predict(trained, f"{trained['holes']}::{i}/3", out, "--format", "gtiff")
-        assert r.returncode == 0, r.stderr[-2000:]
+    items = [str(trained["holes"])] + [f"{trained['holes']}::{i}/3" for i in range(3)]
+    r = run_mod("geohpc.predict", "--model", str(trained["model"]), "--item", *items, "--out", str(out),
+                "--tile", "32", "--overlap", "8", "--format", "gtiff")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(r.stdout.splitlines()) == 4
     full = rasterio.open(out / "holes.tif").read(1)
     parts = [rasterio.open(out / f"holes.part{i:03d}of003.tif") for i in range(3)]
     assert np.array_equal(np.concatenate([p.read(1) for p in parts]), full)
@@ -76,14 +77,18 @@ def test_strips_join_without_seams_and_nodata(trained: dict) -> None:
     assert (full[-5:, -7:] == 255).all() and (full[:-5] != 255).all()
 
 
-def test_bad_inputs(trained: dict, tmp_path: Path, make_raster) -> None:
+def test_bad_inputs(trained: dict, tmp_path: Path, make_raster, capsys: pytest.CaptureFixture[str]) -> None:
     wrong = make_raster("wrong.tif", np.ones((3, 40, 40), np.float32))
-    r = _predict(trained, str(wrong), tmp_path)
-    assert r.returncode == 2 and "has 3 bands but the model" in r.stderr and r.stderr.count("\n") == 1
-    r = _predict(trained, f"{trained['emb']}::3/2", tmp_path)
-    assert r.returncode == 2 and "0 <= i < n" in r.stderr
-    r = run_mod("geohpc.predict", "--model", str(wrong), "--item", str(trained["emb"]), "--out", str(tmp_path))
-    assert r.returncode == 2 and "not a readable checkpoint" in r.stderr
+    base = ["--model", str(trained["model"]), "--out", str(tmp_path), "--tile", "32", "--overlap", "8"]
+    assert predict_main([*base, "--item", str(wrong)]) == 2
+    err = capsys.readouterr().err
+    assert "has 3 bands but the model" in err and err.count("\n") == 1
+    assert predict_main([*base, "--item", f"{trained['emb']}::3/2"]) == 2
+    assert "0 <= i < n" in capsys.readouterr().err
+    assert predict_main(["--model", str(wrong), "--item", str(trained["emb"]), "--out", str(tmp_path)]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
+    assert predict_main([*base, "--item", str(trained["emb"]), "--overlap", "40"]) == 2
+    assert "smaller than --tile" in capsys.readouterr().err
     assert not list(tmp_path.glob("*embeddings*"))
 
 

@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema-decay", type=float, default=d.ema_decay)
     p.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="save last.pt every N steps (and each epoch)")
     p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--plot-every", type=int, default=d.plot_every,
+                   help="redraw curves.png every N epochs (0: only at the end or on a stop)")
     p.add_argument("--workers", type=int, default=d.workers, help="DataLoader workers per rank (-1: auto)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default=d.device)

@@ -241,6 +241,8 @@ def _train(cfg: FitConfig, rt: Runtime) -> dict[str, Any]:
             want_stop = stop.requested() or (cfg.stop_at_step and state["step"] >= cfg.stop_at_step)
             if agree(rt, bool(want_stop)):
                 save_last()
+                if rt.main and (out / "metrics.csv").exists():
+                    plot_curves(out / "metrics.csv", out / "curves.png")
                 s = status("stopped")
                 log(rt, f"stopped at step {state['step']} (walltime signal/stop request); checkpoint {last}; "
                         "a requeued or repeated run resumes from it")
@@ -260,7 +262,8 @@ def _train(cfg: FitConfig, rt: Runtime) -> dict[str, Any]:
                     "epoch_s": round(dt, 2)})
         if rt.main:
             append_csv(out / "metrics.csv", row)
-            plot_curves(out / "metrics.csv", out / "curves.png")
+            if row["epoch"] == cfg.epochs or (cfg.plot_every and row["epoch"] % cfg.plot_every == 0):
+                plot_curves(out / "metrics.csv", out / "curves.png")
             log(rt, f"epoch {row['epoch']}/{cfg.epochs} train loss {row['train_loss']:.4f} val loss "
                     f"{row['val_loss']:.4f} mIoU {row['val_miou']:.3f} steps taken {state['taken']}/"
                     f"{state['attempted']} ({frac:.3f}) {row['chips_per_s']} chips/s")

@@ -44,6 +44,7 @@ class FitConfig:
     ema_decay: float = 0.999
     ckpt_every: int = 200
     log_every: int = 20
+    plot_every: int = 1
     workers: int = -1
     seed: int = 0
     device: str = "auto"

@@ -121,7 +121,7 @@ def write_shard(plan: Plan, out: Path, name: str, chips: list[Chip], *, x_dtype:
                 y[~valid] = IGNORE_INDEX
                 xm[i] = x.astype(x_dtype)
                 ym[i] = y
-                moments = combine_moments(moments, _welford_chip(x, valid & (y != IGNORE_INDEX)))
+                moments = combine_moments(moments, _welford_chip(x, valid))  # all valid pixels: the model sees them
                 counts += np.bincount(y[y != IGNORE_INDEX], minlength=k)[:k]
             xm.flush()
             ym.flush()
