@@ -88,5 +88,8 @@ run_py_requeueable() {
     fi
     return 0
   fi
+  if (( rc != 0 )); then
+    echo "== $(date -Is) ${GEOHPC_STAGE:-job} failed with exit ${rc}: the 'error:' line above the launcher's traceback names the cause" >&2
+  fi
   return "$rc"
 }

@@ -117,3 +117,10 @@ def test_bad_chip_larger_than_raster(tmp_path: Path, make_raster) -> None:
     r = _cli(tmp_path, emb, lab, classes="1", chip="64")
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "larger than the raster" in r.stderr and "--chip 32" in r.stderr
+
+
+def test_bad_too_few_blocks_for_a_split(tmp_path: Path, make_raster) -> None:
+    emb = make_raster("emb.tif", np.ones((3, 64, 64), np.float32))
+    lab = make_raster("lab.tif", np.ones((64, 64), np.uint8))
+    r = _cli(tmp_path, emb, lab, classes="1", chip="16")  # default 4-chip blocks: one block of 64 px
+    assert r.returncode == 2 and "only 1 spatial block" in r.stderr and "--block-chips" in r.stderr

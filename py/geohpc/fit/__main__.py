@@ -7,9 +7,10 @@ training finishes; on a walltime stop it prints nothing and exits 0 after saving
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from ..errors import run_cli
+from ..errors import EXIT_USER_ERROR, GeohpcError, run_cli
 from .model import ARCH_DEFAULTS, ARCHS
 from .setup import FitConfig
 
@@ -59,11 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     cfg = FitConfig(**vars(a))
 
+    rank = int(os.environ.get("RANK", "0"))
+
     def work() -> int:
         from .loop import train
 
-        s = train(cfg)
-        if s["state"] == "done" and int(__import__("os").environ.get("RANK", "0")) == 0:
+        try:
+            s = train(cfg)
+        except GeohpcError:
+            if rank != 0:  # every rank hits the same input error: let rank 0 alone say it
+                sys.exit(EXIT_USER_ERROR)
+            raise
+        if s["state"] == "done" and rank == 0:
             print(f"{cfg.out.rstrip('/')}/model.pt")
         return 0
 

@@ -173,6 +173,9 @@ def make_plan(embeddings: list[str], labels: str, classes: list[ClassSpec], *, c
                     for col in range(0, emb.width - chip + 1, chip):
                         chips.append((Chip(r, row, col), (r, row // bpx, col // bpx)))
     blocks = sorted({b for _, b in chips})
+    if len(blocks) < 3 and (val_frac > 0 or test_frac > 0):
+        raise InputError(f"{embeddings[0]}: only {len(blocks)} spatial block(s) of {block_chips * chip} px, too few for "
+                         f"train/val/test; use a smaller --block-chips (e.g. 1) or --chip, or more rasters")
     order = np.random.default_rng(seed).permutation(len(blocks))
     n = len(blocks)
     n_val = round(val_frac * n)
