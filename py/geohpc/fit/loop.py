@@ -108,9 +108,10 @@ def _train(cfg: FitConfig, rt: Runtime) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     meta = load_meta(cfg.data)
     k, ignore, in_ch = len(meta["classes"]), int(meta["ignore_index"]), int(meta["channels"])
-    if cfg.arch == "unet" and int(meta["chip"]) % (2**UNET_LEVELS):
-        raise InputError(f"{cfg.data}/meta.json: chip {meta['chip']} is not a multiple of {2**UNET_LEVELS} "
-                         "(U-Net poolings); rerun geohpc.prep with e.g. --chip 256, or use --arch mlp")
+    if cfg.arch == "unet" and (int(meta["chip"]) % (2**UNET_LEVELS) or int(meta["chip"]) < 2 ** (UNET_LEVELS + 1)):
+        raise InputError(f"{cfg.data}/meta.json: chip {meta['chip']} must be a multiple of {2**UNET_LEVELS} and at "
+                         f"least {2 ** (UNET_LEVELS + 1)} for the U-Net (its bottleneck BatchNorm needs 2x2 pixels); "
+                         "rerun geohpc.prep with e.g. --chip 256, or use --arch mlp")
     per_rank = cfg.batch // rt.world
     train_ds = ShardChips(cfg.data, meta, "train", augment=cfg.augment, seed=cfg.seed)
     val_ds = ShardChips(cfg.data, meta, "val")
