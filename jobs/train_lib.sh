@@ -17,10 +17,13 @@ abs_work() {
   fi
 }
 
-# train_nproc: processes for torchrun: NPROC if given, else GPUS_PER_NODE on a GPU site, else 2 (CPU, gloo).
+# train_nproc: processes for torchrun: NPROC if given; on a GPU site the GPUs Slurm gave this node
+# (SLURM_GPUS_ON_NODE, which follows GPUS= on the make line), else GPUS_PER_NODE; 2 on CPU (gloo).
 train_nproc() {
   if [[ -n "${NPROC:-}" ]]; then
     printf '%s\n' "$NPROC"
+  elif [[ "${GPU_VENDOR:-none}" == cuda || "${GPU_VENDOR:-none}" == rocm ]] && [[ -n "${SLURM_GPUS_ON_NODE:-}" ]]; then
+    printf '%s\n' "$SLURM_GPUS_ON_NODE"
   elif [[ "${GPU_VENDOR:-none}" == cuda || "${GPU_VENDOR:-none}" == rocm ]]; then
     printf '%s\n' "${GPUS_PER_NODE:?GPUS_PER_NODE is not set for this GPU site}"
   else

@@ -84,3 +84,12 @@ def test_planted_bf16_scaler_fixture_has_the_bug() -> None:
     # and our own training loop never builds a GradScaler outside the fp16 path
     setup = (Path(__file__).parents[2] / "py" / "geohpc" / "fit" / "setup.py").read_text()
     assert "if rt.amp_dtype is torch.float16:\n        return torch.amp.GradScaler" in setup
+
+
+def test_training_lint_fires_on_planted_example_and_passes_fit() -> None:
+    from geohpc.train_lints import lint_paths
+
+    root = Path(__file__).parents[2]
+    bad = lint_paths([Path(__file__).parent / "fixtures" / "bad_train_bf16_scaler.py"], None)
+    assert [f.rule for f in bad] == ["gradscaler-bf16"] and bad[0].severity == "fail"
+    assert lint_paths([root / "py" / "geohpc" / "fit", root / "py" / "geohpc" / "predict.py"], 2) == []
