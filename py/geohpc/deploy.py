@@ -19,7 +19,7 @@ from .errors import ConfigError, ServiceError, run_cli
 from .site import REPO, load_site, parse_makeflags
 from .util import redact
 
-PROTECTED = ("data/", "outputs/", "logs/", "runs/", ".venv/")
+PROTECTED = ("data/", "outputs/", "logs/", "runs/", ".venv")  # .venv may be a link
 EXCLUDES = (
     ".git/", "__pycache__/", "*.pyc", ".pytest_cache/", ".ruff_cache/", "*.egg-info/", "node_modules/",
     "bench/out/", "build/",
