@@ -213,6 +213,25 @@ def _written(out: Path, fmt: str) -> Iterator[Path]:
         strip.unlink(missing_ok=True)
 
 
+def write_preview(tif: str | Path, max_px: int = 1024) -> Path:
+    """A PNG quicklook of a class GeoTIFF (its colour table, nodata transparent), at most ``max_px`` a side."""
+    import rasterio
+    from PIL import Image
+
+    tif = Path(tif)
+    png = tif.with_suffix(".png")
+    with rasterio.open(tif) as ds:
+        scale = max(1, math.ceil(max(ds.width, ds.height) / max_px))
+        cls = ds.read(1, out_shape=(max(1, ds.height // scale), max(1, ds.width // scale)))  # nearest
+        lut = np.zeros((256, 4), np.uint8)
+        for k, rgba in ds.colormap(1).items():
+            lut[k] = rgba
+    lut[NODATA] = (0, 0, 0, 0)
+    with atomic_path(png) as tmp:
+        Image.fromarray(lut[cls], "RGBA").save(tmp, format="PNG")
+    return png
+
+
 def _predict_dir_strip(item: str) -> tuple[str, int, int]:
     """Apply torchrun's rank to an item's shard: strip ``i*W + rank`` of ``n*W``."""
     raster, i, n = parse_item(item)
@@ -233,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--blend", choices=["cosine", "linear"], default="cosine")
     p.add_argument("--format", dest="fmt", choices=["cog", "gtiff"], default="cog")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    p.add_argument("--no-preview", dest="preview", action="store_false", help="skip the PNG quicklook beside each map")
     a = p.parse_args(argv)
 
     def work() -> int:
@@ -241,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             path = predict_raster(a.model, raster, a.out, shard=(i, n), tile=a.tile, overlap=a.overlap,
                                   batch=a.batch, blend=a.blend, fmt=a.fmt, device=a.device)
             print(path)
+            if a.preview:
+                print(f"predict: preview {write_preview(path)}", file=sys.stderr)
         return 0
 
     return run_cli(work, "geohpc.predict")

@@ -61,6 +61,10 @@ def test_cog_with_colour_table_and_accuracy(trained: dict) -> None:
     truth = np.vectorize(lambda v: lut.get(int(v), 255))(lab)
     assert (pred[m] == truth[m]).mean() > 0.85
     assert not [p for p in out.iterdir() if "tmp" in p.name]
+    from PIL import Image
+
+    png = Image.open(out / "embeddings.png")
+    assert png.size == (96, 96) and png.mode == "RGBA" and png.getpixel((0, 0))[3] in (0, 255)
 
 
 def test_strips_join_without_seams_and_nodata(trained: dict) -> None:
