@@ -191,3 +191,10 @@ def test_fp16_gradscaler_skips_are_counted(ddp_run: dict, tmp_path: Path, capsys
     s = json.loads((tmp_path / "f16" / "status.json").read_text())
     assert s["steps_taken"] < s["steps_attempted"] and s["step_fraction"] < 1.0
     assert "were skipped by the GradScaler" in err and "+ GradScaler" in err
+
+
+def test_resume_with_another_global_batch_is_refused(ddp_run: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = fit_main(["--data", str(ddp_run["prep"]), "--out", str(ddp_run["out"]), "--arch", "mlp", "--width", "32",
+                   "--batch", "8", "--epochs", "5"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "trained with global --batch 4" in err and err.strip().count("\n") == 0

@@ -144,6 +144,10 @@ def _train(cfg: FitConfig, rt: Runtime) -> dict[str, Any]:
     if last.exists():
         saved = ckpt.read(last)
         ckpt.check_arch(saved, kw, last)
+        old_batch = int(saved.get("config", {}).get("batch", cfg.batch))
+        if old_batch != cfg.batch:
+            raise ConfigError(f"{last}: checkpoint was trained with global --batch {old_batch}; resume with "
+                              f"--batch {old_batch} (any world size that divides it) or use a fresh --out folder")
         model.load_state_dict(saved["train_model"], strict=True)
         ema.module.load_state_dict(saved["model"], strict=True)
         ema.updates = int(saved["ema"]["updates"])
