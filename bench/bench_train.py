@@ -4,7 +4,9 @@ The plain loop is what a user would write instead: one process, fp32, the same m
 prep shards through a DataLoader, no DDP, no EMA, no checkpoints. geohpc.fit runs through torchrun
 (gloo) exactly as jobs/fit.sbatch does on the local site. Chips/s is global (all ranks), measured over
 training steps only (validation excluded), median over the epochs after the first, best of
-``--repeat`` runs (the machine is shared). Threads: each process gets cores / processes.
+``--repeat`` runs (the machine is shared). Threads: one intra-op thread per process everywhere
+(GEOHPC_THREADS=N gives N per process): on this shared 2-vCPU VM two intra-op threads in one process
+ran 6-10x slower than one (measured), which would swamp the comparison.
 
 Usage: PYTHONPATH=py python bench/bench_train.py [--size 512] [--channels 128] [--chip 64] [--epochs 4]
 """
@@ -33,7 +35,7 @@ def plain_loop(prep: Path, arch: str, width: int, batch: int, epochs: int) -> fl
     from geohpc.fit.model import build_model
     from torch.utils.data import DataLoader
 
-    torch.set_num_threads(int(os.environ.get("GEOHPC_THREADS", "2")))
+    torch.set_num_threads(int(os.environ.get("GEOHPC_THREADS", "1")))
     meta = load_meta(prep)
     ds = ShardChips(prep, meta, "train", augment=True)
     dl = DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True)
@@ -56,7 +58,9 @@ def plain_loop(prep: Path, arch: str, width: int, batch: int, epochs: int) -> fl
 def geohpc_fit(prep: Path, out: Path, nproc: int, arch: str, width: int, batch: int, epochs: int,
                precision: str) -> tuple[float, float]:
     """geohpc.fit under torchrun with ``nproc`` gloo ranks; returns (chips/s, step fraction)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO / "py"), GEOHPC_THREADS=os.environ.get("GEOHPC_THREADS", "2"))
+    # GEOHPC_THREADS is the CPUs of the whole job: each of the nproc ranks gets GEOHPC_THREADS // nproc
+    threads = int(os.environ.get("GEOHPC_THREADS", "1")) * nproc
+    env = dict(os.environ, PYTHONPATH=str(REPO / "py"), GEOHPC_THREADS=str(threads), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "geohpc.fit", "--data", str(prep), "--out", str(out), "--arch", arch, "--width", str(width),
            "--batch", str(batch), "--epochs", str(epochs), "--precision", precision, "--log-every", "0",
