@@ -78,7 +78,7 @@ run_py_requeueable() {
     fi
     break
   done
-  trap - USR1
+  # the trap stays: a USR1 arriving after Python ended must not kill the shell (default action)
   rm -f "$_GEOHPC_STOP_FILE"
   if (( _GEOHPC_SIGNALLED )); then
     local job="${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}"

@@ -93,3 +93,21 @@ def test_training_lint_fires_on_planted_example_and_passes_fit() -> None:
     bad = lint_paths([Path(__file__).parent / "fixtures" / "bad_train_bf16_scaler.py"], None)
     assert [f.rule for f in bad] == ["gradscaler-bf16"] and bad[0].severity == "fail"
     assert lint_paths([root / "py" / "geohpc" / "fit", root / "py" / "geohpc" / "predict.py"], 2) == []
+
+
+def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from geohpc.fit import ckpt
+
+    target = tmp_path / "last.pt"
+    ckpt.save(target, {"model": {"w": torch.ones(2)}, "model_kwargs": {}})
+    before = target.read_bytes()
+
+    def dying_save(obj, f) -> None:  # writes half a file, then the job is killed
+        Path(f).write_bytes(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save(target, {"model": {"w": torch.zeros(2)}, "model_kwargs": {}})
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
