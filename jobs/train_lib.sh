@@ -34,7 +34,10 @@ train_nproc() {
 # gpu_runtime_env NPROC: thread counts per rank; on ROCm a job-local MIOpen cache and the Slingshot NICs.
 gpu_runtime_env() {
   local nproc="$1" cpus
-  cpus="${SLURM_CPUS_PER_TASK:-$(nproc)}"
+  cpus="$(nproc)"  # the CPUs this process may really use (the local executor does not pin)
+  if [[ -n "${SLURM_CPUS_PER_TASK:-}" ]] && (( SLURM_CPUS_PER_TASK < cpus )); then
+    cpus="$SLURM_CPUS_PER_TASK"
+  fi
   export OMP_NUM_THREADS=$(( cpus / nproc > 0 ? cpus / nproc : 1 ))
   if [[ "${GPU_VENDOR:-none}" == rocm ]]; then
     # MIOpen's kernel database must not be shared between concurrent jobs (lock errors, corrupt caches)

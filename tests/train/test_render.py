@@ -26,6 +26,7 @@ def job_view(out: str, slurm_gpus: str = "") -> dict[str, str]:
     """Source the rendered job.env lines, then ask train_lib.sh what the fit job would launch."""
     exports = "\n".join(line.strip() for line in out.splitlines() if line.startswith("  export "))
     script = (f"{exports}\nexport SLURM_JOB_ID=123 SLURM_CPUS_PER_TASK=56 USER=me {slurm_gpus}\n"
+              "nproc() { echo 64; }\n"  # a 64-core GPU node (the job caps threads at the CPUs it can use)
               f'source "{REPO}/jobs/train_lib.sh"\n'
               'n="$(train_nproc)"; gpu_runtime_env "$n" >/dev/null; rmdir "${MIOPEN_USER_DB_PATH:-/nonexistent}" 2>/dev/null\n'
               'echo "nproc=$n"; echo "ifname=${NCCL_SOCKET_IFNAME:-}"; echo "miopen=${MIOPEN_USER_DB_PATH:-}"\n'

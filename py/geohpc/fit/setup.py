@@ -110,9 +110,15 @@ def init_runtime(cfg: FitConfig) -> Runtime:
 
 
 def _cpu_threads() -> int:
+    """SLURM_CPUS_PER_TASK (or GEOHPC_THREADS), but never more than the CPUs this process may run on:
+    oversubscribed intra-op threads were 6-10x slower on a shared VM (bench/RESULTS-train.md)."""
     from ..util import cpu_threads
 
-    return cpu_threads()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        usable = os.cpu_count() or 1
+    return max(1, min(cpu_threads(), usable))
 
 
 def make_scaler(rt: Runtime, init_scale: float = 65536.0) -> torch.amp.GradScaler | None:
