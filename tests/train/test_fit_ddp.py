@@ -105,6 +105,8 @@ def test_loss_falls_and_curves_written(ddp_run: dict) -> None:
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     assert float(rows[-1]["train_loss"]) < 0.8 * float(rows[0]["train_loss"])
     assert float(rows[-1]["val_miou"]) > 0.5
+    test = json.loads((ddp_run["out"] / "test_metrics.json").read_text())
+    assert test["chips"] > 0 and test["test_miou"] > 0.5 and set(test["iou"]) == {"corn", "soy", "wheat", "alfalfa"}
     assert {"iou_corn", "iou_soy", "iou_wheat", "iou_alfalfa"} <= set(rows[0])
     png = (ddp_run["out"] / "curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000

@@ -275,9 +275,23 @@ def _train(cfg: FitConfig, rt: Runtime) -> dict[str, Any]:
         state.update({"epoch": state["epoch"] + 1, "batch_in_epoch": 0, "loss_sum": 0.0, "loss_n": 0})
         save_last()
         t_epoch, chips_done = time.monotonic(), 0
-    if rt.main:
+    test_ds = ShardChips(cfg.data, meta, "test")
+    test = None
+    if len(test_ds):  # the held-out blocks, once, with the EMA model that is saved
+        test_dl = DataLoader(torch.utils.data.Subset(test_ds, list(range(rt.rank, len(test_ds), rt.world))),
+                             batch_size=per_rank, num_workers=0)
+        ev = validate(rt, ema.module, test_dl, k, ignore, weight)
+        test = {"test_miou": ev["val_miou"], "test_acc": ev["val_acc"], "test_loss": ev["val_loss"], "chips": len(test_ds),
+                "iou": {n: (float(v) if np.isfinite(v) else None) for n, v in zip(names, ev["iou"], strict=True)}}
+        if rt.main:
+            write_json_atomic(out / "test_metrics.json", test)
+            log(rt, f"test split ({len(test_ds)} chips, EMA model): mIoU {test['test_miou']:.3f} "
+                    f"accuracy {test['test_acc']:.3f}")
+    if rt.main:  # model.pt last: its existence is the stage's "done"
         ckpt.export_model(out / ckpt.MODEL, ema.module, kw, extra)
     s = status("done")
+    if test is not None:
+        s["test_miou"] = test["test_miou"]
     if s["step_fraction"] < 1.0:
         log(rt, f"warning: {state['attempted'] - state['taken']} of {state['attempted']} optimiser steps were skipped "
                 "by the GradScaler (inf/NaN gradients); use --precision bf16 (no GradScaler) if the GPU has it")
