@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import rasterio
 from cls_fixtures import model_dir, samples, scene  # noqa: F401
-from conftest import write_raster
 from geohpc import classify as classify_mod
 from geohpc import validate as validate_mod
 from geohpc.classify import classify
 from geohpc.metrics import confusion, summarise
 from geohpc.validate import validate
+from testutil import write_raster
 
 
 def _item(scene, i, n):  # noqa: F811
