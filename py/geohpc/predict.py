@@ -98,7 +98,8 @@ def predict_raster(model_path: str | Path, raster: str, out_dir: str | Path, *, 
     blend : {"cosine", "linear"}
         Ramp shape of the blending weights.
     fmt : {"cog", "gtiff"}
-        Cloud-optimised GeoTIFF (overviews, nearest) or a plain tiled GeoTIFF.
+        Cloud-optimised GeoTIFF (:func:`geohpc.cog.make_cog`: overviews by mode, validated) or a plain
+        tiled GeoTIFF.
     device : {"auto", "cuda", "cpu"}
     """
     try:
@@ -205,10 +206,9 @@ def _written(out: Path, fmt: str) -> Iterator[Path]:
     strip = out.parent / f".{out.name}.{os.getpid()}.strip.tmp.tif"
     try:
         yield strip
-        from rasterio.shutil import copy as rio_copy
+        from .cog import make_cog  # lossless, atomic, validated; class maps get "mode" overviews
 
-        with atomic_path(out) as tmp:
-            rio_copy(strip, tmp, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE="256", OVERVIEW_RESAMPLING="NEAREST")
+        make_cog(strip, out, blocksize=256, force=True)
     finally:
         strip.unlink(missing_ok=True)
 
