@@ -1,0 +1,29 @@
+"""prep: embedding rasters + label raster -> sharded chips (one task; it resumes shard by shard)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..stages import Stage, StageContext
+
+
+def _manifest(ctx: StageContext) -> list[str]:
+    for key in ("EMBEDDINGS", "LABELS", "CLASSES"):
+        if not ctx.param(key):
+            raise ConfigError(f"stage prep needs {key}=... on the make line "
+                              "(EMBEDDINGS='<glob>' LABELS=<raster> CLASSES=1:corn,5:soy)")
+    return ["prep"]
+
+
+def _output(item: str, ctx: StageContext) -> Path:
+    return ctx.out_dir / "meta.json"
+
+
+STAGE = Stage(
+    name="prep",
+    module="geohpc.prep",
+    summary="embedding rasters + label raster -> sharded training chips, channel stats, class frequencies",
+    build_manifest=_manifest,
+    output_for=_output,
+)
