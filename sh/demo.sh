@@ -38,6 +38,17 @@ products() {
   step tiles SRC=outputs/mosaic/cropmap.tif SHARDS=2 ZOOM=8-15 MODE=classes NAME=cropmap
 }
 
+segmentation() {
+  local seg="outputs/demo-seg"
+  "${REPO}/sh/run.sh" synth_seg --out "${seg}/scene" --size 192 --channels 32
+  step prep "EMBEDDINGS=${seg}/scene/embeddings.tif" "LABELS=${seg}/scene/labels.tif" \
+    CLASSES=1:corn,5:soybeans,24:wheat,36:alfalfa CHIP=32 BLOCK_CHIPS=1 "OUT_DIR=${seg}/prep" CPUS=1 MEM=2G
+  step fit RUN=demo "DATA=${seg}/prep" ARCH=unet EPOCHS=10 BATCH=8 "OUT_DIR=${seg}/fit" CPUS=2 MEM=4G TIME=00:30:00
+  step predict "EMBEDDINGS=${seg}/scene/embeddings.tif" "MODEL=${seg}/fit/demo/model.pt" SHARDS=2 TILE=64 \
+    OVERLAP=16 "OUT_DIR=${seg}/predict" CPUS=1 MEM=2G
+  echo "== demo: training curves ${REPO}/${seg}/fit/demo/curves.png, maps ${REPO}/${seg}/predict/"
+}
+
 main() {
   [[ $# -eq 0 ]] || usage
   [[ -x "${REPO}/.venv/bin/python" ]] || "${REPO}/sh/setup.sh"
@@ -45,6 +56,7 @@ main() {
   step probe N=1
   classification
   products
+  [[ "${DEMO:-}" != full ]] || segmentation
   "${REPO}/sh/run.sh" status
   echo "== demo done: report ${REPO}/outputs/validate/report/report.html"
   echo "   crop map as a COG ${REPO}/outputs/mosaic/cropmap.tif, tiles and viewer ${REPO}/outputs/tiles/cropmap/index.html"

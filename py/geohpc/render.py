@@ -122,6 +122,11 @@ def sbatch_command(
         cap = node_cpus(site)
         if want.isdigit() and cap and int(want) > cap:
             cmd.append(f"--cpus-per-task={cap}")
+    if not mem:
+        want_mem = sbatch_directives(repo_script(repo, stage)).get("mem", "")
+        cap_mem = node_mem_mb(site)
+        if want_mem and cap_mem and _mem_mb(want_mem) > cap_mem:
+            cmd.append(f"--mem={cap_mem}M")
     if mem:
         if not MEM_RE.match(mem):
             raise ConfigError(f"MEM={mem!r} is not a Slurm memory size (e.g. MEM=8G)")
@@ -141,6 +146,22 @@ def repo_script(repo: Path, stage: Stage) -> Path:
     return REPO / "jobs" / f"{stage.name}.sbatch"
 
 
+def _mem_mb(text: str) -> int:
+    m = re.fullmatch(r"(\d+)([KMGT]?)", text.strip())
+    if not m:
+        return 0
+    return int(m.group(1)) * {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1 << 20, "": 1}[m.group(2)]
+
+
+def node_mem_mb(site: Site) -> int:
+    """Memory a node offers jobs, in MB: MEM_PER_NODE (e.g. 480G) from the site, or 80% of this machine for local."""
+    if site.get("MEM_PER_NODE"):
+        return int(_mem_mb(site.get("MEM_PER_NODE")))
+    if site.name != "local":
+        return 0
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.8) >> 20
+
+
 def node_cpus(site: Site) -> int:
     """CPUs a node has: CPUS_PER_NODE from the site, or this machine's count for the local site."""
     if site.get("CPUS_PER_NODE"):
@@ -157,6 +178,8 @@ def gpus_for(site: Site, stage: Stage, params: Mapping[str, str]) -> int:
         if int(given) > site.int("GPUS_PER_NODE"):
             raise ConfigError(f"GPUS={given} but {site.path.name} has GPUS_PER_NODE={site.int('GPUS_PER_NODE')}")
         return int(given)
+    if stage.gpu and stage.extra.get("gpus_per_node"):  # e.g. predict: one GPU a task, not the whole node
+        return min(int(stage.extra["gpus_per_node"]), site.int("GPUS_PER_NODE"))
     return site.int("GPUS_PER_NODE") if stage.gpu else 0
 
 
