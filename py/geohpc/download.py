@@ -94,7 +94,8 @@ def gdal_path(href: str) -> str:
 def export_boto3_credentials() -> None:
     """Put boto3's resolved credentials (env, ~/.aws, instance role) where GDAL's /vsis3/ looks.
 
-    rasterio.Env refuses AWS options, so they go to ``os.environ``; values already set win.
+    rasterio.Env refuses AWS options, so they go to ``os.environ``; values already set win. With no
+    credentials anywhere nothing is set: for a public bucket export AWS_NO_SIGN_REQUEST=YES yourself.
     """
     if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
         return
@@ -105,7 +106,6 @@ def export_boto3_credentials() -> None:
     except Exception:  # noqa: BLE001 - no boto3 config at all: GDAL may still read public buckets
         creds = None
     if creds is None:
-        os.environ.setdefault("AWS_NO_SIGN_REQUEST", "YES")
         return
     frozen = creds.get_frozen_credentials()
     os.environ["AWS_ACCESS_KEY_ID"] = frozen.access_key

@@ -164,3 +164,36 @@ def export_torchscript(model: TesseraStyleModel, path: str) -> None:
     with torch.no_grad():
         traced = torch.jit.trace(model.eval(), example_inputs(model.cfg), check_trace=False)
     torch.jit.save(traced, path, _extra_files={"config.json": json.dumps(asdict(model.cfg))})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: write a seeded model (``--preset demo|small7m``) as a checkpoint or TorchScript file."""
+    import argparse
+    import json
+
+    from .errors import run_cli
+
+    ap = argparse.ArgumentParser(prog="python -m geohpc.tessera_model", description=main.__doc__)
+    ap.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="model size (default demo)")
+    ap.add_argument("--out", required=True, help="output .pt file")
+    ap.add_argument("--seed", type=int, default=0, help="weight-initialisation seed (default 0)")
+    ap.add_argument("--torchscript", action="store_true", help="write TorchScript instead of a checkpoint")
+    args = ap.parse_args(argv)
+
+    def work() -> int:
+        from pathlib import Path
+
+        from .util import atomic_path
+
+        model = build(args.preset, args.seed)
+        with atomic_path(Path(args.out)) as tmp:
+            (export_torchscript if args.torchscript else save_checkpoint)(model, str(tmp))
+        print(json.dumps({"out": args.out, "preset": args.preset, "parameters": n_parameters(model),
+                          "format": "torchscript" if args.torchscript else "checkpoint"}))
+        return 0
+
+    return run_cli(work, "geohpc.tessera_model")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
