@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 import time
 import zlib
@@ -70,10 +71,14 @@ def load_model(path: Path, config: str | None = None, device: str = "cpu") -> tu
                 cfg = tm.TesseraConfig.from_dict(dict(ckpt["config"]))
             model = tm.TesseraStyleModel(cfg)
             state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
+            problem = _state_mismatch(model.state_dict(), state)
+            if problem:
+                raise InputError(f"{path}: weights do not fit the {cfg} architecture ({problem}); "
+                                 "pass the --config the checkpoint was trained with")
             model.load_state_dict(state, strict=True)
     except InputError:
         raise
-    except (RuntimeError, ValueError, KeyError, TypeError, OSError, EOFError) as exc:
+    except (RuntimeError, ValueError, KeyError, TypeError, OSError, EOFError, pickle.UnpicklingError) as exc:
         first = str(exc).strip().splitlines()
         detail = next((ln.strip() for ln in first if "size mismatch" in ln or "Missing" in ln), first[0] if first else "")
         raise InputError(f"{path}: model does not load ({detail[:300]}); "
@@ -88,6 +93,22 @@ def load_model(path: Path, config: str | None = None, device: str = "cpu") -> tu
     if tuple(y.shape) != (2, EMBED_DIM):
         raise InputError(f"{path}: model outputs {tuple(y.shape)} for 2 pixels, expected (2, {EMBED_DIM})")
     return model, cfg
+
+
+def _state_mismatch(want: dict[str, torch.Tensor], have: dict[str, Any]) -> str:
+    """A short description of how a state dict differs from the model's ('' when it fits)."""
+    missing = [k for k in want if k not in have]
+    extra = [k for k in have if k not in want]
+    shapes = [f"{k}: file {tuple(have[k].shape)} vs model {tuple(v.shape)}" for k, v in want.items()
+              if k in have and hasattr(have[k], "shape") and tuple(have[k].shape) != tuple(v.shape)]
+    parts = []
+    if shapes:
+        parts.append(f"{len(shapes)} size mismatch(es), e.g. {shapes[0]}")
+    if missing:
+        parts.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")
+    if extra:
+        parts.append(f"{len(extra)} unexpected key(s), e.g. {extra[0]}")
+    return "; ".join(parts)
 
 
 def _config_from(text: str) -> tm.TesseraConfig:
