@@ -54,6 +54,17 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def chain_emb(chain: dict[str, Path], demo_model: Path) -> Path:
+    """Embeddings (float32) of every patch of ``chain`` with the demo model."""
+    from geohpc import infer
+
+    out = chain["root"] / "infer"
+    lines = (chain["retile"] / "patches.txt").read_text().split()
+    infer.run_patches(lines, chain["retile"], out, demo_model)
+    return out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
