@@ -31,7 +31,8 @@ from .embed_codec import NODATA_INT8, dequantize, open_embedding, quantize
 from .embed_layout import EMBED_DIM, GRID_JSON, iter_patches
 from .errors import ConfigError, InputError, run_cli
 from .progress import progress
-from .util import atomic_path
+from .rasterio_io import gdal_env
+from .util import atomic_path, cpu_threads
 
 
 def read_grid(patches: Path) -> dict[str, Any]:
@@ -46,12 +47,12 @@ def _profile(grid: dict[str, Any], dtype: str, count: int, tile: int) -> dict[st
     return {"driver": "GTiff", "width": grid["width"], "height": grid["height"], "count": count, "dtype": dtype,
             "crs": grid["crs"], "transform": Affine(grid["res"], 0.0, grid["x0"], 0.0, -grid["res"], grid["y0"]),
             "nodata": NODATA_INT8 if dtype == "int8" else float("nan"), "tiled": True,
-            "blockxsize": tile, "blockysize": tile, "compress": "zstd", "zstd_level": 9,
+            "blockxsize": tile, "blockysize": tile, "compress": "zstd", "zstd_level": 1, "num_threads": str(cpu_threads()),
             "predictor": 3 if dtype == "float32" else 2, "interleave": "band", "bigtiff": "if_safer"}
 
 
 def stitch(patches: Path, emb: Path, out: Path, dtype: str = "float32", tile: int = 512,
-           allow_missing: bool = False) -> dict[str, Any]:
+           allow_missing: bool = False, cache_mb: int = 64) -> dict[str, Any]:
     """Write the stitched map to ``out`` (and ``<out stem>_scale.tif`` for int8); return a summary.
 
     Parameters
@@ -68,6 +69,8 @@ def stitch(patches: Path, emb: Path, out: Path, dtype: str = "float32", tile: in
         Tile side (multiple of 16); also the window written at once.
     allow_missing : bool
         Write nodata for patches without an embedding instead of failing.
+    cache_mb : int
+        GDAL block cache (GDAL_CACHEMAX) in MiB.
     """
     if tile % 16 or tile <= 0:
         raise ConfigError(f"--tile {tile}: GeoTIFF tiles must be a positive multiple of 16")
@@ -82,6 +85,8 @@ def stitch(patches: Path, emb: Path, out: Path, dtype: str = "float32", tile: in
     scale_out = out.with_name(out.stem + "_scale.tif")
     windows = [Window(c, r, min(tile, W - c), min(tile, H - r)) for r in range(0, H, tile) for c in range(0, W, tile)]
     with contextlib.ExitStack() as stack:
+        # GDAL keeps written tiles in its block cache (default 5% of RAM): cap it so memory stays flat.
+        stack.enter_context(gdal_env(mem_budget=cache_mb << 20))
         tmp = stack.enter_context(atomic_path(out))
         dst = stack.enter_context(rasterio.open(tmp, "w", **_profile(grid, dtype, EMBED_DIM, tile)))
         for i in range(EMBED_DIM):
@@ -158,11 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", choices=("float32", "int8"), default="float32")
     ap.add_argument("--tile", type=int, default=512, help="tile side = window side (default 512)")
     ap.add_argument("--allow-missing", action="store_true", help="nodata for patches without embeddings")
+    ap.add_argument("--cache-mb", type=int, default=64, help="GDAL block cache in MiB (default 64)")
     ap.add_argument("--preview", action="store_true", help="also write <out>.png (dims 1-3 as RGB)")
     args = ap.parse_args(argv)
 
     def work() -> int:
-        res = stitch(args.patches, args.emb, args.out, args.dtype, args.tile, args.allow_missing)
+        res = stitch(args.patches, args.emb, args.out, args.dtype, args.tile, args.allow_missing, args.cache_mb)
         if args.preview:
             write_preview(args.out, args.out.with_suffix(".png"))
             res["preview"] = str(args.out.with_suffix(".png"))

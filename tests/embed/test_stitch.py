@@ -69,8 +69,9 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from geohpc import stitch
 tracemalloc.start()
-stitch.stitch(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), tile=32)
-print(json.dumps({"peak": tracemalloc.get_traced_memory()[1]}))
+stitch.stitch(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), tile=32, cache_mb=4)
+hwm = next(int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM:")) * 1024
+print(json.dumps({"peak": tracemalloc.get_traced_memory()[1], "hwm": hwm}))
 """
 
 
@@ -87,13 +88,15 @@ def _fake_map(root: Path, size: int) -> tuple[Path, Path]:
 
 
 def test_peak_memory_does_not_grow_with_the_map(tmp_path) -> None:
-    peaks = {}
+    peaks, hwm = {}, {}
     for size in (64, 256):  # 16x more pixels
         patches, emb = _fake_map(tmp_path / str(size), size)
         r = subprocess.run([sys.executable, "-c", _MEM_SCRIPT, str(REPO / "py"), str(patches), str(emb),
                             str(tmp_path / f"{size}.tif")], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
-        peaks[size] = json.loads(r.stdout.splitlines()[-1])["peak"]
-    map_bytes = 256 * 256 * 128 * 4
+        res = json.loads(r.stdout.splitlines()[-1])
+        peaks[size], hwm[size] = res["peak"], res["hwm"]
+    map_bytes = 256 * 256 * 128 * 4  # 32 MiB; the small map is 2 MiB
     assert peaks[256] < 1.3 * peaks[64] + (256 << 10), peaks
     assert peaks[256] < map_bytes / 8, peaks  # far below holding the map
+    assert hwm[256] - hwm[64] < map_bytes / 4, hwm  # process RSS (GDAL's cache included) stays flat too
