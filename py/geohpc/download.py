@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -50,6 +51,25 @@ S2_ALIASES = {"B04": "red", "B02": "blue", "B03": "green", "B08": "nir", "B8A": 
 GDAL_HTTP = {"GDAL_HTTP_TIMEOUT": "30", "GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "2",
              "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF",
              "GDAL_HTTP_MULTIRANGE": "YES", "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES"}
+
+
+def install_log_redaction() -> None:
+    """Redact every log record of this process (GDAL's warnings quote the full URL, signature included)."""
+    old = logging.getLogRecordFactory()
+    if getattr(old, "_geohpc_redacting", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = old(*args, **kwargs)
+        try:
+            record.msg = redact(record.getMessage())
+            record.args = None
+        except Exception:  # noqa: BLE001 - a log record must never break the download
+            pass
+        return record
+
+    factory._geohpc_redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 def item_kind(item: dict[str, Any]) -> str:
@@ -238,6 +258,7 @@ def download(items_json: Path, grid: Grid, out_dir: Path, ids: list[str] | None 
         if i not in items:
             raise InputError(f"{items_json}: no item {i!r}; rebuild the manifest from this ItemCollection")
     export_boto3_credentials()
+    install_log_redaction()
     env = {**GDAL_HTTP, "GDAL_HTTP_TIMEOUT": str(http_timeout), "GDAL_HTTP_MAX_RETRY": str(max(0, retries - 1))}
     result: dict[str, str] = {}
     with rasterio.Env(**env):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import gc
 import json
 import os
 import sys
@@ -73,9 +74,8 @@ def collect(download_dir: Path) -> tuple[Grid, dict[str, list[dict[str, Any]]]]:
             grid = g
         elif g != grid:
             raise InputError(f"{marker}: item is on another grid than the others; download all items with one BBOX")
-        meta["dir"] = sub
-        meta["time"] = _parse_time(meta.get("datetime"), str(marker))
-        series["s2" if meta["kind"] == "s2" else meta["orbit"]].append(meta)
+        slim = {"id": meta["id"], "dir": sub, "time": _parse_time(meta.get("datetime"), str(marker))}
+        series["s2" if meta["kind"] == "s2" else meta["orbit"]].append(slim)  # only what stacking needs
     if grid is None or not series["s2"]:
         raise InputError(f"{download_dir}: no downloaded Sentinel-2 item; run the download stage first")
     for key, metas in series.items():
@@ -95,17 +95,21 @@ def _doy(metas: list[dict[str, Any]]) -> np.ndarray:
     return np.array([m["time"].timetuple().tm_yday for m in metas], dtype=np.int16)
 
 
-def _read_block(meta: dict[str, Any], bands: tuple[str, ...], win: Window) -> np.ndarray:
+def _open_bands(es: contextlib.ExitStack, meta: dict[str, Any], bands: tuple[str, ...]) -> list[Any]:
+    """Open one date's band files once (closed with ``es``), with a clear error for a broken file."""
     out = []
     for b in bands:
         path = meta["dir"] / f"{b}.tif"
         try:
-            with rasterio.open(path) as ds:
-                out.append(ds.read(1, window=win))
+            out.append(es.enter_context(rasterio.open(path)))
         except rasterio.errors.RasterioIOError as exc:
             raise InputError(f"{path}: unreadable ({str(exc).splitlines()[0]}); delete {meta['dir']} "
                              "and rerun the download") from None
-    return np.stack(out, axis=-1)
+    return out
+
+
+def _read(dss: list[Any], win: Window) -> np.ndarray:
+    return np.stack([ds.read(1, window=win) for ds in dss], axis=-1)
 
 
 def build_stack(download_dir: Path, out: Path, block: int = 1024,
@@ -145,22 +149,27 @@ def build_stack(download_dir: Path, out: Path, block: int = 1024,
                    for c in range(0, W, block)]
         valid = np.array(scl_valid, dtype=np.uint8)
         for t, meta in enumerate(progress(s2, desc="stack S2 dates")):
-            for win in windows:
-                rs, cs = win.toslices()
-                refl = _read_block(meta, S2_BANDS, win)
-                scl = _read_block(meta, (S2_MASK_BAND,), win)[..., 0]
-                arrays["bands"][t, rs, cs, :] = refl
-                arrays["masks"][t, rs, cs] = np.isin(scl, valid) & (refl > 0).all(axis=-1)
+            with contextlib.ExitStack() as es:
+                dss, scl_ds = _open_bands(es, meta, S2_BANDS), _open_bands(es, meta, (S2_MASK_BAND,))
+                for win in windows:
+                    rs, cs = win.toslices()
+                    refl = _read(dss, win)
+                    scl = _read(scl_ds, win)[..., 0]
+                    arrays["bands"][t, rs, cs, :] = refl
+                    arrays["masks"][t, rs, cs] = np.isin(scl, valid) & (refl > 0).all(axis=-1)
+            gc.collect()  # rasterio leaves small reference cycles per read: keep them from piling up
         for orbit in ORBITS:
             arr = arrays[f"sar_{orbit}"]
             for t, meta in enumerate(progress(series[orbit], desc=f"stack S1 {orbit}")):
-                for win in windows:
-                    rs, cs = win.toslices()
-                    x = _read_block(meta, S1_BANDS, win).astype(np.float32)
-                    if s1_db:
-                        with np.errstate(divide="ignore", invalid="ignore"):
-                            x = np.where(x > 0, 10.0 * np.log10(x), np.nan).astype(np.float32)
-                    arr[t, rs, cs, :] = x
+                with contextlib.ExitStack() as es:
+                    dss = _open_bands(es, meta, S1_BANDS)
+                    for win in windows:
+                        rs, cs = win.toslices()
+                        x = _read(dss, win).astype(np.float32)
+                        if s1_db:
+                            with np.errstate(divide="ignore", invalid="ignore"):
+                                x = np.where(x > 0, 10.0 * np.log10(x), np.nan).astype(np.float32)
+                        arr[t, rs, cs, :] = x
         for a in arrays.values():
             a.flush()
         del arrays

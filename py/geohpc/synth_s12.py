@@ -10,7 +10,7 @@ pixel (1..4) for the classification demo.
 Usage::
 
     python -m geohpc.synth_s12 --out DIR [--size 64] [--s2-dates 8] [--s1-dates 4]
-                               [--upload s3://bucket/prefix] [--endpoint-url http://127.0.0.1:5000]
+                               [--upload s3://bucket/prefix [--upload-if-up]] [--endpoint-url URL]
 """
 
 from __future__ import annotations
@@ -206,6 +206,22 @@ def upload(collection: dict[str, Any], out: Path, url: str, endpoint_url: str | 
     return collection
 
 
+def endpoint_up(url: str | None, timeout: float = 2.0) -> bool:
+    """True when something accepts a TCP connection at the endpoint URL's host:port."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if not url:
+        return False
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _endpoint_from_env() -> str | None:
     host = os.environ.get("AWS_S3_ENDPOINT", "")
     if not host:
@@ -225,12 +241,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--s1-dates", type=int, default=4, help="Sentinel-1 dates per orbit (default 4)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--upload", default="", help="s3://bucket/prefix: upload the COGs, hrefs become s3://")
+    ap.add_argument("--upload-if-up", action="store_true",
+                    help="upload only when the S3 endpoint answers; else keep file hrefs (the demo's fallback)")
     ap.add_argument("--endpoint-url", default=None, help="S3 endpoint (default from AWS_S3_ENDPOINT)")
     args = ap.parse_args(argv)
 
     def work() -> int:
         coll = make_series(args.out, args.size, args.s2_dates, args.s1_dates, args.seed)
-        if args.upload:
+        if args.upload and args.upload_if_up and not endpoint_up(args.endpoint_url or _endpoint_from_env()):
+            print("geohpc.synth_s12: no S3 endpoint answers (AWS_S3_ENDPOINT); items point at local files",
+                  file=sys.stderr)
+        elif args.upload:
             coll = upload(coll, args.out, args.upload, args.endpoint_url)
         write_json_atomic(args.out / "items.json", coll)
         bbox = ",".join(f"{v:.0f}" for v in aoi_bbox(args.size))

@@ -169,3 +169,54 @@ def test_s3_download_matches_local(s3_server, synth, chain, tmp_path) -> None:
     items.write_text(json.dumps({"type": "FeatureCollection", "features": coll["features"][:1]}))
     with pytest.raises(ServiceError, match="after 2 attempts"):
         download.download(items, _grid(synth["bbox"]), tmp_path / "s3dl2", retries=2, backoff=0.01)
+
+
+class _NotFound(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server API
+        self.send_error(404)
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_http_404_retried_and_gdal_logs_redacted(synth, tmp_path, caplog, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("CPL_DEBUG", "ON")  # GDAL's debug lines quote every URL it fetches
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = (f"http://127.0.0.1:{srv.server_address[1]}/c/B04.tif?X-Amz-Credential=AKIDSECRET"
+           "&X-Amz-Signature=SIGNEDSECRET&sig=SASSECRET")
+    items = _one_item_collection(synth, tmp_path, lambda it: it["assets"]["B04"].update(href=url))
+    caplog.set_level("DEBUG")
+    try:
+        with pytest.raises(ServiceError, match="failed after 2 attempts") as exc:
+            download.download(items, _grid(synth["bbox"]), tmp_path / "o", retries=2, backoff=0.05)
+    finally:
+        srv.shutdown()
+    logged = caplog.text + capsys.readouterr().err + str(exc.value)
+    assert f"127.0.0.1:{srv.server_address[1]}/c/B04.tif" in caplog.text  # GDAL did log the URL
+    for secret in ("AKIDSECRET", "SIGNEDSECRET", "SASSECRET"):
+        assert secret not in logged
+
+
+def test_synth_falls_back_to_files_when_no_s3(tmp_path) -> None:
+    port = _closed_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO / "py"), AWS_S3_ENDPOINT=f"127.0.0.1:{port}", AWS_HTTPS="NO")
+    r = subprocess.run([sys.executable, "-m", "geohpc.synth_s12", "--out", str(tmp_path), "--size", "16",
+                        "--s2-dates", "2", "--s1-dates", "1", "--upload", "s3://demo/s12", "--upload-if-up"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "local files" in r.stderr
+    coll = json.loads((tmp_path / "items.json").read_text())
+    assert all(Path(a["href"]).is_file() for f in coll["features"] for a in f["assets"].values())
+    assert json.loads(r.stdout)["bbox"] == "600000,4999840,600160,5000000"
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

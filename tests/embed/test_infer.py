@@ -192,3 +192,13 @@ def test_killed_run_resumes_only_unfinished_patches(tmp_path) -> None:
     assert not [p for p in out.rglob(".*") if p.is_file()]  # no temp file of the killed run is left
     for p in out.rglob("r*.npy"):
         assert np.load(p).shape == (32, 32, 128)
+
+
+def test_bf16_autocast_is_close_to_float32(tmp_path, demo_model) -> None:
+    make_patch(tmp_path / "p", 6, 6, seed=5)
+    a = infer.load_patch(tmp_path / "p")
+    model, cfg = infer.load_model(demo_model)
+    f32 = infer.embed_patch(model, cfg, a, "p")
+    b16 = infer.embed_patch(model, cfg, a, "p", bf16=True)  # the GPU path's autocast, here on CPU
+    assert b16.dtype == np.float32 and np.isfinite(b16).all()
+    assert np.abs(b16 - f32).max() < 0.1 * np.abs(f32).max() and not np.array_equal(b16, f32)

@@ -96,3 +96,43 @@ def test_retile_bad_block_and_size_change(chain, tmp_path) -> None:
     assert retile.main(["--stack", str(chain["stack"]), "--out", str(chain["retile"]), "--all",
                         "--block", "40", "--patch", "20"]) == 2  # grid.json was written for 32/16
     assert retile.main(["--stack", str(tmp_path / "nostack"), "--out", str(tmp_path / "p"), "--all"]) == 2
+
+
+_MEM = """
+import sys, tracemalloc
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from geohpc import stack
+tracemalloc.start()
+stack.build_stack(Path(sys.argv[2]), Path(sys.argv[4]) / "warm", block=16)  # first use imports lazily
+peaks = []
+for dl, name in ((sys.argv[2], "t6"), (sys.argv[3], "t12")):
+    tracemalloc.reset_peak()
+    stack.build_stack(Path(dl), Path(sys.argv[4]) / name, block=16)
+    peaks.append(tracemalloc.get_traced_memory()[1])
+print(*peaks)
+"""
+
+
+def test_stack_memory_does_not_grow_with_the_series(chain, tmp_path) -> None:
+    import datetime as dt
+    import subprocess
+    import sys
+
+    d12 = _copy_downloads(chain, tmp_path)  # the same AOI with twice the Sentinel-2 dates
+    for sub in sorted(d12.glob("S2*")):
+        twin = d12 / f"{sub.name}_B"
+        shutil.copytree(sub, twin)
+        meta = json.loads((twin / DONE_MARKER).read_text())
+        when = dt.datetime.fromisoformat(meta["datetime"].replace("Z", "+00:00")) + dt.timedelta(days=2)
+        meta.update(id=twin.name, datetime=when.isoformat())
+        (twin / DONE_MARKER).write_text(json.dumps(meta))
+    repo = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-c", _MEM, str(repo / "py"), str(chain["download"]), str(d12),
+                        str(tmp_path / "s")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    p6, p12 = (int(v) for v in r.stdout.split()[-2:])
+    assert np.load(tmp_path / "s" / "t12" / "bands.npy").shape[0] == 12
+    pixels6 = 6 * 48 * 48 * (10 * 2 + 1)  # bytes of 6 more dates of bands + masks
+    assert p12 - p6 < pixels6 / 5, (p6, p12)  # twice the series, (about) the same peak
+    assert p12 < 6 * 48 * 48 * 10 * 2  # below even the 6-date bands array
