@@ -40,6 +40,7 @@ from rasterio.windows import Window
 from .embed_layout import DONE_MARKER, ORBITS, S1_BANDS, S2_BANDS, S2_MASK_BAND, SKIP_MARKER, STACK_JSON, Grid
 from .errors import InputError, run_cli
 from .progress import progress
+from .rasterio_io import gdal_env
 from .util import write_json_atomic
 
 DEFAULT_SCL_VALID = (4, 5, 6, 7, 11)  # vegetation, bare, water, unclassified, snow
@@ -112,31 +113,11 @@ def _read(dss: list[Any], win: Window) -> np.ndarray:
     return np.stack([ds.read(1, window=win) for ds in dss], axis=-1)
 
 
-def build_stack(download_dir: Path, out: Path, block: int = 1024,
-                scl_valid: tuple[int, ...] = DEFAULT_SCL_VALID, s1_db: bool = True) -> dict[str, Any]:
-    """Stack the downloaded items into the TESSERA arrays in ``out``; return the ``stack.json`` content.
-
-    Parameters
-    ----------
-    download_dir : Path
-        Output folder of ``geohpc.download`` (one subfolder per item).
-    out : Path
-        Folder for the ``.npy`` arrays and ``stack.json``.
-    block : int
-        Side of the spatial blocks read at once (memory ~ block**2 * 20 bytes).
-    scl_valid : tuple of int
-        SCL classes that count as a clear observation.
-    s1_db : bool
-        Convert Sentinel-1 linear backscatter to dB (False: the input is already dB).
-    """
-    grid, series = collect(download_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    H, W = grid.height, grid.width
+def _fill(out: Path, series: dict[str, list[dict[str, Any]]], specs: dict[str, tuple[tuple[int, ...], str]],
+          block: int, scl_valid: tuple[int, ...], s1_db: bool) -> None:
+    """Fill the memory-mapped arrays date by date and block by block, then rename them into place."""
     s2 = series["s2"]
-    specs: dict[str, tuple[tuple[int, ...], str]] = {
-        "bands": ((len(s2), H, W, len(S2_BANDS)), "uint16"), "masks": ((len(s2), H, W), "uint8")}
-    for orbit in ORBITS:
-        specs[f"sar_{orbit}"] = ((len(series[orbit]), H, W, len(S1_BANDS)), "float32")
+    H, W = specs["masks"][0][1:]
     tmps: dict[str, Path] = {}
     try:
         arrays = {}
@@ -181,6 +162,37 @@ def build_stack(download_dir: Path, out: Path, block: int = 1024,
         for tmp in tmps.values():
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+
+def build_stack(download_dir: Path, out: Path, block: int = 1024,
+                scl_valid: tuple[int, ...] = DEFAULT_SCL_VALID, s1_db: bool = True) -> dict[str, Any]:
+    """Stack the downloaded items into the TESSERA arrays in ``out``; return the ``stack.json`` content.
+
+    Parameters
+    ----------
+    download_dir : Path
+        Output folder of ``geohpc.download`` (one subfolder per item).
+    out : Path
+        Folder for the ``.npy`` arrays and ``stack.json``.
+    block : int
+        Side of the spatial blocks read at once (memory ~ block**2 * 20 bytes).
+    scl_valid : tuple of int
+        SCL classes that count as a clear observation.
+    s1_db : bool
+        Convert Sentinel-1 linear backscatter to dB (False: the input is already dB).
+    """
+    grid, series = collect(download_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    H, W = grid.height, grid.width
+    s2 = series["s2"]
+    specs: dict[str, tuple[tuple[int, ...], str]] = {
+        "bands": ((len(s2), H, W, len(S2_BANDS)), "uint16"), "masks": ((len(s2), H, W), "uint8")}
+    for orbit in ORBITS:
+        specs[f"sar_{orbit}"] = ((len(series[orbit]), H, W, len(S1_BANDS)), "float32")
+    # One GDAL environment for every open: without it each rasterio.open builds its own Env (and, with AWS
+    # keys in the environment, a boto3 session: ~1 MB and ~50 ms per file).
+    with gdal_env(threads=1):
+        _fill(out, series, specs, block, scl_valid, s1_db)
     for key, fname in (("s2", "doys"), ("ascending", "sar_ascending_doy"), ("descending", "sar_descending_doy")):
         np.save(out / f".{fname}.tmp.npy", _doy(series[key]))
         os.replace(out / f".{fname}.tmp.npy", out / f"{fname}.npy")
