@@ -53,10 +53,22 @@ job_start() {
   export PYTHONUNBUFFERED=1
 }
 
+# the run's job environment (site values, GEOHPC_* paths), written by make submit
+if [[ -n "${GEOHPC_ENV:-}" ]]; then
+  [[ -r "$GEOHPC_ENV" ]] || die "job environment $GEOHPC_ENV is missing (was runs/ deleted?)"
+  # shellcheck source=/dev/null
+  source "$GEOHPC_ENV"
+fi
+
 # run_py MODULE ARGS...: python -m MODULE through the launcher chosen at submit time (venv or container).
 run_py() {
   local launch=() extra=()
   read -r -a launch <<< "$GEOHPC_LAUNCH"
+  local i
+  for i in "${!launch[@]}"; do
+    # LUMI: the PyTorch container path comes from 'module load pytorch/...' as SING_IMAGE
+    [[ "${launch[$i]}" != "@SIF@" ]] || launch[i]="${PYTORCH_SIF:-${SING_IMAGE:?no SING_IMAGE: load the PyTorch module (PYTORCH_MODULES)}}"
+  done
   [[ -z "${GEOHPC_ARGS:-}" ]] || read -r -a extra <<< "$GEOHPC_ARGS"
   echo "== $(date -Is) python -m $*"
   "${launch[@]}" -m "$@" "${extra[@]}"

@@ -22,4 +22,6 @@ STAGE = Stage(
     summary="report the job environment (CPUs, memory, GPUs, Python, GDAL/PROJ) as JSON",
     build_manifest=_manifest,
     output_for=_output,
+    # the container is where GPUs and torch are seen; on a site without one this is the venv
+    runtime="container",
 )

@@ -1,0 +1,81 @@
+# geohpc: run geospatial ML pipelines on SLURM supercomputers. `make help` lists the targets.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+MAKEFLAGS += --no-builtin-rules --no-print-directory
+.DEFAULT_GOAL := help
+
+SITE ?= local
+VALID_SITES := $(sort $(filter-out %.local,$(basename $(notdir $(wildcard sites/*.env)))))
+VALID_STAGES := $(sort $(filter-out __init__,$(basename $(notdir $(wildcard py/geohpc/plans/*.py)))))
+PY_RUN := sh/run.sh
+
+# one word, and one of the valid names: anything else (shell characters included) stops make at once
+valid = $(and $(filter 1,$(words $(1))),$(filter $(1),$(2)))
+guard_site = $(if $(call valid,$(SITE),$(VALID_SITES)),,$(error unknown SITE '$(SITE)': valid sites are $(VALID_SITES)))
+guard_stage = $(if $(call valid,$(STAGE),$(VALID_STAGES)),,$(error unknown STAGE '$(STAGE)': valid stages are $(VALID_STAGES)))
+guard_stage_opt = $(if $(STAGE),$(guard_stage))
+
+.PHONY: help setup test lint demo slurm-up slurm-down sshd-up sshd-down deploy submit status throttle cancel \
+	resubmit preflight purge-guard rescue bench clean-runs
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+##@ Getting started
+setup: ## create .venv and install geohpc with its test extras (and the viewer's JS)
+	@sh/setup.sh
+
+demo: ## the main job on the local site: submit the pipeline and print where its report is
+	@sh/demo.sh
+
+test: ## install what the tests need (venv, apt packages, Slurm, sshd) and run them
+	@sh/test.sh
+
+lint: ## shellcheck sh/ and jobs/, ruff py/ and tests/
+	@sh/lint.sh
+
+##@ Working on a site (SITE=local|lumi|saga|betzy)
+deploy: ## rsync the repo to the site's REMOTE:REMOTE_DIR [DRY_RUN=1] (never touches data/ outputs/ logs/ runs/)
+	$(guard_site)@$(PY_RUN) deploy --site "$(SITE)" $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
+
+preflight: ## run the checks in checks/ for a site [STAGE=x] [ARGS='--json' or '--only quota']
+	$(guard_site)$(guard_stage_opt)@$(PY_RUN) preflight --site "$(SITE)" $(if $(STAGE),--stage "$(STAGE)") $(ARGS)
+
+submit: ## submit STAGE=x on SITE [THROTTLE=N ITEMS=file AFTER=jobid|stage MEM= TIME= DRY_RUN=1 FORCE=1]
+	$(guard_site)$(guard_stage)@$(PY_RUN) submit --site "$(SITE)" --stage "$(STAGE)"
+
+status: ## items pending/running/completed/failed per run [STAGE=x] [ALL=1]
+	$(guard_stage_opt)@$(PY_RUN) status $(if $(STAGE),--stage "$(STAGE)") $(if $(ALL),--all)
+
+throttle: ## change how many tasks of an array run at once: JOB=id N=k
+	@$(PY_RUN) jobctl throttle --job "$(JOB)" --n "$(N)"
+
+cancel: ## cancel JOB=id, or the latest run of STAGE=x, or every latest run
+	$(guard_stage_opt)@$(PY_RUN) jobctl cancel --job "$(JOB)" --stage "$(STAGE)"
+
+resubmit: ## send again only the failed or missing items of a run: STAGE=x [RUN=timestamp] [THROTTLE=N]
+	$(guard_stage)@$(PY_RUN) jobctl resubmit --stage "$(STAGE)" --run "$(RUN)"
+
+purge-guard: ## list files at risk of the site's purge, by folder, with bytes and days left
+	$(guard_site)@$(PY_RUN) purge_guard --site "$(SITE)" list
+
+rescue: ## copy at-risk files to the site's PROJECT_DIR with rsync and verify the copy
+	$(guard_site)@$(PY_RUN) purge_guard --site "$(SITE)" rescue
+
+##@ Local test bed
+slurm-up: ## install and start a one-node Slurm cluster on localhost (root; idempotent)
+	@sh/slurm.sh up
+
+slurm-down: ## stop the local Slurm cluster's daemons
+	@sh/slurm.sh down
+
+sshd-up: ## start the loopback sshd used by the deploy tests
+	@sh/sshd_test.sh up
+
+sshd-down: ## stop the loopback sshd
+	@sh/sshd_test.sh down
+
+##@ Benchmarks
+bench: ## run a benchmark side by side with its peer tool: BENCH=cog|tiles|sample|infer|train
+	@sh/bench.sh "$(BENCH)"

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Shared helpers for sh/*.sh: repo root, the project's Python, error exit.
+# Usage: source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck shell=bash
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export REPO
+
+die() {
+  echo "$(basename "$0"): error: $*" >&2
+  exit 2
+}
+
+# The Python that runs geohpc: the repo's venv when present, else python3 from PATH.
+geohpc_python() {
+  if [[ -x "${REPO}/.venv/bin/python" ]]; then
+    printf '%s\n' "${REPO}/.venv/bin/python"
+  else
+    command -v python3 || die "no python3 on PATH and no .venv: run make setup"
+  fi
+}
+
+need_root() {
+  [[ "$(id -u)" == 0 ]] || die "$1 needs root (apt-get, daemons): run it as root"
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install and start everything the tests need on a fresh machine, then run pytest.
+# Usage: sh/test.sh [PYTEST_ARGS...]   (make test; as root it apt-installs Slurm, sshd, GDAL CLI, chromium)
+set -o errexit -o nounset -o pipefail
+# shellcheck source=sh/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# what each test needs, as "file-or-command:debian-package"
+NEEDS=(/usr/sbin/sshd:openssh-server rsync:rsync gdal_translate:gdal-bin chromium:chromium
+  /usr/share/proj/proj.db:proj-data npm:npm /usr/bin/time:time)
+
+usage() {
+  sed -n 's/^# Usage: //p' "$0" >&2
+  exit 2
+}
+
+apt_packages() {
+  local missing=() need
+  for need in "${NEEDS[@]}"; do
+    [[ -e "${need%%:*}" ]] || command -v "${need%%:*}" >/dev/null 2>&1 || missing+=("${need##*:}")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  echo "test: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+main() {
+  [[ "${1:-}" != "-h" && "${1:-}" != "--help" ]] || usage
+  need_root "make test"
+  apt_packages
+  "${REPO}/sh/setup.sh"
+  "${REPO}/sh/slurm.sh" up
+  "${REPO}/sh/sshd_test.sh" up
+  cd "$REPO"
+  "${REPO}/.venv/bin/python" -m pytest "$@"
+}
+
+main "$@"
