@@ -27,7 +27,7 @@ def test_stages_are_registered_with_the_right_runtime() -> None:
 
 
 def test_manifests_from_items_and_bbox(synth, tmp_path) -> None:
-    ids = get_stage("download").build_manifest(_ctx("download", tmp_path, ITEMS=str(synth["items"])))
+    ids = get_stage("download").build_manifest(_ctx("download", tmp_path, STAC=str(synth["items"])))
     assert len(ids) == 12 and ids[0].startswith("S1A_SYN_2024")
     blocks = get_stage("retile").build_manifest(_ctx("retile", tmp_path, BBOX=BBOX, BLOCK="32", PATCH="16"))
     assert blocks == ["block_r000000_c000000", "block_r000000_c000032", "block_r000032_c000000",
@@ -90,13 +90,13 @@ def test_infer_job_without_model_fails_clearly(tmp_path) -> None:
 def test_download_stack_retile_infer_jobs_run_for_real(synth, chain, demo_model, tmp_path) -> None:
     py = f"{REPO / '.venv' / 'bin' / 'python'}"
     launch = py if Path(py).exists() else "/work/main/.venv/bin/python"
-    ids = get_stage("download").build_manifest(_ctx("download", tmp_path, ITEMS=str(synth["items"])))
+    ids = get_stage("download").build_manifest(_ctx("download", tmp_path, STAC=str(synth["items"])))
     (tmp_path / "download.manifest").write_text("\n".join(ids) + "\n")
-    r = _job("download", tmp_path, 0, {"ITEMS": str(synth["items"]), "BBOX": BBOX}, launch)
+    r = _job("download", tmp_path, 0, {"STAC": str(synth["items"]), "BBOX": BBOX}, launch)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "outputs" / "download" / ids[0] / "_DONE.json").exists()
     assert not (tmp_path / "outputs" / "download" / ids[1]).exists()  # one item a task
-    r = _job("download", tmp_path, 0, {"ITEMS": "nope.json", "BBOX": BBOX}, launch)
+    r = _job("download", tmp_path, 0, {"STAC": "nope.json", "BBOX": BBOX}, launch)
     assert r.returncode == 2 and "ItemCollection not found" in r.stderr
     # stack from the session's downloads, then retile and infer one block, through the job scripts.
     (tmp_path / "stack.manifest").write_text("aoi\n")

@@ -11,11 +11,11 @@ from ..stages import Stage, StageContext
 
 
 def _manifest(ctx: StageContext) -> list[str]:
-    path = ctx.path_param("ITEMS")
+    path = ctx.path_param("STAC")
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise InputError(f"{path}: ItemCollection not found (save the STAC search there, give ITEMS=)") from None
+        raise InputError(f"{path}: ItemCollection not found (save the STAC search there, give STAC=<items.json>)") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not JSON ({exc.msg}); save the STAC search result as JSON") from None
     feats = data.get("features", []) if isinstance(data, dict) else data
