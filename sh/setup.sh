@@ -30,7 +30,7 @@ viewer_js() {
   [[ -f "${REPO}/viewer/package.json" ]] || return 0
   [[ -d "${REPO}/viewer/node_modules" ]] && return 0
   command -v npm >/dev/null 2>&1 || die "npm not found: install nodejs/npm for the tile viewer's assets"
-  npm install --prefix "${REPO}/viewer" --no-audit --no-fund --silent
+  npm ci --prefix "${REPO}/viewer" --no-audit --no-fund --silent
   echo "setup: viewer assets installed"
 }
 

@@ -33,6 +33,9 @@ main() {
   "${REPO}/sh/slurm.sh" up
   "${REPO}/sh/sshd_test.sh" up
   cd "$REPO"
+  # a pytest temp folder of this checkout's own: another checkout's run cannot clean it away
+  export PYTEST_DEBUG_TEMPROOT="${REPO}/build/tmp"
+  mkdir -p "$PYTEST_DEBUG_TEMPROOT"
   "${REPO}/.venv/bin/python" -m pytest "$@"
 }
 

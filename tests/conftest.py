@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,43 +12,12 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "py"))
+from testutil import write_raster  # noqa: E402  (after the path set-up)
 
-
-def write_raster(
-    path: Path,
-    data: np.ndarray,
-    *,
-    crs: str | None = "EPSG:32635",
-    origin: tuple[float, float] = (500000.0, 5000000.0),
-    res: float = 10.0,
-    nodata: float | None = None,
-    **profile: object,
-) -> Path:
-    """Write ``data`` (bands, rows, cols) as a GeoTIFF at ``origin`` (upper-left) with square pixels."""
-    import rasterio
-    from rasterio.transform import from_origin
-
-    if data.ndim == 2:
-        data = data[None]
-    count, height, width = data.shape
-    prof: dict[str, object] = {
-        "driver": "GTiff",
-        "height": height,
-        "width": width,
-        "count": count,
-        "dtype": data.dtype.name,
-        "transform": from_origin(origin[0], origin[1], res, res),
-    }
-    if crs is not None:
-        prof["crs"] = crs
-    if nodata is not None:
-        prof["nodata"] = nodata
-    prof.update(profile)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", **prof) as dst:
-        dst.write(data)
-    return path
+# run records of test submissions stay out of the user's runs/ (inherited by make and job subprocesses)
+os.environ.setdefault("GEOHPC_RUNS_DIR", tempfile.mkdtemp(prefix="geohpc-test-runs-"))
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ from .errors import ConfigError, ServiceError, run_cli
 from .site import REPO, load_site, parse_makeflags
 from .util import redact
 
-PROTECTED = ("data/", "outputs/", "logs/", "runs/", ".venv/")
+PROTECTED = ("data/", "outputs/", "logs/", "runs/", ".venv")  # .venv may be a link
 EXCLUDES = (
-    ".git/", "__pycache__/", "*.pyc", ".pytest_cache/", ".ruff_cache/", "*.egg-info/", "node_modules/",
+    ".git", "__pycache__/", "*.pyc", ".pytest_cache/", ".ruff_cache/", "*.egg-info/", "node_modules/",
     "bench/out/", "build/",
     # secrets: keys, credentials and local overrides never leave this machine
     "*.pem", "*.key", "id_rsa*", "id_ed25519*", "id_ecdsa*", ".env", "*.local.env", ".netrc",
@@ -49,6 +49,8 @@ def rsync_command(src: Path, remote: str, remote_dir: str, *, dry_run: bool, ssh
     cmd = ["rsync", "-rlptz", "--delete", "--itemize-changes", "--stats", "-e", shlex.join(ssh)]
     if dry_run:
         cmd.append("--dry-run")
+    # the tile viewer's Leaflet (installed by make setup) travels: compute nodes have no npm registry
+    cmd.append("--include=/viewer/node_modules/***")
     for pattern in PROTECTED + EXCLUDES:
         cmd.append(f"--exclude={pattern}")
     cmd += [f"{src}/", f"{remote}:{remote_dir.rstrip('/')}/"]

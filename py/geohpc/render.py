@@ -21,7 +21,7 @@ TIME_RE = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^\d+$")
 MEM_RE = re.compile(r"^\d+[KMGT]?$")
 JOB_ID_RE = re.compile(r"^\d+(_\d+)?$")
 # make variables that steer the submission itself and are not passed to the job
-CONTROL_PARAMS = {"DRY_RUN", "FORCE", "ITEMS", "AFTER", "THROTTLE", "MEM", "TIME", "RERUN", "GPUS", "ARGS"}
+CONTROL_PARAMS = {"DRY_RUN", "FORCE", "ITEMS", "AFTER", "THROTTLE", "MEM", "TIME", "CPUS", "RERUN", "GPUS", "ARGS"}
 
 
 def resolve_path(repo: Path, value: str) -> str:
@@ -110,7 +110,11 @@ def sbatch_command(
     cmd += [f"--array={array}", f"--chdir={repo}", f"--export=ALL,GEOHPC_REPO={repo},GEOHPC_ENV={env_file}"]
     if after:
         cmd.append("--dependency=afterok:" + ":".join(after))
-    mem, walltime = params.get("MEM", ""), params.get("TIME", "")
+    mem, walltime, cpus = params.get("MEM", ""), params.get("TIME", ""), params.get("CPUS", "")
+    if cpus:
+        if not cpus.isdigit() or int(cpus) < 1:
+            raise ConfigError(f"CPUS={cpus!r} is not a positive number of CPUs per task")
+        cmd.append(f"--cpus-per-task={cpus}")
     if mem:
         if not MEM_RE.match(mem):
             raise ConfigError(f"MEM={mem!r} is not a Slurm memory size (e.g. MEM=8G)")

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,12 @@ from .plan import Chunk
 from .util import write_json_atomic
 
 RUNS_DIR = "runs"
+
+
+def runs_root(repo: Path) -> Path:
+    """Where run records live: ``<repo>/runs``, or ``$GEOHPC_RUNS_DIR`` (tests keep theirs apart)."""
+    override = os.environ.get("GEOHPC_RUNS_DIR", "")
+    return Path(override) if override else repo / RUNS_DIR
 
 
 @dataclass
@@ -94,7 +101,7 @@ class Run:
 
 def new_run(repo: Path, stage: str, site: str) -> Run:
     """Create ``runs/<stage>/<timestamp>/`` (unique even within one second)."""
-    base = repo / RUNS_DIR / stage
+    base = runs_root(repo) / stage
     base.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = base / stamp
@@ -120,7 +127,7 @@ def load_run(path: Path) -> Run:
 
 def list_runs(repo: Path, stage: str | None = None) -> list[Run]:
     """All runs (of one stage), oldest first."""
-    root = repo / RUNS_DIR
+    root = runs_root(repo)
     pattern = f"{stage}/*/plan.json" if stage else "*/*/plan.json"
     return [load_run(p.parent) for p in sorted(root.glob(pattern), key=lambda p: (p.stat().st_mtime, str(p)))]
 
@@ -128,9 +135,9 @@ def list_runs(repo: Path, stage: str | None = None) -> list[Run]:
 def find_run(repo: Path, stage: str, run: str = "") -> Run:
     """The run named ``run`` (a folder name or path) of ``stage``, else its latest run."""
     if run:
-        path = Path(run) if "/" in run else repo / RUNS_DIR / stage / run
+        path = Path(run) if "/" in run else runs_root(repo) / stage / run
         return load_run(path)
     runs = list_runs(repo, stage)
     if not runs:
-        raise ConfigError(f"no runs of stage {stage} under {repo / RUNS_DIR / stage}; submit one first")
+        raise ConfigError(f"no runs of stage {stage} under {runs_root(repo) / stage}; submit one first")
     return runs[-1]

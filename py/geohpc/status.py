@@ -141,7 +141,8 @@ def sizing_hint(status: RunStatus) -> str:
     if not req:
         directives = sbatch_directives(REPO / "jobs" / f"{status.run.stage}.sbatch")
         req = slurm.parse_mem(directives.get("mem", "")) if directives.get("mem") else 0
-    line = f"  elapsed median {statistics.median(elapsed):.0f}s max {max(elapsed)}s; MaxRSS max {_human(peak)}"
+    rss = _human(peak) if peak else "n/a (tasks shorter than the accounting interval)"
+    line = f"  elapsed median {statistics.median(elapsed):.0f}s max {max(elapsed)}s; MaxRSS max {rss}"
     if req:
         line += f" of {_human(req)} requested"
         want = 2 * peak

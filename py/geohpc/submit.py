@@ -28,7 +28,7 @@ from .stages import Stage, StageContext, get_stage, read_manifest
 from .util import write_text_atomic
 
 # make variables that are not site keys but steer a submission; read from the make line or the shell
-GENERIC_PARAMS = ("THROTTLE", "ITEMS", "AFTER", "DRY_RUN", "FORCE", "MEM", "TIME", "ARGS", "N", "RERUN", "OUT_DIR", "GPUS")
+GENERIC_PARAMS = ("THROTTLE", "ITEMS", "AFTER", "DRY_RUN", "FORCE", "MEM", "TIME", "ARGS", "N", "RERUN", "OUT_DIR", "GPUS", "CPUS")
 
 
 def collect_params(site: Site, cli: Mapping[str, str], env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# the tests' run records stay out of the user's runs/ (conftest sets GEOHPC_RUNS_DIR)
+RUNS_DIR = Path(os.environ.get("GEOHPC_RUNS_DIR") or tempfile.mkdtemp(prefix="geohpc-test-runs-"))
 
 
 def make(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     """``make -s ARGS`` in the repo with a clean environment (no stray GEOHPC_/SLURM_ variables)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("GEOHPC_", "SLURM_", "MAKE"))}
+    base["GEOHPC_RUNS_DIR"] = str(RUNS_DIR)
     base.update(env or {})
     return subprocess.run(["make", "-s", *args], cwd=REPO, capture_output=True, text=True, env=base, timeout=timeout)
 

@@ -84,4 +84,6 @@ def test_make_deploy_of_the_repo_keeps_remote_outputs(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert (remote / "Makefile").is_file() and (remote / "py" / "geohpc" / "submit.py").is_file()
     assert not (remote / ".venv").exists() and not (remote / ".git").exists()
+    if (REPO / "viewer" / "node_modules" / "leaflet").is_dir():  # the viewer's JS travels (no npm on nodes)
+        assert (remote / "viewer" / "node_modules" / "leaflet" / "dist" / "leaflet.js").is_file()
     assert (remote / "outputs" / "keep.tif").read_text() == "keep"

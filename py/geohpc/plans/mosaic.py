@@ -1,0 +1,49 @@
+"""mosaic: many rasters on one grid -> ``<out_dir>/<NAME>.vrt`` and the COG ``<out_dir>/<NAME>.tif``.
+
+Parameters: ``INPUT_DIR=<folder of *.tif>`` or ``LIST=<file with one raster path a line>``;
+``NAME`` (default ``mosaic``; the single manifest item); ``COG=no`` for the VRT alone;
+``REPROJECT=yes`` to warp inputs on another grid instead of refusing them; ``NODATA=v``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..stages import Stage, StageContext
+
+
+def _manifest(ctx: StageContext) -> list[str]:
+    if not (ctx.param("INPUT_DIR") or ctx.param("LIST")):
+        raise ConfigError("stage mosaic needs INPUT_DIR=<folder of GeoTIFFs> or LIST=<file with one path a line>")
+    name = ctx.param("NAME", "mosaic")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ConfigError(f"NAME={name!r}: use letters, digits, '_', '-' or '.' (it names the output files)")
+    return [name]
+
+
+def _output(item: str, ctx: StageContext) -> Path:
+    return ctx.out_dir / (f"{item}.vrt" if ctx.param("COG", "yes") == "no" else f"{item}.tif")
+
+
+def _done(item: str, ctx: StageContext) -> bool:
+    out = _output(item, ctx)
+    if not out.is_file():
+        return False
+    if out.suffix == ".vrt":
+        return True
+    from ..cog.validate import validate_cog  # lazy: planning imports the standard library only
+
+    return not validate_cog(out)
+
+
+STAGE = Stage(
+    name="mosaic",
+    module="geohpc.mosaic",
+    summary="mosaic many rasters on one grid into a VRT and one validated COG",
+    build_manifest=_manifest,
+    output_for=_output,
+    is_done=_done,
+    after=("cog",),
+)

@@ -1,0 +1,30 @@
+"""sample: embedding values at labelled points -> one Parquet table (reads grouped by raster block)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..stages import Stage, StageContext
+
+
+def _manifest(ctx: StageContext) -> list[str]:
+    for key in ("POINTS", "RASTERS"):
+        if not ctx.param(key):
+            raise ConfigError(f"stage sample needs {key}=: POINTS=<points file> RASTERS=<raster|dir|glob|list.txt>")
+    ctx.path_param("POINTS")
+    return [ctx.param("NAME", "samples")]
+
+
+def _output(item: str, ctx: StageContext) -> Path:
+    return ctx.out_dir / f"{item}.parquet"
+
+
+STAGE = Stage(
+    name="sample",
+    module="geohpc.sample",
+    summary="sample embedding rasters at labelled points into a Parquet table (block-grouped reads)",
+    build_manifest=_manifest,
+    output_for=_output,
+    after=("scene",),
+)

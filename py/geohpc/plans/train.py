@@ -1,0 +1,32 @@
+"""train: CatBoost + Optuna on the samples; TASKS=k array tasks tune one journal-backed study in parallel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..stages import Stage, StageContext
+
+
+def _manifest(ctx: StageContext) -> list[str]:
+    if not ctx.param("SAMPLES"):
+        raise ConfigError("stage train needs SAMPLES=<Parquet file or dir from the sample stage>")
+    n = int(ctx.param("TASKS", "1"))
+    if n < 1:
+        raise ConfigError(f"TASKS={n}: give at least 1 tuning task")
+    return [f"tune-{i:03d}" for i in range(n)]
+
+
+def _output(item: str, ctx: StageContext) -> Path:
+    # Every tuning task ends by fitting the final model from the shared study, so all share one output.
+    return ctx.out_dir / "model.cbm"
+
+
+STAGE = Stage(
+    name="train",
+    module="geohpc.train",
+    summary="tune (Optuna journal) and fit a CatBoost classifier; spatial-block and random-split metrics",
+    build_manifest=_manifest,
+    output_for=_output,
+    after=("sample",),
+)

@@ -1,0 +1,7 @@
+"""``python -m geohpc.tiles``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
