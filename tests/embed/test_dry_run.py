@@ -82,7 +82,7 @@ def test_infer_side_by_side(tmp_path: Path) -> None:
 
     # local: the venv, CPU shards.
     cmd = job_command("infer", local, local_sb, tmp_path, block)
-    assert cmd.startswith(f"{REPO}/.venv/bin/python -m geohpc.infer ") and "--cpu-shards 4 --threads 16" in cmd
+    assert cmd.startswith(f"{(REPO / '.venv').resolve()}/bin/python -m geohpc.infer ") and "--cpu-shards 4 --threads 16" in cmd
 
 
 @pytest.mark.parametrize("stage", ["stack", "retile", "stitch"])
