@@ -220,3 +220,20 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@pytest.mark.s3
+def test_s3_credentials_from_a_boto3_profile(s3_server, synth, tmp_path, monkeypatch) -> None:
+    coll = copy.deepcopy(synth["collection"])
+    coll["features"] = [f for f in coll["features"] if f["collection"] == "sentinel-1-rtc"][:1]
+    coll = synth_s12.upload(coll, Path(synth["dir"]), "s3://geohpc-profile/p", s3_server)
+    items = tmp_path / "items.json"
+    items.write_text(json.dumps(coll))
+    creds = tmp_path / "credentials"
+    creds.write_text("[default]\naws_access_key_id = fromprofile\naws_secret_access_key = profilesecret\n")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    res = download.download(items, _grid(synth["bbox"]), tmp_path / "o", retries=1)
+    assert set(res.values()) == {"done"}
+    assert os.environ["AWS_ACCESS_KEY_ID"] == "fromprofile"  # boto3's profile, handed to GDAL's /vsis3/
