@@ -1,0 +1,65 @@
+"""Shared planning for the embedding chain (download -> stack -> retile -> infer -> stitch); stdlib only.
+
+Each stage reads its input from the previous stage's output folder, ``<SCRATCH>/outputs/<stage>``
+unless the make line names it: DOWNLOAD_DIR, STACK_DIR, PATCH_DIR, EMB_DIR. The AOI grid comes from
+BBOX (minx,miny,maxx,maxy), AOI_CRS (default EPSG:32635) and RES (default 10), or from the stack's
+``stack.json`` once it exists, so the retile and infer arrays can be planned before the stack ran.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..embed_layout import STACK_JSON, Grid, grid_from_bbox, iter_blocks, iter_patches, parse_bbox
+from ..errors import ConfigError
+from ..stages import StageContext
+
+DIR_PARAMS = {"download": "DOWNLOAD_DIR", "stack": "STACK_DIR", "retile": "PATCH_DIR", "infer": "EMB_DIR",
+              "stitch": "STITCH_DIR"}
+
+
+def stage_dir(ctx: StageContext, stage: str) -> Path:
+    """Output folder of ``stage`` as seen from ``ctx`` (its own out_dir for the current stage)."""
+    if stage == ctx.stage:
+        return ctx.out_dir
+    key = DIR_PARAMS[stage]
+    return ctx.path_param(key, str(ctx.work / "outputs" / stage))
+
+
+def grid(ctx: StageContext) -> Grid:
+    """The AOI grid: from the stack's stack.json when present, else from BBOX/AOI_CRS/RES."""
+    meta = stage_dir(ctx, "stack") / STACK_JSON
+    if meta.exists() and not ctx.param("BBOX"):
+        return Grid(**json.loads(meta.read_text())["grid"])
+    bbox = ctx.param("BBOX")
+    if not bbox:
+        raise ConfigError(f"stage {ctx.stage} needs BBOX=minx,miny,maxx,maxy (AOI in AOI_CRS, default EPSG:32635)")
+    try:
+        return grid_from_bbox(parse_bbox(bbox), ctx.param("AOI_CRS", "EPSG:32635"), float(ctx.param("RES", "10")))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def sizes(ctx: StageContext) -> tuple[int, int]:
+    """(BLOCK, PATCH) from the make line, default 2000 and 500."""
+    try:
+        block, patch = int(ctx.param("BLOCK", "2000")), int(ctx.param("PATCH", "500"))
+    except ValueError:
+        raise ConfigError("BLOCK and PATCH must be whole numbers of pixels") from None
+    if not 0 < patch <= block:
+        raise ConfigError(f"PATCH={patch} BLOCK={block}: need 0 < PATCH <= BLOCK")
+    return block, patch
+
+
+def blocks(ctx: StageContext) -> list[str]:
+    """Block names of the AOI: the manifest of retile and infer."""
+    g = grid(ctx)
+    return [b for b, *_ in iter_blocks(g.height, g.width, sizes(ctx)[0])]
+
+
+def patches_of(ctx: StageContext, block: str) -> list[tuple[str, int, int]]:
+    """(``<block>/<patch>``, h, w) of every patch of ``block``."""
+    g = grid(ctx)
+    b_sz, p_sz = sizes(ctx)
+    return [(f"{b}/{p}", h, w) for b, p, _, _, h, w in iter_patches(g.height, g.width, b_sz, p_sz) if b == block]

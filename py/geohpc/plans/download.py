@@ -1,0 +1,44 @@
+"""download: fetch each STAC item's Sentinel-1/2 bands onto the AOI grid (AOI window only)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..embed_layout import DONE_MARKER, SKIP_MARKER
+from ..errors import InputError
+from ..stages import Stage, StageContext
+
+
+def _manifest(ctx: StageContext) -> list[str]:
+    path = ctx.path_param("STAC")
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: ItemCollection not found (save the STAC search there, give STAC=<items.json>)") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not JSON ({exc.msg}); save the STAC search result as JSON") from None
+    feats = data.get("features", []) if isinstance(data, dict) else data
+    ids = [str(f.get("id", "")) for f in feats if isinstance(f, dict)]
+    if not ids or not all(ids):
+        raise InputError(f"{path}: no items, or an item without id; is it a STAC ItemCollection?")
+    return ids
+
+
+def _output(item: str, ctx: StageContext) -> Path:
+    return ctx.out_dir / item / DONE_MARKER
+
+
+def _done(item: str, ctx: StageContext) -> bool:
+    return (ctx.out_dir / item / DONE_MARKER).exists() or (ctx.out_dir / item / SKIP_MARKER).exists()
+
+
+STAGE = Stage(
+    name="download",
+    module="geohpc.download",
+    summary="fetch S2 (TESSERA band order + SCL) and S1 VV/VH of each STAC item onto the AOI grid",
+    build_manifest=_manifest,
+    output_for=_output,
+    is_done=_done,
+    downloads=True,
+)

@@ -1,0 +1,35 @@
+"""infer: TESSERA-style embeddings of every patch of a block (one item a block; GPUs or CPU shards)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..stages import Stage, StageContext
+from . import _embed
+
+
+def _output(item: str, ctx: StageContext) -> Path:
+    return ctx.out_dir / item
+
+
+def _done(item: str, ctx: StageContext) -> bool:
+    return all((ctx.out_dir / f"{line}.npy").exists() for line, _, _ in _embed.patches_of(ctx, item))
+
+
+def _bytes(item: str, ctx: StageContext) -> int:
+    per_px = 128 + 4 if ctx.param("EMB_DTYPE", "float32") == "int8" else 128 * 4
+    return sum(h * w * per_px for _, h, w in _embed.patches_of(ctx, item))
+
+
+STAGE = Stage(
+    name="infer",
+    module="geohpc.infer",
+    summary="per-pixel 128-d embeddings of each patch (one process per GPU, or CPU shards), resumable",
+    build_manifest=_embed.blocks,
+    output_for=_output,
+    is_done=_done,
+    gpu=True,
+    runtime="container",
+    after=("retile",),
+    output_bytes=_bytes,
+)

@@ -1,0 +1,22 @@
+"""stack: per-date rasters -> TESSERA bands/masks/doys and S1 arrays per orbit (one item: the AOI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..embed_layout import STACK_JSON
+from ..stages import Stage, StageContext
+
+
+def _output(item: str, ctx: StageContext) -> Path:
+    return ctx.out_dir / STACK_JSON
+
+
+STAGE = Stage(
+    name="stack",
+    module="geohpc.stack",
+    summary="stack downloaded dates into bands (T,H,W,10) uint16, masks, doys and S1 (T',H,W,2) per orbit",
+    build_manifest=lambda ctx: ["aoi"],
+    output_for=_output,
+    after=("download",),
+)

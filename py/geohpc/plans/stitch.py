@@ -1,0 +1,29 @@
+"""stitch: patch embeddings -> one tiled, compressed 128-band GeoTIFF on the AOI grid (one item)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..stages import Stage, StageContext
+from . import _embed
+
+
+def _output(item: str, ctx: StageContext) -> Path:
+    return ctx.out_dir / "embeddings.tif"
+
+
+def _bytes(item: str, ctx: StageContext) -> int:
+    g = _embed.grid(ctx)
+    per_px = 128 + 4 if ctx.param("EMB_DTYPE", "float32") == "int8" else 128 * 4
+    return g.width * g.height * per_px  # uncompressed upper bound
+
+
+STAGE = Stage(
+    name="stitch",
+    module="geohpc.stitch",
+    summary="stitch patch embeddings into one tiled ZSTD 128-band GeoTIFF (float32 or int8 + scale)",
+    build_manifest=lambda ctx: ["embeddings"],
+    output_for=_output,
+    after=("infer",),
+    output_bytes=_bytes,
+)
