@@ -14,7 +14,7 @@ main() {
   [[ $# -ge 1 ]] || usage
   local module="$1" py
   shift
-  [[ "$module" =~ ^[a-z_]+$ ]] || die "bad module name '$module'"
+  [[ "$module" =~ ^[a-z0-9_]+$ ]] || die "bad module name '$module'"
   py="$(geohpc_python)"
   export PYTHONPATH="${REPO}/py${PYTHONPATH:+:${PYTHONPATH}}"
   exec "$py" -m "geohpc.${module}" "$@"

@@ -8,7 +8,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,18 +92,3 @@ def s3_server() -> Iterator[str]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def make_patch(pdir: Path, h: int, w: int, t: int = 6, t1: int = 3, seed: int = 0, masked: bool = False) -> None:
-    """Write one TESSERA patch folder of random data (all observations invalid when ``masked``)."""
-    rng = np.random.default_rng(seed)
-    pdir.mkdir(parents=True, exist_ok=True)
-    np.save(pdir / "bands.npy", rng.integers(100, 5000, (t, h, w, 10)).astype(np.uint16))
-    np.save(pdir / "masks.npy", np.zeros((t, h, w), np.uint8) if masked else (rng.random((t, h, w)) > 0.2).astype(np.uint8))
-    np.save(pdir / "doys.npy", np.arange(t, dtype=np.int16) * 20 + 90)
-    for k, o in enumerate(("ascending", "descending")):
-        sar = rng.normal(-12, 3, (t1, h, w, 2)).astype(np.float32)
-        if masked:
-            sar[:] = np.nan
-        np.save(pdir / f"sar_{o}.npy", sar)
-        np.save(pdir / f"sar_{o}_doy.npy", np.arange(t1, dtype=np.int16) * 30 + 95 + k)

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_patch
 from geohpc import embed_codec, infer, infer_parallel
 from geohpc import tessera_model as tm
 from geohpc.errors import InputError
+from testutil import make_patch
 
 REPO = Path(__file__).resolve().parents[2]
 BLOCKED = ("rasterio", "osgeo", "pyproj", "pandas", "geohpc.rasterio_io", "geohpc.progress")

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from conftest import REPO, write_raster
 from geohpc.cog import make_cog, overview_factors, validate_cog
 from geohpc.cog.build import _windows
 from rio_cogeo.cogeo import cog_validate
+from testutil import REPO, write_raster
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

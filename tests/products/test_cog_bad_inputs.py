@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from affine import Affine
-from conftest import REPO, write_raster
+from testutil import REPO, write_raster
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, write_raster
 from geohpc.cog import validate_cog
 from geohpc.errors import ConfigError, InputError
 from geohpc.stages import StageContext, get_stage
+from testutil import REPO, write_raster
 
 
 def ctx(tmp_path: Path, **params: str) -> StageContext:

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from conftest import REPO, write_raster
 from geohpc.cog import validate_cog
 from geohpc.errors import InputError
 from geohpc.mosaic import build_mosaic
 from rasterio.windows import Window
+from testutil import REPO, write_raster
 
 X0, Y0, RES = 500000.0, 5000000.0, 10.0
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from conftest import REPO, write_raster
 from geohpc.errors import ConfigError
 from geohpc.stages import StageContext, get_stage
+from testutil import REPO, write_raster
 
 
 def ctx(tmp_path: Path, **params: str) -> StageContext:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, write_raster
 from geohpc.plans.cog import memory_bytes
 from geohpc.stages import StageContext
+from testutil import REPO, write_raster
 
 
 def make(*args: str) -> subprocess.CompletedProcess[str]:

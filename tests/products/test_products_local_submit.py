@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from conftest import REPO, write_raster
 from geohpc.cog import validate_cog
+from testutil import REPO, write_raster
 
 
 def make(*args: str) -> subprocess.CompletedProcess[str]:
