@@ -7,7 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # what each test needs, as "file-or-command:debian-package"
 NEEDS=(/usr/sbin/sshd:openssh-server rsync:rsync gdal_translate:gdal-bin chromium:chromium
-  /usr/share/proj/proj.db:proj-data npm:npm /usr/bin/time:time)
+  /usr/share/proj/proj.db:proj-data npm:npm /usr/bin/time:time objdump:binutils chattr:e2fsprogs)
 
 usage() {
   sed -n 's/^# Usage: //p' "$0" >&2
