@@ -41,7 +41,7 @@ def _log_path(repo: Path, pattern: str, name: str, job_id: str, task: int) -> Pa
     return p if p.is_absolute() else repo / p
 
 
-def run_task(script: Path, repo: Path, env_file: Path, run_dir: Path, job_id: str, task: int) -> TaskInfo:
+def run_task(script: Path, repo: Path, env_file: Path, run_dir: Path, job_id: str, task: int, offset: int = 0) -> TaskInfo:
     """Run one array task of ``script`` and record its outcome."""
     directives = sbatch_directives(script)
     name = directives.get("job-name", script.stem)
@@ -55,6 +55,7 @@ def run_task(script: Path, repo: Path, env_file: Path, run_dir: Path, job_id: st
         {
             "GEOHPC_ENV": str(env_file),
             "GEOHPC_REPO": str(repo),
+            "GEOHPC_OFFSET": str(offset),
             "SLURM_ARRAY_JOB_ID": job_id,
             "SLURM_ARRAY_TASK_ID": str(task),
             "SLURM_JOB_ID": f"{job_id}{task:04d}",
@@ -105,7 +106,7 @@ def run_chunk(script: Path, repo: Path, env_file: Path, run_dir: Path, chunk: Ch
     chunk.job_id = job_id
     workers = max(1, throttle or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(lambda i: run_task(script, repo, env_file, run_dir, job_id, i), chunk.indices))
+        list(pool.map(lambda i: run_task(script, repo, env_file, run_dir, job_id, i, chunk.offset), chunk.indices))
     return job_id
 
 

@@ -76,7 +76,7 @@ def resubmit(repo: Path, stage_name: str, run_name: str, cli: dict[str, str], en
     executor = run.attempts[-1].executor if run.attempts else "slurm"
     new_chunks: list[Chunk] = []
     for c in chunks:
-        c.command = sbatch_command(site, stage, repo, run.env_file, c.array_spec(thr), params, [])
+        c.command = sbatch_command(site, stage, repo, run.env_file, c.array_spec(thr), params, [], c.offset)
         new_chunks.append(c)
     print(f"resubmitting {len(lines)} item(s) of {run.path.name}", file=out)
     if params.get("DRY_RUN", "") not in ("", "0"):

@@ -97,8 +97,12 @@ def sbatch_command(
     array: str,
     params: Mapping[str, str],
     after: list[str],
+    offset: int = 0,
 ) -> list[str]:
-    """The ``sbatch --parsable ...`` argument list for one array."""
+    """The ``sbatch --parsable ...`` argument list for one array.
+
+    ``offset`` is the chunk's first manifest line: array task N of this array runs line offset + N.
+    """
     cmd = ["sbatch", "--parsable"]
     if site.get("ACCOUNT"):
         cmd.append(f"--account={site.get('ACCOUNT')}")
@@ -108,7 +112,7 @@ def sbatch_command(
         cmd.append(f"--partition={partition}")
     if gpus:
         cmd.append(f"--gpus-per-node={gpus}")
-    cmd += [f"--array={array}", f"--chdir={repo}", f"--export=ALL,GEOHPC_REPO={repo},GEOHPC_ENV={env_file}"]
+    cmd += [f"--array={array}", f"--chdir={repo}", f"--export=ALL,GEOHPC_REPO={repo},GEOHPC_ENV={env_file},GEOHPC_OFFSET={offset}"]
     if after:
         cmd.append("--dependency=afterok:" + ":".join(after))
     mem, walltime, cpus = params.get("MEM", ""), params.get("TIME", ""), params.get("CPUS", "")

@@ -149,7 +149,8 @@ def submit(
     run = _prepare_run(site_repo, stage, site, items, dry_run)
     env_vars, warnings = job_env(site, stage, site_repo, run.path, params, ctx.out_dir, work)
     problems += warnings
-    commands = [sbatch_command(site, stage, site_repo, run.env_file, c.array_spec(thr), params, after) for c in chunks]
+    commands = [sbatch_command(site, stage, site_repo, run.env_file, c.array_spec(thr), params, after, c.offset)
+                for c in chunks]
     for chunk, cmd in zip(chunks, commands, strict=True):
         chunk.command = cmd
     for problem in problems:

@@ -24,3 +24,14 @@ def test_local_executor_runs_job_scripts(tmp_path: Path) -> None:
     assert log.name.startswith("probe_") and "== geohpc probe job" in log.read_text()
     status = make("status", "STAGE=probe")
     assert "3/3" in status.stdout and "MaxRSS" in status.stdout
+
+
+def test_local_executor_runs_every_chunk(tmp_path: Path) -> None:
+    items = tmp_path / "items.txt"
+    items.write_text("e0\ne1\ne2\ne3\ne4\n")
+    proc = make("submit", "STAGE=probe", "SITE=local", "EXECUTOR=local", f"ITEMS={items}", "MAX_ARRAY_SIZE=2",
+                f"OUT_DIR={tmp_path}")
+    assert proc.returncode == 0, proc.stderr
+    for i in range(5):
+        report = json.loads((tmp_path / f"e{i}.json").read_text())
+        assert report["env"]["SLURM_ARRAY_TASK_ID"] == str(i % 2)

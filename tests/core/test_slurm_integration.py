@@ -116,3 +116,21 @@ def test_waves_respect_max_jobs_and_skip_items_in_flight(tmp_path: Path) -> None
         if len(ids) > 1:
             make("cancel", f"JOB={ids[1]}")
     wait_jobs(ids, timeout=60)
+
+
+def test_chunked_arrays_run_every_item_once(tmp_path: Path) -> None:
+    items = tmp_path / "items.txt"
+    names = [f"c{i:02d}" for i in range(7)]
+    items.write_text("\n".join(names) + "\n")
+    proc = make("submit", "STAGE=probe", "SITE=local", f"ITEMS={items}", "MAX_ARRAY_SIZE=3", "THROTTLE=2",
+                f"OUT_DIR={tmp_path}")
+    assert proc.returncode == 0, proc.stderr
+    ids = job_ids_from(proc.stdout)
+    assert len(ids) == 3
+    wait_jobs(ids)
+    for i, name in enumerate(names):
+        report = json.loads((tmp_path / f"{name}.json").read_text())
+        # line i runs as task i % 3 of the (i // 3)-th array
+        assert report["env"]["SLURM_ARRAY_JOB_ID"] == ids[i // 3], name
+        assert report["env"]["SLURM_ARRAY_TASK_ID"] == str(i % 3), name
+    assert "7/7" in make("status", "STAGE=probe").stdout
