@@ -19,7 +19,9 @@ from .errors import ConfigError, ServiceError, run_cli
 from .site import REPO, load_site, parse_makeflags
 from .util import redact
 
-PROTECTED = ("data/", "outputs/", "logs/", "runs/", ".venv")  # .venv may be a link
+# no trailing slash: a remote data/ that is a symlink (to project storage, say) is protected too
+PROTECTED = ("data", "outputs", "logs", "runs", ".venv", "project", ".geohpc-deployed")
+MARKER = ".geohpc-deployed"  # written remotely after each deploy: this folder is a deployed checkout
 EXCLUDES = (
     ".git", "__pycache__/", "*.pyc", ".pytest_cache/", ".ruff_cache/", "*.egg-info/", "node_modules/",
     "bench/out/", "build/",
@@ -41,12 +43,33 @@ def check_remote_dir(remote_dir: str) -> None:
         raise ConfigError(f"REMOTE_DIR={remote_dir!r} is too close to '/': give the repo its own folder below your project")
 
 
+def check_not_data_dir(remote_dir: str, site_values: dict[str, str]) -> None:
+    """Refuse a REMOTE_DIR that is the site's SCRATCH or PROJECT_DIR, or a folder above them."""
+    target = Path(remote_dir.rstrip("/"))
+    for key in ("SCRATCH", "PROJECT_DIR"):
+        value = site_values.get(key, "")
+        if value.startswith("/") and (Path(value) == target or target in Path(value).parents):
+            raise ConfigError(
+                f"REMOTE_DIR={remote_dir} is the site's {key} (or above it): deploy --delete would remove data there; "
+                f"use a folder of its own, e.g. REMOTE_DIR={value.rstrip('/')}/geohpc"
+            )
+
+
+def remote_guard_command(remote_dir: str) -> str:
+    """A remote shell test that prints NOT_A_CHECKOUT when REMOTE_DIR holds files but no geohpc checkout."""
+    d = shlex.quote(remote_dir.rstrip("/"))
+    keep = "|".join(p.replace(".", "\\.") for p in PROTECTED)
+    return (f"if [ -d {d} ] && [ -n \"$(ls -A {d} | grep -vxE '{keep}')\" ] && ! [ -f {d}/{MARKER} ] "
+            f"&& ! [ -f {d}/sites/local.env ]; then echo NOT_A_CHECKOUT; fi")
+
+
 def rsync_command(src: Path, remote: str, remote_dir: str, *, dry_run: bool, ssh_config: str = "") -> list[str]:
     """The rsync argument list."""
     ssh = ["ssh", "-o", "BatchMode=yes"]
     if ssh_config:
         ssh += ["-F", ssh_config]
-    cmd = ["rsync", "-rlptz", "--delete", "--itemize-changes", "--stats", "-e", shlex.join(ssh)]
+    # --checksum: an edit that keeps the size within the same second must still travel (code is small)
+    cmd = ["rsync", "-rlptz", "--checksum", "--delete", "--itemize-changes", "--stats", "-e", shlex.join(ssh)]
     if dry_run:
         cmd.append("--dry-run")
     # the tile viewer's Leaflet (installed by make setup) travels: compute nodes have no npm registry
@@ -86,12 +109,19 @@ def deploy(
     if not remote or not ALIAS_RE.match(remote):
         raise ConfigError(f"REMOTE={remote!r} in {site.path.name} is not an ssh alias: pass REMOTE=<alias from ~/.ssh/config>")
     check_remote_dir(remote_dir)
+    check_not_data_dir(remote_dir, site.values)
     cmd = rsync_command(src, remote, remote_dir, dry_run=dry_run, ssh_config=ssh_config)
-    # make the target folder first (rsync creates only the last level)
-    mk = ["ssh", "-o", "BatchMode=yes", *(["-F", ssh_config] if ssh_config else []), remote, "mkdir", "-p", "--", remote_dir]
-    if not dry_run:
-        _run(mk, "deploy")
+    ssh = ["ssh", "-o", "BatchMode=yes", *(["-F", ssh_config] if ssh_config else []), remote]
+    if "NOT_A_CHECKOUT" in _run([*ssh, remote_guard_command(remote_dir)], "deploy").stdout:
+        raise ConfigError(
+            f"{remote}:{remote_dir} holds files but no geohpc checkout (no sites/local.env): deploy --delete would "
+            "remove them; choose an empty folder or the repo's own folder as REMOTE_DIR"
+        )
+    if not dry_run:  # make the target folder first (rsync creates only the last level)
+        _run([*ssh, "mkdir", "-p", "--", remote_dir], "deploy")
     proc = _run(cmd, "deploy")
+    if not dry_run:
+        _run([*ssh, f"date -u +%FT%TZ > {shlex.quote(remote_dir.rstrip('/') + '/' + MARKER)}"], "deploy")
     what = "would change" if dry_run else "changed"
     return f"deploy {site.name} -> {remote}:{remote_dir} ({what}): {summarize(proc.stdout)}"
 

@@ -87,3 +87,32 @@ def test_make_deploy_of_the_repo_keeps_remote_outputs(tmp_path: Path) -> None:
     if (REPO / "viewer" / "node_modules" / "leaflet").is_dir():  # the viewer's JS travels (no npm on nodes)
         assert (remote / "viewer" / "node_modules" / "leaflet" / "dist" / "leaflet.js").is_file()
     assert (remote / "outputs" / "keep.tif").read_text() == "keep"
+
+
+def test_remote_symlinked_data_and_foreign_folders_are_safe(tmp_path: Path) -> None:
+    src, remote = tmp_path / "src", tmp_path / "remote" / "proj" / "geohpc"
+    (src / "sites").mkdir(parents=True)
+    (src / "sites" / "local.env").write_text("SITE_NAME=local\n")
+    assert deploy(src, str(remote)).returncode == 0
+    real = tmp_path / "project-storage"
+    real.mkdir()
+    (real / "big.tif").write_text("terabytes")
+    (remote / "data").symlink_to(real)  # data/ on the cluster is often a link to project storage
+    again = deploy(src, str(remote))
+    assert again.returncode == 0, again.stderr
+    assert (remote / "data").is_symlink() and (real / "big.tif").read_text() == "terabytes"
+    # a folder full of something else (the scratch root, say) is refused before anything is deleted
+    foreign = tmp_path / "remote" / "proj" / "scratchlike"
+    foreign.mkdir()
+    (foreign / "embeddings.tif").write_text("results")
+    proc = deploy(src, str(foreign))
+    assert proc.returncode == 2 and "no geohpc checkout" in proc.stderr
+    assert (foreign / "embeddings.tif").read_text() == "results"
+
+
+def test_remote_dir_equal_to_scratch_is_refused() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "py")}
+    env.pop("MAKEFLAGS", None)
+    proc = subprocess.run([sys.executable, "-m", "geohpc.deploy", "--site", "lumi", "--dry-run", "--set",
+                           "REMOTE_DIR=/scratch/project_465002500/romcrop"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and "is the site's SCRATCH" in proc.stderr
