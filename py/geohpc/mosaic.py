@@ -239,6 +239,10 @@ def build_mosaic(
         The COG when one was asked for, else the VRT.
     """
     vrt = Path(vrt)
+    outputs = {Path(p).resolve() for p in (vrt, cog) if p is not None}
+    clash = next((p for p in inputs if Path(p).resolve() in outputs), None)
+    if clash is not None:
+        raise InputError(f"{clash}: is both an input and the mosaic's output; write the mosaic elsewhere (--out/--cog)")
     headers = read_headers(inputs, reproject=reproject, warp_dir=vrt.parent / f"{vrt.stem}.warped", nodata=nodata)
     gdal = _osgeo_gdal()
     if gdal is not None:  # GDAL's Python bindings are present: let BuildVRT write it
@@ -288,7 +292,9 @@ def _inputs(args: argparse.Namespace) -> list[str]:
         d = Path(args.input_dir)
         if not d.is_dir():
             raise InputError(f"{d}: --input-dir is not a folder")
-        paths += sorted(str(p) for p in d.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
+        outs = {Path(p).resolve() for p in (args.out, args.cog) if p}
+        paths += sorted(str(p) for p in d.iterdir()
+                        if p.suffix.lower() in (".tif", ".tiff") and not p.name.startswith(".") and p.resolve() not in outs)
     return paths
 
 

@@ -166,3 +166,21 @@ def test_nodata_option_fills_gaps_of_inputs_without_nodata(tmp_path: Path) -> No
     with rasterio.open(vrt) as ds:
         a = ds.read(1)
         assert ds.nodata == 7 and (a[:20, 20:] == 7).all() and (a[20:] == 3).all()
+
+
+def test_mosaic_never_overwrites_an_input(tmp_path: Path) -> None:
+    a = write_raster(tmp_path / "md" / "a.tif", np.ones((1, 8, 8), np.uint8))
+    write_raster(tmp_path / "md" / "b.tif", np.ones((1, 8, 8), np.uint8), origin=(500080.0, 5000000.0))
+    before = a.read_bytes()
+    env = {"PYTHONPATH": str(REPO / "py"), "PATH": "/usr/bin:/bin"}
+    run = [sys.executable, "-m", "geohpc.mosaic"]
+    proc = subprocess.run([*run, "--out", str(tmp_path / "m.vrt"), "--cog", str(a), str(a), str(tmp_path / "md" / "b.tif")],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and "is both an input and the mosaic's output" in proc.stderr
+    assert a.read_bytes() == before
+    # a mosaic COG written into the input folder is not picked up as an input by the next run
+    for _ in range(2):
+        proc = subprocess.run([*run, "--out", str(tmp_path / "md" / "all.vrt"), "--cog", str(tmp_path / "md" / "all.tif"),
+                               "--input-dir", str(tmp_path / "md")], capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "md" / "all.vrt").read_text().count("<SourceFilename") == 2
