@@ -7,7 +7,7 @@ MAKEFLAGS += --no-builtin-rules --no-print-directory
 
 SITE ?= local
 VALID_SITES := $(sort $(filter-out %.local,$(basename $(notdir $(wildcard sites/*.env)))))
-VALID_STAGES := $(sort $(filter-out __init__,$(basename $(notdir $(wildcard py/geohpc/plans/*.py)))))
+VALID_STAGES := $(sort $(filter-out _%,$(basename $(notdir $(wildcard py/geohpc/plans/*.py)))))
 PY_RUN := sh/run.sh
 
 # one word, and one of the valid names: anything else (shell characters included) stops make at once
@@ -17,7 +17,7 @@ guard_stage = $(if $(call valid,$(STAGE),$(VALID_STAGES)),,$(error unknown STAGE
 guard_stage_opt = $(if $(STAGE),$(guard_stage))
 
 .PHONY: help setup test lint demo slurm-up slurm-down sshd-up sshd-down deploy submit status throttle cancel \
-	resubmit preflight purge-guard rescue bench clean-runs
+	resubmit preflight purge-guard rescue bench s3-up s3-down
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -75,6 +75,12 @@ sshd-up: ## start the loopback sshd used by the deploy tests
 
 sshd-down: ## stop the loopback sshd
 	@sh/sshd_test.sh down
+
+s3-up: ## start a local S3 server (moto) on 127.0.0.1:9000: the demo's download then reads s3://
+	@sh/s3.sh up
+
+s3-down: ## stop the local S3 server
+	@sh/s3.sh down
 
 ##@ Benchmarks
 bench: ## run a benchmark side by side with its peer tool: BENCH=cog|tiles|sample|infer|train

@@ -70,6 +70,8 @@ run_py() {
     [[ "${launch[$i]}" != "@SIF@" ]] || launch[i]="${PYTORCH_SIF:-${SING_IMAGE:?no SING_IMAGE: load the PyTorch module (PYTORCH_MODULES)}}"
   done
   [[ -z "${GEOHPC_ARGS:-}" ]] || read -r -a extra <<< "$GEOHPC_ARGS"
-  echo "== $(date -Is) python -m $*"
+  # signed URLs and tokens never reach the job log
+  echo "== $(date -Is) python -m $*" | sed -E 's/([?&](sig|se|st|sv|sp|X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token)=)[^&[:space:]]+/\1REDACTED/g'
+
   "${launch[@]}" -m "$@" "${extra[@]}"
 }

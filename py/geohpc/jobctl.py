@@ -79,6 +79,11 @@ def resubmit(repo: Path, stage_name: str, run_name: str, cli: dict[str, str], en
         c.command = sbatch_command(site, stage, repo, run.env_file, c.array_spec(thr), params, [], c.offset)
         new_chunks.append(c)
     print(f"resubmitting {len(lines)} item(s) of {run.path.name}", file=out)
+    if params.get("FORCE", "") in ("", "0"):  # the same preflight gate as make submit
+        from .submit import run_preflight_gate
+
+        items = run.items()
+        run_preflight_gate(site, stage, [items[i] for i in lines], params, env)
     if params.get("DRY_RUN", "") not in ("", "0"):
         for c in new_chunks:
             print("  " + " ".join(c.command), file=out)

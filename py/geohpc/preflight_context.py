@@ -305,6 +305,11 @@ def _fill_stage(ctx: PreflightContext, name: str, items: list[str] | None = None
     else:
         ctx.launch = ctx.env.get("GEOHPC_LAUNCH", "")
     try:
+        if items is None and ctx.params.get("ITEMS"):  # the manifest make submit would use
+            from .stages import read_manifest
+
+            given = Path(ctx.params["ITEMS"])
+            items = read_manifest(given if given.is_absolute() else ctx.repo / given)
         ctx.items = list(items) if items is not None else stage.build_manifest(sctx)
     except GeohpcError as exc:
         ctx.manifest_error = str(exc)

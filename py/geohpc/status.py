@@ -175,7 +175,11 @@ def wait(stage: str, poll_s: float = 3.0, timeout_s: float = 6 * 3600) -> int:
     """Block until the latest run of ``stage`` has nothing pending or running; 1 if any item failed."""
     import time
 
-    run = list_runs(REPO, stage)[-1]
+    runs = list_runs(REPO, stage or None)
+    if not runs:
+        print(f"no runs of {stage or 'any stage'} yet: make submit STAGE=<stage> SITE=<site>", file=sys.stderr)
+        return 1
+    run = runs[-1]
     deadline = time.monotonic() + timeout_s
     last = ""
     while True:

@@ -9,6 +9,7 @@ submits nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shlex
@@ -23,9 +24,9 @@ from .executor_local import run_chunk
 from .plan import effective_throttle, parse_throttle, plan_chunks
 from .render import JOB_ID_RE, env_file_text, job_env, resolve_path, sbatch_command
 from .runs import Attempt, Run, find_run, list_runs, new_run
-from .site import REPO, SRC_CLI, SRC_SHELL, Site, load_site, parse_makeflags
+from .site import REPO, SRC_CLI, Site, load_site, parse_makeflags
 from .stages import Stage, StageContext, get_stage, read_manifest
-from .util import write_text_atomic
+from .util import redact, write_text_atomic
 
 # make variables that are not site keys but steer a submission; read from the make line or the shell
 GENERIC_PARAMS = ("THROTTLE", "ITEMS", "AFTER", "DRY_RUN", "FORCE", "MEM", "TIME", "ARGS", "N", "RERUN", "OUT_DIR", "GPUS", "CPUS")
@@ -37,7 +38,9 @@ def collect_params(site: Site, cli: Mapping[str, str], env: Mapping[str, str]) -
     sources: dict[str, str] = {}
     for key in GENERIC_PARAMS:
         if key in env and key not in cli and env[key] != "":
-            params[key], sources[key] = env[key], SRC_SHELL
+            # a stray THROTTLE/MEM/... in the shell must not steer a submit silently: say so, ignore it
+            print(f"  warning: shell variable {key}={redact(env[key])} ignored (put {key}= on the make line to use it)",
+                  file=sys.stderr)
     for key, value in cli.items():
         if key in site.values or key in ("SITE", "STAGE"):
             continue
@@ -128,9 +131,9 @@ def submit(
         held, todo = len(todo) - max_jobs, todo[:max_jobs]
 
     print(f"geohpc submit: stage {stage.name} on site {site.name} ({executor})", file=out)
-    print(site.report(), file=out)
+    print(redact(site.report()), file=out)
     for key in sorted(params):
-        print(f"  {key}={params[key]}  ({param_sources[key]})", file=out)
+        print(f"  {key}={redact(params[key])}  ({param_sources[key]})", file=out)
     done_n = len(items) - len(todo) - len(queued) - held
     print(f"  items: {len(items)} in manifest, {done_n} already done, {len(queued)} still queued or running "
           f"in earlier runs, {len(todo)} to run", file=out)
@@ -159,17 +162,22 @@ def submit(
     if dry_run:
         print(f"DRY_RUN: {len(chunks)} array(s), nothing submitted. sbatch command line(s):", file=out)
         for cmd in commands:
-            print("  " + shlex.join(cmd), file=out)
+            print("  " + redact(shlex.join(cmd)), file=out)
         print(f"python launcher: {env_vars['GEOHPC_LAUNCH']}"
               + (" (@SIF@ = $SING_IMAGE after module load " + site.get("PYTORCH_MODULES") + ")"
                  if "@SIF@" in env_vars["GEOHPC_LAUNCH"] else ""), file=out)
         print("job environment (job.env):", file=out)
-        print("".join("  " + line for line in env_file_text(env_vars).splitlines(True)), end="", file=out)
+        print("".join("  " + redact(line) for line in env_file_text(env_vars).splitlines(True)), end="", file=out)
         return None
-    if problems:
-        raise ConfigError(problems[0])
+    try:
+        if problems:
+            raise ConfigError(problems[0])
+        run_preflight_gate(site, stage, items, params, env)
+    except ConfigError:
+        with contextlib.suppress(OSError):
+            run.path.rmdir()  # the run folder is still empty: a refused submit leaves nothing behind
+        raise
 
-    _run_preflight(site, stage, items, params, env)
     run.path.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run.manifest, "\n".join(items) + "\n")
     write_text_atomic(run.env_file, env_file_text(env_vars))
@@ -215,7 +223,7 @@ def _prepare_run(repo: Path, stage: Stage, site: Site, items: list[str], dry_run
     return run
 
 
-def _run_preflight(site: Site, stage: Stage, items: list[str], params: Mapping[str, str], env: Mapping[str, str]) -> None:
+def run_preflight_gate(site: Site, stage: Stage, items: list[str], params: Mapping[str, str], env: Mapping[str, str]) -> None:
     """Stop on a failing preflight check for this stage unless FORCE=1."""
     if params.get("FORCE", "") not in ("", "0"):
         return

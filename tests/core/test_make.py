@@ -95,3 +95,15 @@ def test_betzy_real_submit_refuses_unknown_account(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "is empty in betzy.env: pass" in proc.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_secrets_are_redacted_and_stray_shell_params_ignored() -> None:
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "THROTTLE": "5", "MEM": "2G"}
+    proc = subprocess.run(["make", "-s", "submit", "STAGE=probe", "SITE=lumi", "DRY_RUN=1",
+                           "ARGS=--url https://acct.blob.core.windows.net/c/x.tif?sv=2024&se=2030-01-01&sig=SECRETSIG"],
+                          cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "SECRETSIG" not in proc.stdout + proc.stderr and "sig=REDACTED" in proc.stdout
+    # THROTTLE/MEM from the shell do not steer the submit; the user is told
+    assert "shell variable THROTTLE=5 ignored" in proc.stderr and "%5" not in proc.stdout
+    assert "--mem=2G" not in proc.stdout
