@@ -48,6 +48,15 @@ def rocm_flags(ctx: PreflightContext) -> list[str]:
     return found
 
 
+def _container_needs(stage: str | None) -> str:
+    """What a stage declares it imports inside the container beyond numpy and torch (Stage.extra)."""
+    if not stage:
+        return ""
+    from geohpc.stages import get_stage
+
+    return get_stage(stage).extra.get("container_needs", "")
+
+
 def check(ctx: PreflightContext) -> Result:
     """Fail on ``--rocm`` on a ROCm (LUMI) site, or on a path the container cannot see."""
     runtime = ctx.site.get("CONTAINER_RUNTIME", "none") or "none"
@@ -73,6 +82,11 @@ def check(ctx: PreflightContext) -> Result:
         return fail(f"{var} ({','.join(ctx.binds) or 'empty'}) misses {', '.join(missing[:4])}: the job sees "
                     "'No such file or directory' inside the container",
                     f"add {','.join(tops)} to CONTAINER_BIND in sites/{ctx.site.get('SITE_NAME', '?')}.env")
+    needs = _container_needs(ctx.stage)
+    if needs and not ctx.site.get("CONTAINER_PYTHONPATH"):
+        return fail(f"stage {ctx.stage} imports {needs} inside the PyTorch container, which has no GDAL: "
+                    f"'{needs} is not importable in this runtime'",
+                    "set CONTAINER_PYTHONPATH to a deps venv made with the container's python (RUNBOOK: deps venv)")
     if not ctx.site.get("PYTORCH_SIF") and not ctx.site.get("PYTORCH_MODULES"):
         return warn(f"site {ctx.site.get('SITE_NAME', '?')} uses {runtime} but PYTORCH_SIF is empty",
                     "set PYTORCH_SIF=/path/to/pytorch.sif in the site file")

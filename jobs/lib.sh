@@ -49,7 +49,8 @@ job_start() {
   echo "== restart count ${SLURM_RESTART_COUNT:-0}, cpus ${SLURM_CPUS_PER_TASK:-?}, launch: ${GEOHPC_LAUNCH}"
   cd "$GEOHPC_REPO" || die "cannot cd to $GEOHPC_REPO"
   load_modules
-  export PYTHONPATH="${GEOHPC_REPO}/py${PYTHONPATH:+:${PYTHONPATH}}"
+  # container stages may add a deps venv built with the container's python (rasterio for predict)
+  export PYTHONPATH="${GEOHPC_REPO}/py${GEOHPC_CONTAINER_PYTHONPATH:+:${GEOHPC_CONTAINER_PYTHONPATH}}${PYTHONPATH:+:${PYTHONPATH}}"
   export PYTHONUNBUFFERED=1
 }
 

@@ -106,8 +106,8 @@ def predict_raster(model_path: str | Path, raster: str, out_dir: str | Path, *, 
         import rasterio
         from rasterio.windows import Window
     except ImportError as exc:  # the GPU container may lack GDAL: point at the deps venv
-        raise ConfigError("rasterio is not importable in this runtime; put the deps venv on PYTHONPATH "
-                          "(e.g. the projappl venv) or run predict in the venv") from exc
+        raise ConfigError("rasterio is not importable in this runtime: set CONTAINER_PYTHONPATH in the site file "
+                          "to a deps venv made with the container's python (RUNBOOK: deps venv)") from exc
     import torch
 
     from .fit.ckpt import load_model

@@ -77,6 +77,13 @@ def job_env(
     )
     if params.get("ARGS"):
         env["GEOHPC_ARGS"] = params["ARGS"]
+    if container and site.get("CONTAINER_PYTHONPATH"):
+        env["GEOHPC_CONTAINER_PYTHONPATH"] = site.get("CONTAINER_PYTHONPATH").replace(",", ":")
+    elif container and stage.extra.get("container_needs"):
+        warnings.append(
+            f"stage {stage.name} needs {stage.extra['container_needs']} inside the PyTorch container: set "
+            "CONTAINER_PYTHONPATH=<site-packages of a deps venv made with the container's python> (RUNBOOK: deps venv)"
+        )
     if container:
         bind = site.get("CONTAINER_BIND")
         if bind:

@@ -107,3 +107,12 @@ def test_secrets_are_redacted_and_stray_shell_params_ignored() -> None:
     # THROTTLE/MEM from the shell do not steer the submit; the user is told
     assert "shell variable THROTTLE=5 ignored" in proc.stderr and "%5" not in proc.stdout
     assert "--mem=2G" not in proc.stdout
+
+
+def test_container_stage_that_reads_rasters_needs_a_deps_path() -> None:
+    base = ["submit", "STAGE=predict", "SITE=lumi", "DRY_RUN=1", "EMBEDDINGS=x.tif", "MODEL=m.pt"]
+    plain = make(*base)
+    assert "predict needs rasterio inside the PyTorch container" in plain.stdout
+    deps = make(*base, "CONTAINER_PYTHONPATH=/projappl/p/deps/site-packages")
+    assert "GEOHPC_CONTAINER_PYTHONPATH=/projappl/p/deps/site-packages" in deps.stdout
+    assert "needs rasterio" not in deps.stdout

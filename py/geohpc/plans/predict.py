@@ -46,5 +46,5 @@ STAGE = Stage(
     runtime="container",
     after=("fit",),
     # one strip per task needs one GPU, not the whole node (see the report: gpus_for should honour this)
-    extra={"gpus_per_node": "1"},
+    extra={"gpus_per_node": "1", "container_needs": "rasterio"},
 )
