@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
-# The main job on the local site: from raw imagery to a validated crop map. A small synthetic
-# Sentinel-1/2 time series (six crops) goes through download (from the local S3 server when one
-# answers at GEOHPC_S3_ENDPOINT, else from files) -> stack -> retile -> infer -> stitch -> cog, then
-# sample -> train -> classify -> validate on those embeddings, then mosaic -> tiles. Each stage is
-# submitted through make submit's code path and waited for; the end prints where the results are.
+# The main job on the local site, raw imagery to a validated crop map: synthetic Sentinel-1/2 (from the
+# local S3 server when one answers, else files) -> download ... stitch -> cog -> sample ... validate ->
+# mosaic -> tiles, each stage submitted through make submit's code path and waited for.
 # Usage: sh/demo.sh   (make demo; DEMO=full adds the segmentation branch)
 set -o errexit -o nounset -o pipefail
 # shellcheck source=sh/lib.sh
@@ -52,8 +50,7 @@ imagery() {
   else
     echo "== demo: no S3 server answers (make s3-up starts one); the imagery is read from files"
   fi
-  # python -m directly: sh/run.sh accepts only [a-z_] module names, and synth_s12 has a digit
-  PYTHONPATH="${REPO}/py" "$(geohpc_python)" -m geohpc.synth_s12 --out "${DATA}/s12" --size "$SIZE" \
+  "${REPO}/sh/run.sh" synth_s12 --out "${DATA}/s12" --size "$SIZE" \
     --train-points 600 --val-points 300 "${upload[@]}"
   "${REPO}/sh/run.sh" tessera_model --preset demo --out "${DATA}/tessera_demo.pt" >/dev/null
 }
