@@ -98,14 +98,63 @@ def _ema(path: Path, tree: ast.AST) -> list[Finding]:
             if not (isinstance(ub, ast.Constant) and ub.value is True):
                 out.append(Finding(path, call.lineno, "ema-buffers", "fail",
                                    "AveragedModel without use_buffers=True: BatchNorm stats stay stale"))
-    for node in ast.walk(tree):
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or "ema" not in node.name.lower():
-            continue
-        called = {_name(c.func) for c in _calls(node)}
-        if called & {"parameters", "named_parameters"} and not called & {"buffers", "named_buffers", "state_dict"}:
-            out.append(Finding(path, node.lineno, "ema-buffers", "fail",
-                               f"{node.name} averages parameters() but never copies buffers()"))
+    # an EMA is any loop or comprehension that touches a name with "ema" in it (or lives in an *ema* scope);
+    # it must walk buffers (or the state_dict) somewhere, not only the parameters
+    scopes = [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    for scope in scopes:
+        in_ema_scope = "ema" in getattr(scope, "name", "").lower()
+        walked: set[str] = set()
+        for loop in _loops(scope):
+            if in_ema_scope or _touches_ema(loop):
+                walked |= _iterated(loop)
+        if walked & {"parameters", "named_parameters"} and not walked & {"buffers", "named_buffers", "state_dict"}:
+            line = getattr(scope, "lineno", 1)
+            what = getattr(scope, "name", "module")
+            out.append(Finding(path, line, "ema-buffers", "fail",
+                               f"EMA in {what} averages parameters() but never copies buffers()"))
     return out
+
+
+def _loops(scope: ast.AST) -> list[ast.AST]:
+    """For loops, and assignments of comprehensions, directly in ``scope`` (not in nested functions)."""
+    out: list[ast.AST] = []
+    stack = list(ast.iter_child_nodes(scope))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            continue
+        if isinstance(node, (ast.For, ast.AsyncFor)) or (
+                isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(
+                    node.value, (ast.ListComp, ast.DictComp, ast.SetComp, ast.GeneratorExp))):
+            out.append(node)
+        stack.extend(ast.iter_child_nodes(node))
+    return out
+
+
+def _touches_ema(node: ast.AST) -> bool:
+    return any(isinstance(n, ast.Name) and "ema" in n.id.lower() for n in ast.walk(node))
+
+
+def _iterated(loop: ast.AST) -> set[str]:
+    """What a loop or comprehension iterates: ``parameters``, ``named_buffers``, ``state_dict`` (via .items())."""
+    iters: list[ast.AST] = []
+    if isinstance(loop, (ast.For, ast.AsyncFor)):
+        iters.append(loop.iter)
+    else:
+        iters += [g.iter for g in loop.value.generators]  # type: ignore[union-attr]
+    names: set[str] = set()
+    while iters:
+        it = iters.pop()
+        if not isinstance(it, ast.Call):
+            continue
+        name = _name(it.func)
+        if name == "zip":
+            iters.extend(it.args)
+        elif name in ("items", "values", "keys") and isinstance(it.func, ast.Attribute) and isinstance(it.func.value, ast.Call):
+            names.add(_name(it.func.value.func))
+        else:
+            names.add(name)
+    return names
 
 
 def _ddp(path: Path, tree: ast.AST) -> list[Finding]:

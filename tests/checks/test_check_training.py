@@ -112,6 +112,24 @@ def test_averaged_model_without_buffers(tmp_path) -> None:
     assert lint_paths([f]) == []
 
 
+@pytest.mark.parametrize("code, bad", [
+    # a dict EMA over named_parameters at module level
+    ("ema = {k: v.clone() for k, v in model.named_parameters()}\n"
+     "for k, p in model.named_parameters():\n    ema[k].mul_(0.99).add_(p, alpha=0.01)\n", True),
+    # indexing the state_dict while walking only the parameters
+    ("def update_ema(ema_model, model, d=0.99):\n    msd = model.state_dict()\n"
+     "    for k, v in ema_model.named_parameters():\n        v.copy_(v * d + (1 - d) * msd[k])\n", True),
+    # walking the whole state_dict copies the BatchNorm statistics too
+    ("def ema_step(ema, model, d):\n    msd = model.state_dict()\n"
+     "    for k, v in ema.state_dict().items():\n        v.copy_(v * d + (1 - d) * msd[k])\n", False),
+    ("def update_ema(e, m, d):\n    for a, b in zip(e.parameters(), m.parameters()):\n        a.lerp_(b, 1 - d)\n"
+     "    for a, b in zip(e.buffers(), m.buffers()):\n        a.copy_(b)\n", False),
+])
+def test_ema_forms(tmp_path, code: str, bad: bool) -> None:
+    f = _write(tmp_path, code)
+    assert [x.rule for x in lint_paths([f])] == (["ema-buffers"] if bad else [])
+
+
 def test_batch_size_param_overrides_code(make_ctx, run_check, tmp_path) -> None:
     _write(tmp_path, "from torch import nn\nbn = nn.BatchNorm1d(4)\nbatch_size = 64\n")
     assert run_check("training_lints", make_ctx(train_paths=[tmp_path])).status == "ok"
