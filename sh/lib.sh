@@ -20,6 +20,18 @@ geohpc_python() {
   fi
 }
 
+# apt_need "file-or-command:debian-package"...: apt-get install the packages whose file or command is missing
+apt_need() {
+  local missing=() need
+  for need in "$@"; do
+    [[ -e "${need%%:*}" ]] || command -v "${need%%:*}" >/dev/null 2>&1 || missing+=("${need##*:}")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  echo "$(basename "$0"): installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
 need_root() {
   [[ "$(id -u)" == 0 ]] || die "$1 needs root (apt-get, daemons): run it as root"
 }

@@ -5,7 +5,7 @@ set -o errexit -o nounset -o pipefail
 # shellcheck source=sh/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PACKAGES=(slurm-wlm slurmdbd munge mariadb-server)
+NEEDS=(/usr/sbin/slurmctld:slurm-wlm /usr/sbin/slurmdbd:slurmdbd /usr/sbin/munged:munge /usr/sbin/mariadbd:mariadb-server)
 
 usage() {
   sed -n 's/^# Usage: //p' "$0" >&2
@@ -27,17 +27,6 @@ wait_for() {
   done
 }
 
-install_packages() {
-  local missing=() p
-  for p in "${PACKAGES[@]}"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-  done
-  [[ ${#missing[@]} -eq 0 ]] && return 0
-  echo "installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-}
-
 start_db() {
   install -d -o mysql -g mysql /run/mysqld
   [[ -d /var/lib/mysql/mysql ]] || mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
@@ -48,7 +37,7 @@ start_db() {
 
 up() {
   need_root "make slurm-up"
-  install_packages
+  apt_need "${NEEDS[@]}"
   install -d -o slurm -g slurm /run/slurm /var/lib/slurm /var/lib/slurm/slurmctld /var/lib/slurm/slurmd /var/log/slurm
   install -d -o munge -g munge -m 0755 /run/munge
   [[ -s /etc/munge/munge.key ]] || { dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none; chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key; }

@@ -15,8 +15,7 @@ usage() {
 
 up() {
   need_root "sshd_test.sh up"
-  command -v /usr/sbin/sshd >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server rsync >/dev/null; }
-  command -v rsync >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsync >/dev/null; }
+  apt_need /usr/sbin/sshd:openssh-server rsync:rsync
   mkdir -p "$DIR" /run/sshd
   chmod 700 "$DIR"
   [[ -f "$DIR/host_key" ]] || ssh-keygen -q -t ed25519 -N '' -f "$DIR/host_key"

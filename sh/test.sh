@@ -14,21 +14,10 @@ usage() {
   exit 2
 }
 
-apt_packages() {
-  local missing=() need
-  for need in "${NEEDS[@]}"; do
-    [[ -e "${need%%:*}" ]] || command -v "${need%%:*}" >/dev/null 2>&1 || missing+=("${need##*:}")
-  done
-  [[ ${#missing[@]} -eq 0 ]] && return 0
-  echo "test: installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-}
-
 main() {
   [[ "${1:-}" != "-h" && "${1:-}" != "--help" ]] || usage
   need_root "make test"
-  apt_packages
+  apt_need "${NEEDS[@]}"
   "${REPO}/sh/setup.sh"
   "${REPO}/sh/slurm.sh" up
   "${REPO}/sh/sshd_test.sh" up
