@@ -12,7 +12,7 @@ TOPICS = ["GradScaler", "BatchNorm", "GLIBC", "PROJ", "Quota", "SAS token", "Env
 
 def entries() -> dict[str, dict[str, str]]:
     text = (REPO / "RUNBOOK.md").read_text()
-    errors = text.split("\n## Known errors", 1)[1]
+    errors = text.split("\n## Known errors", 1)[1].split("\n## ", 1)[0]
     out: dict[str, dict[str, str]] = {}
     for block in re.split(r"\n### ", errors)[1:]:
         title, _, body = block.partition("\n")
