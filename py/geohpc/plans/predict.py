@@ -45,6 +45,6 @@ STAGE = Stage(
     gpu=True,
     runtime="container",
     after=("fit",),
-    # one strip per task needs one GPU, not the whole node (see the report: gpus_for should honour this)
+    # one strip per task needs one GPU, not the whole node (render.gpus_for honours gpus_per_node)
     extra={"gpus_per_node": "1", "container_needs": "rasterio"},
 )
