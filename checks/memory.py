@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from geohpc.preflight_context import PreflightContext, Result, fail, ok, warn
-from geohpc.purge_guard import human
+from geohpc.util import human_bytes as human
 
 NAME = "memory"
 DESCRIPTION = "per-task estimate (raster read = bands x window x dtype; CatBoost ~2x data) x2 vs --mem"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from geohpc.preflight_context import PreflightContext, Result, fail, ok, warn
-from geohpc.purge_guard import human
 from geohpc.quota import QuotaUnavailable, entry_for, read_quota, statvfs_entry
+from geohpc.util import human_bytes as human
 
 NAME = "quota"
 DESCRIPTION = "planned output bytes and files against the quota (lumi-quota, dusage, lfs quota, df)"

@@ -3,14 +3,6 @@
 # Usage: source "${GEOHPC_REPO}/jobs/embed_lib.sh" after jobs/lib.sh.
 # shellcheck shell=bash
 
-# work_path PATH: PATH as given, or under GEOHPC_WORK when relative (the way the planner reads it).
-work_path() {
-  case "$1" in
-    /*) printf '%s\n' "$1" ;;
-    *) printf '%s/%s\n' "${GEOHPC_WORK:?}" "$1" ;;
-  esac
-}
-
 # stage_dir STAGE VAR: the output folder of an earlier STAGE: $VAR when set on the make line,
 # else <SCRATCH>/outputs/STAGE (the same rule as geohpc/plans/_embed.py).
 stage_dir() {

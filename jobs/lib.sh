@@ -29,6 +29,14 @@ manifest_item() {
   printf '%s\n' "$line"
 }
 
+# work_path PATH: PATH itself when absolute, else under the site's work dir (how the plans read it).
+work_path() {
+  case "$1" in
+    /*) printf '%s\n' "$1" ;;
+    *) printf '%s/%s\n' "${GEOHPC_WORK:?}" "$1" ;;
+  esac
+}
+
 load_modules() {
   local mods=() mod
   [[ -n "${GEOHPC_MODULES:-}" ]] || return 0

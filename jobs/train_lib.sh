@@ -8,15 +8,6 @@ usage() {
   echo "Usage: source jobs/train_lib.sh (after jobs/lib.sh, inside a job submitted by 'make submit')" >&2
 }
 
-# abs_work PATH: PATH itself when absolute, else under the site's work dir (GEOHPC_WORK).
-abs_work() {
-  if [[ "$1" == /* ]]; then
-    printf '%s\n' "$1"
-  else
-    printf '%s\n' "${GEOHPC_WORK:?}/$1"
-  fi
-}
-
 # train_nproc: processes for torchrun: NPROC if given; on a GPU site the GPUs Slurm gave this node
 # (SLURM_GPUS_ON_NODE, which follows GPUS= on the make line), else GPUS_PER_NODE; 2 on CPU (gloo).
 train_nproc() {

@@ -30,7 +30,6 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.transform import Affine
 from rasterio.vrt import WarpedVRT
-from rasterio.windows import Window
 
 from .embed_layout import (
     DONE_MARKER,
@@ -43,6 +42,7 @@ from .embed_layout import (
     parse_bbox,
 )
 from .errors import ConfigError, InputError, ServiceError, run_cli
+from .rasterio_io import iter_block_windows
 from .util import atomic_path, redact, write_json_atomic
 
 # Common-name aliases (earth-search) of the Sentinel-2 L2A bands, and lower-case S1 keys.
@@ -149,10 +149,8 @@ def _read_to(href: str, band: str, grid: Grid, out: Path, block: int) -> None:
                     "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate"}
             with atomic_path(out) as tmp:
                 with rasterio.open(tmp, "w", **prof) as dst:
-                    for r in range(0, grid.height, block):
-                        for c in range(0, grid.width, block):
-                            win = Window(c, r, min(block, grid.width - c), min(block, grid.height - r))
-                            dst.write(vrt.read(1, window=win), 1, window=win)
+                    for win in iter_block_windows(grid.height, grid.width, block):
+                        dst.write(vrt.read(1, window=win), 1, window=win)
                 check_written(tmp, grid, prof["dtype"])
 
 

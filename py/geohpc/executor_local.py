@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .plan import Chunk
 from .render import sbatch_directives
-from .slurm import TaskInfo
+from .slurm import TaskInfo, parse_time_limit
 from .util import write_json_atomic
 
 _lock = threading.Lock()
@@ -47,9 +47,7 @@ def run_task(script: Path, repo: Path, env_file: Path, run_dir: Path, job_id: st
     name = directives.get("job-name", script.stem)
     log = _log_path(repo, directives.get("output", "logs/%x_%A_%a.out"), name, job_id, task)
     log.parent.mkdir(parents=True, exist_ok=True)
-    from .preflight_context import parse_time  # sbatch --time: bare numbers are minutes
-
-    limit = parse_time(directives["time"]) if directives.get("time") else None
+    limit = parse_time_limit(directives["time"]) if directives.get("time") else None
     env = dict(os.environ)
     env.update(
         {

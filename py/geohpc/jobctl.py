@@ -15,7 +15,7 @@ from typing import TextIO
 
 from . import slurm
 from .errors import ConfigError, run_cli
-from .plan import Chunk, effective_throttle, parse_throttle, plan_chunks
+from .plan import effective_throttle, parse_throttle, plan_chunks
 from .render import JOB_ID_RE, sbatch_command
 from .runs import Attempt, Run, find_run, list_runs
 from .site import REPO, load_site, parse_makeflags
@@ -74,10 +74,8 @@ def resubmit(repo: Path, stage_name: str, run_name: str, cli: dict[str, str], en
     chunks = plan_chunks(lines, site.int("MAX_ARRAY_SIZE") or None)
     thr = effective_throttle(parse_throttle(params.get("THROTTLE")), site.int("MAX_JOBS") or None, len(chunks))
     executor = run.attempts[-1].executor if run.attempts else "slurm"
-    new_chunks: list[Chunk] = []
     for c in chunks:
         c.command = sbatch_command(site, stage, repo, run.env_file, c.array_spec(thr), params, [], c.offset)
-        new_chunks.append(c)
     print(f"resubmitting {len(lines)} item(s) of {run.path.name}", file=out)
     if params.get("FORCE", "") in ("", "0"):  # the same preflight gate as make submit
         from .submit import run_preflight_gate
@@ -85,12 +83,12 @@ def resubmit(repo: Path, stage_name: str, run_name: str, cli: dict[str, str], en
         items = run.items()
         run_preflight_gate(site, stage, [items[i] for i in lines], params, env)
     if params.get("DRY_RUN", "") not in ("", "0"):
-        for c in new_chunks:
+        for c in chunks:
             print("  " + " ".join(c.command), file=out)
         return run
     attempt = Attempt(executor=executor, throttle=thr, chunks=[])
     run.attempts.append(attempt)
-    launch_chunks(run, attempt, new_chunks, repo, stage, out)
+    launch_chunks(run, attempt, chunks, repo, stage, out)
     return run
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, GeohpcError
+from .render import gpus_for, launcher, sbatch_directives
+from .site import Site
+from .slurm import parse_mem_request as parse_mem  # sbatch --mem: bare numbers are MiB
+from .slurm import parse_time_limit as parse_time  # sbatch --time: bare numbers are minutes
 
 STATUSES = ("ok", "warn", "fail", "crashed")
 REPO = Path(__file__).resolve().parents[2]
@@ -154,46 +157,9 @@ def make_line_vars(env: Mapping[str, str]) -> dict[str, str]:
     return parse_makeflags(env.get("MAKEFLAGS", ""))
 
 
-_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def parse_mem(text: str) -> int:
-    """Slurm ``--mem`` (``8G``, ``500M``, ``16000`` = MiB) into bytes."""
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?)B?\s*", text, re.I)
-    if not m:
-        raise ConfigError(f"--mem={text!r} is not a size (use e.g. 8G)")
-    return int(float(m.group(1)) * _UNITS.get(m.group(2).upper() or "M"))
-
-
-def parse_time(text: str) -> int:
-    """Slurm ``--time`` (``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``) into seconds."""
-    text = text.strip()
-    days = 0
-    if "-" in text:
-        d, text = text.split("-", 1)
-        days = int(d)
-        parts = [int(p) for p in text.split(":")] + [0, 0]
-        return days * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
-    parts = [int(p) for p in text.split(":")]
-    if len(parts) == 1:
-        return parts[0] * 60
-    if len(parts) == 2:
-        return parts[0] * 60 + parts[1]
-    return parts[0] * 3600 + parts[1] * 60 + parts[2]
-
-
 def sbatch_resources(script: Path, params: Mapping[str, str]) -> Resources:
     """Resources from ``#SBATCH`` lines of ``script``, with MEM/TIME/CPUS/THROTTLE make values last."""
-    opts: dict[str, str] = {}
-    if script.is_file():
-        for line in script.read_text().splitlines():
-            if not line.startswith("#SBATCH"):
-                if line.strip() and not line.startswith("#"):
-                    break  # sbatch stops reading options at the first command
-                continue
-            m = re.match(r"#SBATCH\s+--([a-z-]+)(?:[= ](\S+))?", line)
-            if m:
-                opts[m.group(1)] = m.group(2) or ""
+    opts = sbatch_directives(script) if script.is_file() else {}
     res = Resources()
     mem = params.get("MEM") or opts.get("mem")
     res.mem_bytes = parse_mem(mem) if mem else None
@@ -299,11 +265,10 @@ def _fill_stage(ctx: PreflightContext, name: str, items: list[str] | None = None
         ctx.mem_estimate = parse_mem(extra["mem_estimate"])
     if extra.get("catboost_dataset") and ctx.params.get(extra["catboost_dataset"]):
         ctx.catboost_dataset = Path(ctx.params[extra["catboost_dataset"]])
-    if ctx.runtime == "container":
-        ctx.launch = ctx.env.get("GEOHPC_LAUNCH") or " ".join(
-            [ctx.site.get("CONTAINER_RUNTIME", "singularity"), "exec", ctx.site.get("PYTORCH_SIF", ""), "python3"])
-    else:
-        ctx.launch = ctx.env.get("GEOHPC_LAUNCH", "")
+    # the launcher make submit would render (venv python or the container call), unless a job's is given
+    site_obj = Site(name=ctx.site.get("SITE_NAME", "local"), path=ctx.repo / "sites" / f"{ctx.site.get('SITE_NAME', 'local')}.env",
+                    values=dict(ctx.site), sources={})
+    ctx.launch = ctx.env.get("GEOHPC_LAUNCH") or launcher(site_obj, stage, ctx.repo, gpus_for(site_obj, stage, ctx.params))[0]
     try:
         if items is None and ctx.params.get("ITEMS"):  # the manifest make submit would use
             from .stages import read_manifest

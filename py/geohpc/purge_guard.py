@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError, ServiceError, run_cli
+from .util import human_bytes
 
 DAY = 86400.0
 DEFAULT_MARGIN_DAYS = 7.0
@@ -115,15 +116,6 @@ def group_by_folder(files: Iterable[AtRisk]) -> dict[Path, tuple[int, int, float
     return dict(sorted(rows.items(), key=lambda kv: (kv[1][2], str(kv[0]))))
 
 
-def human(n: float) -> str:
-    """Bytes as ``12.3 GiB``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
-
-
 def summary(files: list[AtRisk]) -> str:
     """``'3 files, 1.2 GiB in 2 folders, 1.5 days left at most'``-style one-liner."""
     if not files:
@@ -131,7 +123,7 @@ def summary(files: list[AtRisk]) -> str:
     folders = len({f.path.parent for f in files})
     soonest = min(f.days_left for f in files)
     left = "already past the purge age" if soonest <= 0 else f"{soonest:.1f} days left"
-    return f"{len(files)} files, {human(sum(f.size for f in files))} in {folders} folders ({left})"
+    return f"{len(files)} files, {human_bytes(sum(f.size for f in files))} in {folders} folders ({left})"
 
 
 @functools.cache
@@ -213,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                               for d, (n, b, left) in groups.items()], indent=2))
         else:
             for d, (n, b, left) in groups.items():
-                print(f"{left:7.1f}d  {n:6d} files  {human(b):>10}  {d}")
+                print(f"{left:7.1f}d  {n:6d} files  {human_bytes(b):>10}  {d}")
             print(f"purge-guard: {summary(files)} (purge after {days:g} days, margin {args.margin:g})",
                   file=sys.stderr)
         if args.action == "rescue" and files:

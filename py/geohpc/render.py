@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .site import Site
+from .slurm import parse_mem_request
 from .stages import Stage
 
 SIF_PLACEHOLDER = "@SIF@"  # replaced in jobs/lib.sh by $SING_IMAGE after the PyTorch module is loaded
@@ -136,7 +137,7 @@ def sbatch_command(
     if not mem:
         want_mem = sbatch_directives(repo_script(repo, stage)).get("mem", "")
         cap_mem = node_mem_mb(site)
-        if want_mem and cap_mem and _mem_mb(want_mem) > cap_mem:
+        if want_mem and cap_mem and parse_mem_request(want_mem) >> 20 > cap_mem:
             cmd.append(f"--mem={cap_mem}M")
     if mem:
         if not MEM_RE.match(mem):
@@ -157,17 +158,10 @@ def repo_script(repo: Path, stage: Stage) -> Path:
     return REPO / "jobs" / f"{stage.name}.sbatch"
 
 
-def _mem_mb(text: str) -> int:
-    m = re.fullmatch(r"(\d+)([KMGT]?)", text.strip())
-    if not m:
-        return 0
-    return int(m.group(1)) * {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1 << 20, "": 1}[m.group(2)]
-
-
 def node_mem_mb(site: Site) -> int:
     """Memory a node offers jobs, in MB: MEM_PER_NODE (e.g. 480G) from the site, or 80% of this machine for local."""
     if site.get("MEM_PER_NODE"):
-        return int(_mem_mb(site.get("MEM_PER_NODE")))
+        return parse_mem_request(site.get("MEM_PER_NODE")) >> 20
     if site.name != "local":
         return 0
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.8) >> 20
@@ -203,7 +197,7 @@ def sbatch_directives(script: Path) -> dict[str, str]:
             continue
         if not s.startswith("#SBATCH"):
             break
-        arg = s[len("#SBATCH") :].strip()
-        key, _, value = arg.partition("=")
-        out[key.lstrip("-")] = value
+        m = re.match(r"--([a-z-]+)(?:[= ](\S+))?", s[len("#SBATCH") :].strip())
+        if m:
+            out[m.group(1)] = m.group(2) or ""
     return out

@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import ServiceError
+from .errors import ConfigError, ServiceError
 
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
 
@@ -81,6 +81,34 @@ def parse_mem(text: str) -> int:
     if m.group(2) == "" and text.strip().endswith(("n", "c")):
         mult = 1 << 20  # ReqMem without a unit is MB
     return int(float(m.group(1)) * mult)
+
+
+_REQ_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_mem_request(text: str) -> int:
+    """Slurm ``--mem`` (``8G``, ``500M``, ``16000`` = MiB) into bytes."""
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?)B?\s*", text, re.I)
+    if not m:
+        raise ConfigError(f"--mem={text!r} is not a size (use e.g. 8G)")
+    return int(float(m.group(1)) * _REQ_UNITS.get(m.group(2).upper() or "M"))
+
+
+def parse_time_limit(text: str) -> int:
+    """Slurm ``--time`` (``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``) into seconds."""
+    text = text.strip()
+    days = 0
+    if "-" in text:
+        d, text = text.split("-", 1)
+        days = int(d)
+        parts = [int(p) for p in text.split(":")] + [0, 0]
+        return days * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
+    parts = [int(p) for p in text.split(":")]
+    if len(parts) == 1:
+        return parts[0] * 60
+    if len(parts) == 2:
+        return parts[0] * 60 + parts[1]
+    return parts[0] * 3600 + parts[1] * 60 + parts[2]
 
 
 def parse_squeue(text: str) -> dict[str, str]:

@@ -27,9 +27,7 @@ import contextlib
 import datetime as dt
 import gc
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +38,8 @@ from rasterio.windows import Window
 from .embed_layout import DONE_MARKER, ORBITS, S1_BANDS, S2_BANDS, S2_MASK_BAND, SKIP_MARKER, STACK_JSON, Grid
 from .errors import InputError, run_cli
 from .progress import progress
-from .rasterio_io import gdal_env
-from .util import write_json_atomic
+from .rasterio_io import gdal_env, iter_block_windows
+from .util import atomic_path, write_json_atomic
 
 DEFAULT_SCL_VALID = (4, 5, 6, 7, 11)  # vegetation, bare, water, unclassified, snow
 
@@ -118,16 +116,12 @@ def _fill(out: Path, series: dict[str, list[dict[str, Any]]], specs: dict[str, t
     """Fill the memory-mapped arrays date by date and block by block, then rename them into place."""
     s2 = series["s2"]
     H, W = specs["masks"][0][1:]
-    tmps: dict[str, Path] = {}
-    try:
-        arrays = {}
-        for name, (shape, dtype) in specs.items():
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp.npy", dir=out)
-            os.close(fd)
-            tmps[name] = Path(tmp)
-            arrays[name] = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
-        windows = [Window(c, r, min(block, W - c), min(block, H - r)) for r in range(0, H, block)
-                   for c in range(0, W, block)]
+    # every array is written beside its target and renamed only when all are complete
+    with contextlib.ExitStack() as atomic:
+        tmps = {name: atomic.enter_context(atomic_path(out / f"{name}.npy")) for name in specs}
+        arrays = {name: np.lib.format.open_memmap(tmps[name], mode="w+", dtype=dtype, shape=shape)
+                  for name, (shape, dtype) in specs.items()}
+        windows = list(iter_block_windows(H, W, block))
         valid = np.array(scl_valid, dtype=np.uint8)
         for t, meta in enumerate(progress(s2, desc="stack S2 dates")):
             with contextlib.ExitStack() as es:
@@ -154,14 +148,6 @@ def _fill(out: Path, series: dict[str, list[dict[str, Any]]], specs: dict[str, t
         for a in arrays.values():
             a.flush()
         del arrays
-        for name, tmp in tmps.items():
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; project folders are shared
-            os.replace(tmp, out / f"{name}.npy")
-        tmps.clear()
-    finally:
-        for tmp in tmps.values():
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
 
 
 def build_stack(download_dir: Path, out: Path, block: int = 1024,
@@ -194,8 +180,8 @@ def build_stack(download_dir: Path, out: Path, block: int = 1024,
     with gdal_env(threads=1):
         _fill(out, series, specs, block, scl_valid, s1_db)
     for key, fname in (("s2", "doys"), ("ascending", "sar_ascending_doy"), ("descending", "sar_descending_doy")):
-        np.save(out / f".{fname}.tmp.npy", _doy(series[key]))
-        os.replace(out / f".{fname}.tmp.npy", out / f"{fname}.npy")
+        with atomic_path(out / f"{fname}.npy") as tmp:
+            np.save(tmp, _doy(series[key]))
     info = {"grid": grid.to_json(), "band_order": list(S2_BANDS), "scl_valid": list(scl_valid),
             "s1_units": "dB" if s1_db else "as downloaded",
             "dates": {k: [m["time"].isoformat() for m in v] for k, v in series.items()},

@@ -23,6 +23,7 @@ from .runs import Run, list_runs
 from .site import REPO
 from .slurm import TaskInfo
 from .stages import StageContext, get_stage
+from .util import human_bytes
 
 CATEGORIES = ("pending", "running", "completed", "failed", "timeout", "oom", "cancelled", "missing")
 FAILED_STATES = {"FAILED", "NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "DEADLINE", "REVOKED"}
@@ -122,14 +123,6 @@ def bar(done: int, total: int, width: int = 30) -> str:
     return f"[{'#' * n}{'.' * (width - n)}] {frac * 100:3.0f}%"
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 def sizing_hint(status: RunStatus) -> str:
     """Elapsed and MaxRSS of finished tasks against the requested memory, with a --mem suggestion."""
     finished = [t for t in status.tasks.values() if t.state not in ("RUNNING", "PENDING", "UNKNOWN")]
@@ -141,10 +134,10 @@ def sizing_hint(status: RunStatus) -> str:
     if not req:
         directives = sbatch_directives(REPO / "jobs" / f"{status.run.stage}.sbatch")
         req = slurm.parse_mem(directives.get("mem", "")) if directives.get("mem") else 0
-    rss = _human(peak) if peak else "n/a (tasks shorter than the accounting interval)"
+    rss = human_bytes(peak) if peak else "n/a (tasks shorter than the accounting interval)"
     line = f"  elapsed median {statistics.median(elapsed):.0f}s max {max(elapsed)}s; MaxRSS max {rss}"
     if req:
-        line += f" of {_human(req)} requested"
+        line += f" of {human_bytes(req)} requested"
         want = 2 * peak
         if status.counts()["oom"]:
             line += f" -> out of memory: resubmit with MEM={max(2 * req >> 20, 1)}M"

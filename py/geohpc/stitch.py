@@ -31,7 +31,7 @@ from .embed_codec import NODATA_INT8, dequantize, open_embedding, quantize
 from .embed_layout import EMBED_DIM, GRID_JSON, iter_patches
 from .errors import ConfigError, InputError, run_cli
 from .progress import progress
-from .rasterio_io import gdal_env
+from .rasterio_io import gdal_env, iter_block_windows
 from .util import atomic_path, cpu_threads
 
 
@@ -83,7 +83,7 @@ def stitch(patches: Path, emb: Path, out: Path, dtype: str = "float32", tile: in
         raise InputError(f"{emb}: {len(missing)} patch(es) have no embedding (first {missing[0]}); "
                          "rerun infer for their blocks, or pass --allow-missing to write nodata there")
     scale_out = out.with_name(out.stem + "_scale.tif")
-    windows = [Window(c, r, min(tile, W - c), min(tile, H - r)) for r in range(0, H, tile) for c in range(0, W, tile)]
+    windows = list(iter_block_windows(H, W, tile))
     with contextlib.ExitStack() as stack:
         # GDAL keeps written tiles in its block cache (default 5% of RAM): cap it so memory stays flat.
         stack.enter_context(gdal_env(mem_budget=cache_mb << 20))

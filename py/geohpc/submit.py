@@ -149,7 +149,7 @@ def submit(
     thr = effective_throttle(throttle, site.int("MAX_JOBS") or None, len(chunks))
     # a dry run for a remote site renders the paths the job will see there (the deployed repo)
     site_repo = Path(site.get("REMOTE_DIR")) if dry_run and site.name != "local" and site.get("REMOTE_DIR") else repo
-    run = _prepare_run(site_repo, stage, site, items, dry_run)
+    run = _prepare_run(site_repo, stage, site, dry_run)
     env_vars, warnings = job_env(site, stage, site_repo, run.path, params, ctx.out_dir, work)
     problems += warnings
     commands = [sbatch_command(site, stage, site_repo, run.env_file, c.array_spec(thr), params, after, c.offset)
@@ -172,7 +172,8 @@ def submit(
     try:
         if problems:
             raise ConfigError(problems[0])
-        run_preflight_gate(site, stage, items, params, env)
+        # only the items about to run: their done-check is a cheap miss, finished ones are not checked twice
+        run_preflight_gate(site, stage, [items[i] for i in todo], params, env)
     except ConfigError:
         with contextlib.suppress(OSError):
             run.path.rmdir()  # the run folder is still empty: a refused submit leaves nothing behind
@@ -216,11 +217,10 @@ def _items_path(value: str, repo: Path) -> Path:
     return p if p.is_absolute() else repo / p
 
 
-def _prepare_run(repo: Path, stage: Stage, site: Site, items: list[str], dry_run: bool) -> Run:
+def _prepare_run(repo: Path, stage: Stage, site: Site, dry_run: bool) -> Run:
     if dry_run:
         return Run(path=repo / "runs" / stage.name / "<timestamp>", stage=stage.name, site=site.name)
-    run = new_run(repo, stage.name, site.name)
-    return run
+    return new_run(repo, stage.name, site.name)
 
 
 def run_preflight_gate(site: Site, stage: Stage, items: list[str], params: Mapping[str, str], env: Mapping[str, str]) -> None:

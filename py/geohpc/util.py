@@ -38,6 +38,15 @@ def cpu_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def human_bytes(n: float) -> str:
+    """Bytes as ``12.3 GiB`` (``512 B`` below a KiB)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
 def parse_size(text: str) -> int:
     """Parse ``512M``, ``2G``, ``1.5GiB``, ``4096`` (bytes) into bytes; K/M/G/T are powers of 1024."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGTP]?)(i?B)?\s*", text, re.I)
