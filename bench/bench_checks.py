@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "py"))
 
-from geohpc.elf_glibc import _read_needs  # noqa: E402  (uncached on purpose)
-from geohpc.purge_guard import scan  # noqa: E402
+from geohpc.preflight.glibc import _read_needs  # noqa: E402  (uncached on purpose)
+from geohpc.preflight.purge_guard import scan  # noqa: E402
 
 
 def timed(fn) -> tuple[float, object]:

@@ -30,7 +30,7 @@ from rasterio.windows import Window
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "py"))
 
-from geohpc.cog import validate_cog  # noqa: E402
+from geohpc.products.cog import validate_cog  # noqa: E402
 
 
 def make_input(path: Path, size: int, bands: int) -> Path:
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     env.pop("PROJ_DATA", None)
     rio = str(Path(sys.executable).parent / "rio")
     runs = {
-        "ours": [sys.executable, "-m", "geohpc.cog", str(src), str(args.out / "cog_ours.tif"), "--force"],
+        "ours": [sys.executable, "-m", "geohpc", "cog", str(src), str(args.out / "cog_ours.tif"), "--force"],
         "gdal_translate": ["gdal_translate", "-q", "-of", "COG", str(src), str(args.out / "cog_gdal.tif")],
         "rio-cogeo": [rio, "cogeo", "create", "-q", str(src), str(args.out / "cog_rio.tif")],
     }

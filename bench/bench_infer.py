@@ -84,8 +84,8 @@ class _Timed:
 def bench_infer(px: int, threads: int, reps: int = 3) -> list[dict[str, object]]:
     """Pixels/s of our patch embedding, the bare model, and the naive baseline, per preset."""
     import torch
-    from geohpc import infer
-    from geohpc import tessera_model as tm
+    from geohpc.embed import infer
+    from geohpc.embed import model as tm
 
     torch.set_num_threads(threads)
     rows = []
@@ -120,12 +120,12 @@ sys.path.insert(0, sys.argv[1])
 mode, patches, emb, out = sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5])
 t0 = time.perf_counter()
 if mode == "ours":
-    from geohpc import stitch
+    from geohpc.embed import stitch
     stitch.stitch(patches, emb, out, tile=int(sys.argv[6]))
 else:  # whole-map: the float32 map in RAM, then one striped, uncompressed GeoTIFF
     import rasterio
     from rasterio.transform import Affine
-    from geohpc.embed_layout import iter_patches
+    from geohpc.embed.layout import iter_patches
     g = json.loads((patches / "grid.json").read_text())
     G = g["grid"]
     full = np.full((128, G["height"], G["width"]), np.nan, np.float32)
@@ -142,7 +142,7 @@ print(json.dumps({"s": time.perf_counter() - t0, "rss_mb": hwm / 1024}))
 
 def bench_stitch(sizes: list[int], work: Path, tile: int) -> list[dict[str, object]]:
     """Peak RSS and time of our stitch and of the whole-map approach, per map size."""
-    from geohpc.embed_layout import iter_patches
+    from geohpc.embed.layout import iter_patches
 
     rows = []
     for size in sizes:

@@ -28,8 +28,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "py"))
 
-from geohpc.points import Points  # noqa: E402
-from geohpc.sample import sample  # noqa: E402
+from geohpc.classify.points import Points  # noqa: E402
+from geohpc.classify.sample import sample  # noqa: E402
 from geohpc.util import cpu_threads  # noqa: E402
 
 ORIGIN = (500000.0, 5200000.0)

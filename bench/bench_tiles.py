@@ -5,7 +5,7 @@ Usage:
 
 Makes (once, reused) an RGB GeoTIFF of SIZE x SIZE px at 10 m in EPSG:32635 under bench/out/ with
 field-like content, times ``gdal2tiles.py --xyz --processes=N -z ZOOM`` and
-``python -m geohpc.tiles --processes N``, then checks that both wrote the same z/x/y files and
+``python -m geohpc tiles --processes N``, then checks that both wrote the same z/x/y files and
 reports the mean absolute pixel difference where both tiles have data. ``--results`` writes
 bench/RESULTS-tiles.md.
 """
@@ -201,10 +201,10 @@ def main(argv: list[str] | None = None) -> int:
                         str(src), str(theirs_dir)], env=clean)
     print(f"gdal2tiles.py --xyz : {g_s:7.1f} s  peak RSS {g_mem:.2f} GB", flush=True)
     ours_env = dict(clean, PYTHONPATH=str(REPO / "py"))
-    o_s, o_mem = timed([sys.executable, "-m", "geohpc.tiles", str(src), str(ours_dir), "--zoom", args.zoom,
+    o_s, o_mem = timed([sys.executable, "-m", "geohpc", "tiles", str(src), str(ours_dir), "--zoom", args.zoom,
                         "--processes", str(args.processes)], env=ours_env)
     print(f"geohpc.tiles        : {o_s:7.1f} s  peak RSS {o_mem:.2f} GB", flush=True)
-    p_s, _ = timed([sys.executable, "-m", "geohpc.tiles", str(src), str(ours_dir), "--zoom", args.zoom,
+    p_s, _ = timed([sys.executable, "-m", "geohpc", "tiles", str(src), str(ours_dir), "--zoom", args.zoom,
                     "--finalize", "--pmtiles", "--processes", str(args.processes)], env=ours_env)
     ratio = o_s / g_s
     print(f"ratio ours/gdal2tiles: {ratio:.2f}  (target <= 0.33)   +PMTiles packing afterwards: {p_s:.1f} s")
@@ -254,7 +254,7 @@ Input: `{src.name}`, {args.size}x{args.size} px RGB uint8, 10 m, EPSG:32635, 512
 | tool | command | time | peak RSS (process tree) |
 |---|---|---|---|
 | gdal2tiles | `gdal2tiles.py --xyz --processes={args.processes} -z {args.zoom} SRC OUT` | {g_s:.1f} s | {g_mem:.2f} GB |
-| geohpc.tiles | `python -m geohpc.tiles SRC OUT --zoom {args.zoom} --processes {args.processes}` | {o_s:.1f} s | {o_mem:.2f} GB |
+| geohpc.tiles | `python -m geohpc tiles SRC OUT --zoom {args.zoom} --processes {args.processes}` | {o_s:.1f} s | {o_mem:.2f} GB |
 
 **Ratio ours / gdal2tiles: {o_s / g_s:.2f}** (target <= 0.33). Packing the finished folder into one PMTiles
 archive afterwards (`--finalize --pmtiles`) took {p_s:.1f} s more.

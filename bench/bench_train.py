@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO / "py"))
 def plain_loop(prep: Path, arch: str, width: int, batch: int, epochs: int) -> float:
     """A straightforward fp32 single-process training loop; returns chips/s (median over epochs 2..)."""
     import torch
-    from geohpc.fit.data import ShardChips, load_meta
-    from geohpc.fit.model import build_model
+    from geohpc.segment.fit.data import ShardChips, load_meta
+    from geohpc.segment.fit.model import build_model
     from torch.utils.data import DataLoader
 
     torch.set_num_threads(int(os.environ.get("GEOHPC_THREADS", "1")))
@@ -62,7 +62,7 @@ def geohpc_fit(prep: Path, out: Path, nproc: int, arch: str, width: int, batch: 
     threads = int(os.environ.get("GEOHPC_THREADS", "1")) * nproc
     env = dict(os.environ, PYTHONPATH=str(REPO / "py"), GEOHPC_THREADS=str(threads), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "geohpc.fit", "--data", str(prep), "--out", str(out), "--arch", arch, "--width", str(width),
+           "-m", "geohpc", "fit", "--data", str(prep), "--out", str(out), "--arch", arch, "--width", str(width),
            "--batch", str(batch), "--epochs", str(epochs), "--precision", precision, "--log-every", "0",
            "--ckpt-every", "0", "--workers", "0"]
     subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=2, help="runs per configuration; the best is kept (shared machines)")
     a = p.parse_args(argv)
     import torch
-    from geohpc.prep import make_plan, parse_classes, prepare
-    from geohpc.synth_seg import make_scene
+    from geohpc.segment.prep import make_plan, parse_classes, prepare
+    from geohpc.synth.seg import make_scene
 
     with tempfile.TemporaryDirectory(dir=REPO / "bench") as tmp:
         root = Path(tmp)

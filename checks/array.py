@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from geohpc.preflight_context import PreflightContext, Result, fail, ok, warn
+from geohpc.preflight.context import PreflightContext, Result, fail, ok, warn
 
 NAME = "array"
 DESCRIPTION = "array size vs MAX_ARRAY_SIZE and MAX_JOBS; a large array without a %N throttle"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from geohpc.preflight_context import PreflightContext, Result, fail, ok, warn
+from geohpc.preflight.context import PreflightContext, Result, fail, ok, warn
 
 NAME = "container"
 DESCRIPTION = "--rocm on LUMI; SINGULARITY_BIND/APPTAINER_BIND missing scratch/projappl/project paths"
@@ -52,7 +52,7 @@ def _container_needs(stage: str | None) -> str:
     """What a stage declares it imports inside the container beyond numpy and torch (Stage.extra)."""
     if not stage:
         return ""
-    from geohpc.stages import get_stage
+    from geohpc.core.stages import get_stage
 
     return get_stage(stage).extra.get("container_needs", "")
 

@@ -6,7 +6,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from geohpc.preflight_context import PreflightContext, Result, fail, ok, warn
+from geohpc.preflight.context import PreflightContext, Result, fail, ok, warn
 
 NAME = "file_extensions"
 DESCRIPTION = ".tif vs .tiff and case mismatches between a manifest and the files on disk"

@@ -6,8 +6,8 @@ import platform
 import sys
 from pathlib import Path
 
-from geohpc.elf_glibc import parse_version, scan_tree
-from geohpc.preflight_context import PreflightContext, Result, fail, ok, warn
+from geohpc.preflight.context import PreflightContext, Result, fail, ok, warn
+from geohpc.preflight.glibc import parse_version, scan_tree
 
 NAME = "glibc"
 DESCRIPTION = "GLIBC_x.y needs of the venv's .so files vs the glibc the probe found on the node"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from geohpc.preflight_context import PreflightContext, Result, fail, ok, warn
+from geohpc.preflight.context import PreflightContext, Result, fail, ok, warn
 
 NAME = "internet"
 DESCRIPTION = "a downloading stage on a site whose compute nodes have no internet (INTERNET=no)"
@@ -11,7 +11,7 @@ REMOTE_PREFIXES = ("http://", "https://", "s3://", "/vsis3/", "/vsicurl/", "/vsi
 
 
 def _downloading_stages() -> list[str]:
-    from geohpc.stages import get_stage, stage_names
+    from geohpc.core.stages import get_stage, stage_names
 
     return [n for n in stage_names() if get_stage(n).downloads]
 

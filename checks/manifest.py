@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from geohpc.preflight_context import PreflightContext, Result, fail, ok, warn
+from geohpc.preflight.context import PreflightContext, Result, fail, ok, warn
 
 NAME = "manifest"
 DESCRIPTION = "the stage's manifest builds (its parameters are given) and has items left to run"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from geohpc.preflight_context import PreflightContext, Result, fail, ok, warn
+from geohpc.preflight.context import PreflightContext, Result, fail, ok, warn
 
 NAME = "proj_mismatch"
 DESCRIPTION = "PROJ_DATA/PROJ_LIB proj.db layout vs the proj.db bundled with rasterio and pyproj"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from geohpc.preflight_context import PreflightContext, Result, fail, ok, warn
-from geohpc.purge_guard import purge_days_for, scan, summary
+from geohpc.preflight.context import PreflightContext, Result, fail, ok, warn
+from geohpc.preflight.purge_guard import purge_days_for, scan, summary
 
 NAME = "purge"
 DESCRIPTION = "inputs older than the purge age minus a margin; outputs the purge will delete soon"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from geohpc.preflight_context import PreflightContext, Result, fail, ok, warn
-from geohpc.quota import QuotaUnavailable, entry_for, read_quota, statvfs_entry
+from geohpc.preflight.context import PreflightContext, Result, fail, ok, warn
+from geohpc.preflight.quota import QuotaUnavailable, entry_for, read_quota, statvfs_entry
 from geohpc.util import human_bytes as human
 
 NAME = "quota"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote
 
-from geohpc.preflight_context import PreflightContext, Result, fail, ok, warn
+from geohpc.preflight.context import PreflightContext, Result, fail, ok, warn
 
 NAME = "token_expiry"
 DESCRIPTION = "SAS se= expiry (env values, config files) before now + walltime"

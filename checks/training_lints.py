@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from geohpc.preflight_context import PreflightContext, Result, fail, ok, warn
-from geohpc.train_lints import lint_paths, python_files
+from geohpc.preflight.context import PreflightContext, Result, fail, ok, warn
+from geohpc.preflight.training_lints import lint_paths, python_files
 
 NAME = "training_lints"
 DESCRIPTION = ("static scan of training code: GradScaler+bf16, EMA buffers, DDP 'module.' keys, BatchNorm "

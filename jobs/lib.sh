@@ -69,7 +69,8 @@ if [[ -n "${GEOHPC_ENV:-}" ]]; then
   source "$GEOHPC_ENV"
 fi
 
-# run_py MODULE ARGS...: python -m MODULE through the launcher chosen at submit time (venv or container).
+# run_py COMMAND ARGS...: python -m geohpc COMMAND through the launcher chosen at submit time (venv or container).
+# run_py -m MODULE ARGS... runs another module (torch.distributed.run for fit).
 run_py() {
   local launch=() extra=()
   read -r -a launch <<< "$GEOHPC_LAUNCH"
@@ -80,7 +81,9 @@ run_py() {
   done
   [[ -z "${GEOHPC_ARGS:-}" ]] || read -r -a extra <<< "$GEOHPC_ARGS"
   # signed URLs and tokens never reach the job log
-  echo "== $(date -Is) python -m $*" | sed -E 's/([?&](sig|se|st|sv|sp|X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token)=)[^&[:space:]]+/\1REDACTED/g'
+  local argv=(-m geohpc "$@")
+  [[ "$1" != "-m" ]] || argv=("$@")
+  echo "== $(date -Is) python ${argv[*]}" | sed -E 's/([?&](sig|se|st|sv|sp|X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token)=)[^&[:space:]]+/\1REDACTED/g'
 
-  "${launch[@]}" -m "$@" "${extra[@]}"
+  "${launch[@]}" "${argv[@]}" "${extra[@]}"
 }

@@ -51,7 +51,7 @@ _on_usr1() {
   touch "$_GEOHPC_STOP_FILE"
 }
 
-# run_py_requeueable RUN_DIR MODULE ARGS...: run_py in the background so the batch shell can take
+# run_py_requeueable RUN_DIR ARGS... (as run_py): run_py in the background so the batch shell can take
 # SIGUSR1 (#SBATCH --signal=B:USR1@300) while Python runs; the trap touches RUN_DIR/STOP, every rank
 # sees it, rank 0 saves last.pt, and the job is requeued; the next start resumes from last.pt.
 run_py_requeueable() {

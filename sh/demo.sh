@@ -10,7 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 OUT=outputs/demo      # every demo output, relative to the local site's SCRATCH (the repo)
 DATA=data/demo        # the synthetic imagery, its points and the demo model
 SIZE=64               # AOI side in 10 m pixels
-BBOX=600000,4999360,600640,5000000  # that AOI in EPSG:32635 (geohpc.synth_s12's grid)
+BBOX=600000,4999360,600640,5000000  # that AOI in EPSG:32635 (synth-s12's grid)
 # The light steps ask for one CPU each so two run at once on a small machine (the AOI is 64 x 64 pixels)
 small=(CPUS=1 MEM=2G)
 

@@ -43,7 +43,7 @@ up() {
   [[ -s /etc/munge/munge.key ]] || { dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none; chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key; }
   alive /run/munge/munged.pid || runuser -u munge -- munged </dev/null >/dev/null 2>&1
   start_db
-  PYTHONPATH="${REPO}/py" python3 -m geohpc.testbed --etc /etc/slurm | mariadb
+  PYTHONPATH="${REPO}/py" python3 -m geohpc testbed --etc /etc/slurm | mariadb
   chown slurm:slurm /etc/slurm/slurmdbd.conf
   alive /run/slurm/slurmdbd.pid || slurmdbd </dev/null >/dev/null 2>&1
   wait_for slurmdbd sacctmgr -n list cluster

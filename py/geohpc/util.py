@@ -11,6 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# the checkout: py/geohpc/util.py -> the repo root (jobs/, sites/, checks/ live there)
+REPO = Path(__file__).resolve().parents[2]
+
 _SECRET_PATTERNS = [
     # SAS tokens and signed URLs: the query string carries the signature.
     (re.compile(r"([?&](?:sig|se|sv|sp|st|spr|srt|ss|skoid|sktid|skt|ske|sks|skv)=)[^&\s\"']+", re.I), r"\1REDACTED"),

@@ -12,8 +12,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "py"))
 FIXTURES = Path(__file__).parent / "fixtures"
 
-from geohpc.preflight import load_checks, run_checks  # noqa: E402
-from geohpc.preflight_context import PreflightContext, Result  # noqa: E402
+from geohpc.preflight.context import PreflightContext, Result  # noqa: E402
+from geohpc.preflight.runner import load_checks, run_checks  # noqa: E402
 
 LOCAL_SITE = {
     "SITE_NAME": "local", "ACCOUNT": "none", "PARTITION_CPU": "debug", "PARTITION_GPU": "debug",

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from geohpc.elf_glibc import glibc_needs, scan_tree
-from geohpc.preflight_context import Resources
+from geohpc.preflight.context import Resources
+from geohpc.preflight.glibc import glibc_needs, scan_tree
 
 DEBIAN_PROJ = Path("/usr/share/proj")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from geohpc.preflight_context import Resources
+from geohpc.preflight.context import Resources
 
 MiB, GiB = 1 << 20, 1 << 30
 

@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from geohpc.preflight_context import Resources
+from geohpc.preflight.context import Resources
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

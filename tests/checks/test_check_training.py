@@ -6,7 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from geohpc.train_lints import lint_paths
+from geohpc.preflight.training_lints import lint_paths
 
 CLEAN = """
 import torch

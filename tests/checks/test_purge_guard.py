@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from geohpc.purge_guard import age_days, group_by_folder, main, purge_days_for, rescue, scan
+from geohpc.preflight.purge_guard import age_days, group_by_folder, main, purge_days_for, rescue, scan
 
 DAY = 86400
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from geohpc.quota import (
+from geohpc.preflight.quota import (
     QuotaParseError,
     detect_kind,
     entry_for,
@@ -168,7 +168,7 @@ def test_ansi_colours_and_units() -> None:
 
 
 def test_quota_cli_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
-    from geohpc.quota.__main__ import main
+    from geohpc.preflight.quota.cli import main
 
     assert main([str(FIXTURES / "lfs-quota-h-p.7.txt")]) == 0
     assert '"files": 12002' in capsys.readouterr().out

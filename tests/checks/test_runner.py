@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from geohpc.preflight import blocking, format_table, load_checks, main, run_checks, run_preflight
-from geohpc.preflight_context import PreflightContext, Result, build_context
+from geohpc.preflight.context import PreflightContext, Result, build_context
+from geohpc.preflight.runner import blocking, format_table, load_checks, main, run_checks, run_preflight
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -31,7 +31,7 @@ def _checks_dir(tmp_path: Path, **bodies: str) -> Path:
     d.mkdir()
     for name, body in bodies.items():
         (d / f"{name}.py").write_text(
-            "from geohpc.preflight_context import ok, warn, fail\n"
+            "from geohpc.preflight.context import ok, warn, fail\n"
             f"NAME = {name!r}\nDESCRIPTION = 'test {name}'\nSTAGES = 'all'\n" + body)
     return d
 
@@ -91,7 +91,7 @@ def test_unknown_site_is_one_line_error(capsys) -> None:
 
 
 def test_cli_help_runs() -> None:
-    run = subprocess.run([sys.executable, "-m", "geohpc.preflight", "--help"], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-m", "geohpc", "preflight", "--help"], capture_output=True, text=True,
                          env={"PYTHONPATH": str(REPO / "py"), "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0 and "--only" in run.stdout
 
@@ -157,7 +157,7 @@ def test_seeded_pitfalls_fail_exactly_their_check(tmp_path) -> None:
 
 def test_run_preflight_api_for_submit(tmp_path, monkeypatch) -> None:
     path = _site(tmp_path)
-    from geohpc.preflight_context import read_site_file
+    from geohpc.preflight.context import read_site_file
 
     values = read_site_file(path)
     monkeypatch.chdir(tmp_path)
@@ -166,7 +166,7 @@ def test_run_preflight_api_for_submit(tmp_path, monkeypatch) -> None:
     assert not blocking(results)
     results = run_preflight(values, "probe", env={"HOME": str(tmp_path), "SCRATCH": "/x"}, only=["env_override"])
     assert [r.status for r in results] == ["fail"]
-    from geohpc.preflight_context import Resources
+    from geohpc.preflight.context import Resources
 
     results = run_preflight(values, "probe", items=[f"probe-{i:04d}" for i in range(1, 501)],
                             resources=Resources(mem_bytes=1 << 30, time_s=600), env={"HOME": str(tmp_path)},
@@ -177,7 +177,7 @@ def test_run_preflight_api_for_submit(tmp_path, monkeypatch) -> None:
 @pytest.mark.parametrize("flags", [["--only", "array", "--stage", "probe", "--param", "N=3"]])
 def test_cli_in_subprocess(tmp_path, flags) -> None:
     path = _site(tmp_path)
-    run = subprocess.run([sys.executable, "-m", "geohpc.preflight", "--site", str(path), *flags, "--json"],
+    run = subprocess.run([sys.executable, "-m", "geohpc", "preflight", "--site", str(path), *flags, "--json"],
                          capture_output=True, text=True, env={"PYTHONPATH": str(REPO / "py"), "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stderr
     # probe-0000.json exists (written by _site), so only 2 of the 3 items are pending
@@ -193,7 +193,7 @@ def test_manifest_check(make_ctx, run_check) -> None:
 
 
 def test_make_line_vars_from_makeflags() -> None:
-    from geohpc.preflight_context import make_line_vars
+    from geohpc.preflight.context import make_line_vars
 
     assert make_line_vars({"MAKEFLAGS": r"s -- STAGE=cog X=a\ b SITE=lumi"}) == {"STAGE": "cog", "X": "a b",
                                                                                  "SITE": "lumi"}
@@ -202,7 +202,7 @@ def test_make_line_vars_from_makeflags() -> None:
 
 
 def test_sbatch_resources_from_job_script(tmp_path) -> None:
-    from geohpc.preflight_context import parse_time, sbatch_resources
+    from geohpc.preflight.context import parse_time, sbatch_resources
 
     script = tmp_path / "x.sbatch"
     script.write_text("#!/usr/bin/env bash\n#SBATCH --job-name=x\n#SBATCH --mem=8G\n#SBATCH --time=1-02:00:00\n"
@@ -218,14 +218,14 @@ def test_gate_for_make_submit(tmp_path) -> None:
     import io
     import sqlite3
 
+    from geohpc.core.site import load_site
+    from geohpc.core.stages import get_stage
     from geohpc.errors import ConfigError
-    from geohpc.site import load_site
-    from geohpc.stages import get_stage
 
     env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     site, stage = load_site("local", cli={}, env=env), get_stage("probe")
     out = io.StringIO()
-    from geohpc.preflight import gate
+    from geohpc.preflight.runner import gate
 
     results = gate(site, stage, ["probe-0000"], {"N": "1"}, env, out=out)
     assert "manifest" in {r.check for r in results} and out.getvalue().startswith("STATUS")

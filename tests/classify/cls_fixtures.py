@@ -11,10 +11,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from geohpc.points import read_points
-from geohpc.sample import sample
-from geohpc.scene import make_scene
-from geohpc.train import train
+from geohpc.classify.points import read_points
+from geohpc.classify.sample import sample
+from geohpc.classify.train import train
+from geohpc.synth.scene import make_scene
 
 
 @functools.cache

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import rasterio
 from cls_fixtures import model_dir, samples, scene  # noqa: F401
-from geohpc import classify as classify_mod
-from geohpc import validate as validate_mod
-from geohpc.classify import classify
-from geohpc.metrics import confusion, summarise
-from geohpc.validate import validate
+from geohpc.classify import classify as classify_mod
+from geohpc.classify import validate as validate_mod
+from geohpc.classify.classify import classify
+from geohpc.classify.metrics import confusion, summarise
+from geohpc.classify.validate import validate
 from testutil import write_raster
 
 
@@ -106,7 +106,7 @@ def test_validate_map_in_another_crs_and_missing_reference(scene, tmp_path, caps
 
 
 def test_int8_scene_with_scale_sidecar_classifies_like_float(scene, model_dir, tmp_path):  # noqa: F811
-    from geohpc.scene import make_scene
+    from geohpc.synth.scene import make_scene
 
     q = make_scene(tmp_path / "q", size=128, bands=16, n_classes=5, train_points=50, val_points=10, block=64, seed=3,
                    separation=1.0, dtype="int8")

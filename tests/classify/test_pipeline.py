@@ -6,14 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from geohpc.classify import classify
+from geohpc.classify.classify import classify
+from geohpc.classify.points import read_points
+from geohpc.classify.sample import sample
+from geohpc.classify.train import train
+from geohpc.classify.validate import validate
+from geohpc.core.stages import StageContext, get_stage, stage_names
 from geohpc.errors import ConfigError
-from geohpc.points import read_points
-from geohpc.sample import sample
-from geohpc.scene import make_scene
-from geohpc.stages import StageContext, get_stage, stage_names
-from geohpc.train import train
-from geohpc.validate import validate
+from geohpc.synth.scene import make_scene
 
 
 def test_synthetic_scene_end_to_end_accuracy_above_0_9(tmp_path):
@@ -84,7 +84,7 @@ def test_job_scripts_follow_the_template(repo):
         text = (repo / "jobs" / f"{stage}.sbatch").read_text()
         head = [ln for ln in text.splitlines()[1:] if ln.startswith("#SBATCH")]
         assert head[0] == f"#SBATCH --job-name={stage}" and "#SBATCH --output=logs/%x_%A_%a.out" in head
-        assert f"run_py geohpc.{stage}" in text and "$" not in "".join(head)
+        assert f"run_py {stage}" in text and "$" not in "".join(head)
 
 
 def _make(*args: str):

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-from geohpc import sample as sample_mod
-from geohpc.points import read_points, write_gpkg_points
-from geohpc.sample import direct_layout, sample
+from geohpc.classify import sample as sample_mod
+from geohpc.classify.points import read_points, write_gpkg_points
+from geohpc.classify.sample import direct_layout, sample
 from testutil import write_raster
 
 ORIGIN = (500000.0, 5000000.0)

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from cls_fixtures import model_dir, samples, scene  # noqa: F401
-from geohpc import train as train_mod
-from geohpc.train import train
+from geohpc.classify import train as train_mod
+from geohpc.classify.train import train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,7 +70,7 @@ def test_rerun_continues_the_same_study(samples, tmp_path):  # noqa: F811
 
 def test_killed_job_resumes_its_study(samples, tmp_path):  # noqa: F811
     out, j = tmp_path / "m", tmp_path / "study.journal"
-    cmd = [sys.executable, "-m", "geohpc.train", "--samples", str(samples), "--out-dir", str(out), "--journal", str(j),
+    cmd = [sys.executable, "-m", "geohpc", "train", "--samples", str(samples), "--out-dir", str(out), "--journal", str(j),
            "--trials", "50", "--iterations", "20", "--block-size", "300"]
     env = {**os.environ, "PYTHONPATH": str(REPO / "py")}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -156,7 +156,7 @@ def test_parallel_tasks_share_one_study(samples, tmp_path):  # noqa: F811
     env = {**os.environ, "PYTHONPATH": str(REPO / "py")}
     procs = []
     for task in range(2):
-        cmd = [sys.executable, "-m", "geohpc.train", "--samples", str(samples), "--out-dir", str(out), "--journal", str(j),
+        cmd = [sys.executable, "-m", "geohpc", "train", "--samples", str(samples), "--out-dir", str(out), "--journal", str(j),
                "--trials", "4", "--iterations", "15", "--block-size", "300"]
         procs.append(subprocess.Popen(cmd, env={**env, "SLURM_ARRAY_TASK_ID": str(task)}, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE, text=True))

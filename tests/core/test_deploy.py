@@ -23,7 +23,7 @@ def _sshd_up() -> None:
 
 
 def deploy(src: Path, remote_dir: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "geohpc.deploy", "--site", "local", "--src", str(src), "--ssh-config",
+    cmd = [sys.executable, "-m", "geohpc", "deploy", "--site", "local", "--src", str(src), "--ssh-config",
            str(SSH_CONFIG), "--set", f"REMOTE={ALIAS}", "--set", f"REMOTE_DIR={remote_dir}", *extra]
     env = {**os.environ, "PYTHONPATH": str(REPO / "py")}
     env.pop("MAKEFLAGS", None)
@@ -113,6 +113,6 @@ def test_remote_symlinked_data_and_foreign_folders_are_safe(tmp_path: Path) -> N
 def test_remote_dir_equal_to_scratch_is_refused() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "py")}
     env.pop("MAKEFLAGS", None)
-    proc = subprocess.run([sys.executable, "-m", "geohpc.deploy", "--site", "lumi", "--dry-run", "--set",
+    proc = subprocess.run([sys.executable, "-m", "geohpc", "deploy", "--site", "lumi", "--dry-run", "--set",
                            "REMOTE_DIR=/scratch/project_465002500/romcrop"], capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and "is the site's SCRATCH" in proc.stderr

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from geohpc.core.arrays import compact, effective_throttle, expand, parse_throttle, plan_chunks
 from geohpc.errors import ConfigError
-from geohpc.plan import compact, effective_throttle, expand, parse_throttle, plan_chunks
 
 
 def test_compact_and_expand_roundtrip() -> None:

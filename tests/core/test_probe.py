@@ -12,7 +12,7 @@ def test_probe_report_fields(tmp_path: Path, repo: Path) -> None:
     out = tmp_path / "r.json"
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(repo / "py"), "SLURM_CPUS_PER_TASK": "3",
            "PROJ_DATA": "/nowhere/proj", "ROCR_VISIBLE_DEVICES": "0,1"}
-    proc = subprocess.run([sys.executable, "-m", "geohpc.probe", "--out", str(out)], env=env,
+    proc = subprocess.run([sys.executable, "-m", "geohpc", "probe", "--out", str(out)], env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())

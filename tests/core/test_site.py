@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from geohpc.core.site import REQUIRED_KEYS, load_site, parse_env_file, parse_makeflags, site_names
 from geohpc.errors import ConfigError
-from geohpc.site import REQUIRED_KEYS, load_site, parse_env_file, parse_makeflags, site_names
 
 
 def _site_dir(tmp_path: Path, extra: str = "", drop: str = "") -> Path:

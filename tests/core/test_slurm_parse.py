@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from geohpc.slurm import TaskInfo, parse_duration, parse_mem, parse_sacct, parse_squeue
-from geohpc.status import bar, classify
+from geohpc.core.slurm import TaskInfo, parse_duration, parse_mem, parse_sacct, parse_squeue
+from geohpc.ops.status import bar, classify
 
 SACCT = """1_0|COMPLETED|0:0|00:00:07||1G
 1_0.batch|COMPLETED|0:0|00:00:07|289856K|

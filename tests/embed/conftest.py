@@ -19,7 +19,7 @@ SIZE = 48  # AOI side in pixels: small enough for 2 shared cores
 @pytest.fixture(scope="session")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """A synthetic series on local files: items.json, the AOI bbox string and the folder."""
-    from geohpc import synth_s12
+    from geohpc.synth import s12 as synth_s12
     from geohpc.util import write_json_atomic
 
     out = tmp_path_factory.mktemp("synth")
@@ -32,8 +32,8 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 @pytest.fixture(scope="session")
 def chain(synth: dict[str, object], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """download (local files) -> stack -> retile (block 32, patch 16) of the synthetic series."""
-    from geohpc import download, retile, stack
-    from geohpc.embed_layout import grid_from_bbox, parse_bbox
+    from geohpc.embed import download, retile, stack
+    from geohpc.embed.layout import grid_from_bbox, parse_bbox
 
     root = tmp_path_factory.mktemp("chain")
     grid = grid_from_bbox(parse_bbox(str(synth["bbox"])), "EPSG:32635", 10)
@@ -46,7 +46,7 @@ def chain(synth: dict[str, object], tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo-size model as a checkpoint."""
-    from geohpc import tessera_model as tm
+    from geohpc.embed import model as tm
 
     path = tmp_path_factory.mktemp("model") / "demo.pt"
     tm.save_checkpoint(tm.build("demo", seed=0), str(path))
@@ -56,7 +56,7 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def chain_emb(chain: dict[str, Path], demo_model: Path) -> Path:
     """Embeddings (float32) of every patch of ``chain`` with the demo model."""
-    from geohpc import infer
+    from geohpc.embed import infer
 
     out = chain["root"] / "infer"
     lines = (chain["retile"] / "patches.txt").read_text().split()

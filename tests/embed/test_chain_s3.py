@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from geohpc import download, infer, retile, stack, stitch, synth_s12
+from geohpc.embed import download, infer, retile, stack, stitch
+from geohpc.synth import s12 as synth_s12
 
 
 @pytest.mark.s3

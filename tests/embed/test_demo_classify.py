@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import rasterio
-from geohpc import stitch, synth_s12
-from geohpc.classify import classify
-from geohpc.points import read_points
-from geohpc.sample import sample
-from geohpc.train import train
-from geohpc.validate import validate
+from geohpc.classify.classify import classify
+from geohpc.classify.points import read_points
+from geohpc.classify.sample import sample
+from geohpc.classify.train import train
+from geohpc.classify.validate import validate
+from geohpc.embed import stitch
+from geohpc.synth import s12 as synth_s12
 
 
 def test_embeddings_of_the_synthetic_series_classify_above_0_9(synth, chain, chain_emb, tmp_path: Path) -> None:

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from geohpc import download, synth_s12
-from geohpc.embed_layout import DONE_MARKER, SKIP_MARKER, grid_from_bbox, parse_bbox
+from geohpc.embed import download
+from geohpc.embed.layout import DONE_MARKER, SKIP_MARKER, grid_from_bbox, parse_bbox
 from geohpc.errors import InputError, ServiceError
+from geohpc.synth import s12 as synth_s12
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,7 +29,7 @@ def _grid(bbox: str):
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     e = dict(os.environ if env is None else env, PYTHONPATH=str(REPO / "py"))
-    return subprocess.run([sys.executable, "-m", "geohpc.download", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "geohpc", "download", *args], capture_output=True, text=True,
                           env=e, timeout=120)
 
 
@@ -204,7 +205,7 @@ def test_http_404_retried_and_gdal_logs_redacted(synth, tmp_path, caplog, capsys
 def test_synth_falls_back_to_files_when_no_s3(tmp_path) -> None:
     port = _closed_port()
     env = dict(os.environ, PYTHONPATH=str(REPO / "py"), AWS_S3_ENDPOINT=f"127.0.0.1:{port}", AWS_HTTPS="NO")
-    r = subprocess.run([sys.executable, "-m", "geohpc.synth_s12", "--out", str(tmp_path), "--size", "16",
+    r = subprocess.run([sys.executable, "-m", "geohpc", "synth-s12", "--out", str(tmp_path), "--size", "16",
                         "--s2-dates", "2", "--s1-dates", "1", "--upload", "s3://demo/s12", "--upload-if-up"],
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0, r.stderr

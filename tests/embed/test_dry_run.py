@@ -48,7 +48,7 @@ def job_command(stage: str, env: dict[str, str], sbatch: str, tmp: Path, item: s
     r = subprocess.run(["bash", str(REPO / "jobs" / f"{stage}.sbatch")], capture_output=True, text=True,
                        env=run_env, timeout=60)
     assert r.returncode == 0, r.stderr
-    return next(line for line in r.stdout.splitlines() if " -m geohpc." in line and not line.startswith("=="))
+    return next(line for line in r.stdout.splitlines() if " -m geohpc " in line and not line.startswith("=="))
 
 
 def test_infer_side_by_side(tmp_path: Path) -> None:
@@ -63,7 +63,7 @@ def test_infer_side_by_side(tmp_path: Path) -> None:
     assert "--partition=standard-g" in lumi_sb and "--gpus-per-node=8" in lumi_sb
     assert lumi["SINGULARITY_BIND"] == "/pfs,/scratch,/projappl,/project,/flash"
     cmd = job_command("infer", lumi, lumi_sb, tmp_path, block)
-    assert cmd.startswith("singularity exec /appl/local/containers/pytorch-2.7.sif python3 -m geohpc.infer ")
+    assert cmd.startswith("singularity exec /appl/local/containers/pytorch-2.7.sif python3 -m geohpc infer ")
     assert "--rocm" not in cmd and "--gpus 8 --gpu-vendor rocm" in cmd
     assert f"--block {block}" in cmd and "--model /scratch/project_465002500/romcrop/models/tessera.pt" in cmd
     assert "--out /scratch/project_465002500/romcrop/outputs/infer" in cmd
@@ -71,18 +71,18 @@ def test_infer_side_by_side(tmp_path: Path) -> None:
     # Betzy: 4 A100s, apptainer --nv.
     assert "--gpus-per-node=4" in betzy_sb
     cmd = job_command("infer", betzy, betzy_sb, tmp_path, block)
-    assert cmd.startswith("apptainer exec --nv /cluster/sif/t.sif python3 -m geohpc.infer ")
+    assert cmd.startswith("apptainer exec --nv /cluster/sif/t.sif python3 -m geohpc infer ")
     assert "--gpus 4 --gpu-vendor cuda" in cmd and "--patches /cluster/work/users/me/outputs/retile" in cmd
 
     # Saga: no GPUs: apptainer on CPU, CPU shards from SLURM_CPUS_PER_TASK.
     assert "--gpus-per-node" not in saga_sb and saga["APPTAINER_BIND"] == "/cluster"
     cmd = job_command("infer", saga, saga_sb, tmp_path, block)
-    assert cmd.startswith("apptainer exec /cluster/sif/torch.sif python3 -m geohpc.infer ") and "--nv" not in cmd
+    assert cmd.startswith("apptainer exec /cluster/sif/torch.sif python3 -m geohpc infer ") and "--nv" not in cmd
     assert "--cpu-shards 4 --threads 16" in cmd
 
     # local: the venv, CPU shards.
     cmd = job_command("infer", local, local_sb, tmp_path, block)
-    assert cmd.startswith(f"{(REPO / '.venv').resolve()}/bin/python -m geohpc.infer ") and "--cpu-shards 4 --threads 16" in cmd
+    assert cmd.startswith(f"{(REPO / '.venv').resolve()}/bin/python -m geohpc infer ") and "--cpu-shards 4 --threads 16" in cmd
 
 
 @pytest.mark.parametrize("stage", ["stack", "retile", "stitch"])
@@ -92,7 +92,7 @@ def test_cpu_stages_use_the_venv_on_lumi(stage: str, tmp_path: Path) -> None:
     assert env["GEOHPC_LAUNCH"] == "/projappl/project_465002500/venvs/romcrop/bin/python"
     item = {"stack": "aoi", "retile": "block_r000000_c000000", "stitch": "embeddings"}[stage]
     cmd = job_command(stage, env, sb, tmp_path, item)
-    assert cmd.startswith(f"/projappl/project_465002500/venvs/romcrop/bin/python -m geohpc.{stage} ")
+    assert cmd.startswith(f"/projappl/project_465002500/venvs/romcrop/bin/python -m geohpc {stage} ")
     assert "/scratch/project_465002500/romcrop/outputs/" in cmd
 
 

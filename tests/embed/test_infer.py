@@ -13,13 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from geohpc import embed_codec, infer, infer_parallel
-from geohpc import tessera_model as tm
+from geohpc.embed import codec as embed_codec
+from geohpc.embed import infer
+from geohpc.embed import infer_workers as infer_parallel
+from geohpc.embed import model as tm
 from geohpc.errors import InputError
 from testutil import make_patch
 
 REPO = Path(__file__).resolve().parents[2]
-BLOCKED = ("rasterio", "osgeo", "pyproj", "pandas", "geohpc.rasterio_io", "geohpc.progress")
+BLOCKED = ("rasterio", "osgeo", "pyproj", "pandas", "geohpc.raster_io", "geohpc.progress")
 
 
 def _env() -> dict[str, str]:
@@ -29,7 +31,7 @@ def _env() -> dict[str, str]:
 def test_infer_runs_with_rasterio_and_gdal_blocked(chain, demo_model, tmp_path) -> None:
     code = ("import sys\n"
             f"for m in {BLOCKED!r}: sys.modules[m] = None\n"
-            "from geohpc.infer import main\n"
+            "from geohpc.embed.infer import main\n"
             "rc = main(sys.argv[1:])\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('rasterio', 'osgeo', 'pyproj', 'affine')"
             " and sys.modules[m] is not None)\n"
@@ -155,7 +157,7 @@ def test_cpu_shards_match_single_process(tmp_path, demo_model) -> None:
     man = _patches(tmp_path / "p", 4)
     ref = infer.run_patches(man.read_text().split(), tmp_path / "p", tmp_path / "ref", demo_model)
     assert ref["done"] == 4
-    r = subprocess.run([sys.executable, "-m", "geohpc.infer", "--patches", str(tmp_path / "p"), "--manifest",
+    r = subprocess.run([sys.executable, "-m", "geohpc", "infer", "--patches", str(tmp_path / "p"), "--manifest",
                         str(man), "--model", str(demo_model), "--out", str(tmp_path / "sh"), "--cpu-shards", "2",
                         "--threads", "2"], capture_output=True, text=True, env=_env(), timeout=120)
     assert r.returncode == 0, r.stderr
@@ -171,7 +173,7 @@ def test_killed_run_resumes_only_unfinished_patches(tmp_path) -> None:
     n = 8
     man = _patches(tmp_path / "p", n, h=32)
     out = tmp_path / "o"
-    args = [sys.executable, "-m", "geohpc.infer", "--patches", str(tmp_path / "p"), "--manifest", str(man),
+    args = [sys.executable, "-m", "geohpc", "infer", "--patches", str(tmp_path / "p"), "--manifest", str(man),
             "--model", str(model), "--out", str(out), "--batch", "256"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     deadline = time.monotonic() + 90

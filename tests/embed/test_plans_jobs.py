@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from geohpc.core.stages import StageContext, get_stage, stage_names
 from geohpc.errors import ConfigError
-from geohpc.stages import StageContext, get_stage, stage_names
 
 REPO = Path(__file__).resolve().parents[2]
 BBOX = "600000,4999520,600480,5000000"  # 48 x 48 px
@@ -77,7 +77,7 @@ def test_infer_job_picks_gpus_or_cpu_shards(tmp_path, site, extra, want) -> None
     (tmp_path / "infer.manifest").write_text("block_r000000_c000000\n")
     r = _job("infer", tmp_path, 0, {"MODEL": "models/demo.pt", "EMB_DTYPE": "int8", **extra})
     assert r.returncode == 0, r.stderr
-    cmd = next(line for line in r.stdout.splitlines() if line.startswith("-m geohpc.infer"))
+    cmd = next(line for line in r.stdout.splitlines() if line.startswith("-m geohpc infer"))
     assert want in cmd and "--block block_r000000_c000000" in cmd and "--dtype int8" in cmd
     assert f"--model {tmp_path}/models/demo.pt" in cmd and f"--patches {tmp_path}/outputs/retile" in cmd
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from geohpc import retile, stack
-from geohpc.embed_layout import DONE_MARKER, PATCH_LIST, S2_BANDS
+from geohpc.embed import retile, stack
+from geohpc.embed.layout import DONE_MARKER, PATCH_LIST, S2_BANDS
 from geohpc.errors import InputError
 
 
@@ -103,7 +103,7 @@ _MEM = """
 import sys, tracemalloc
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from geohpc import stack
+from geohpc.embed import stack
 tracemalloc.start()
 stack.build_stack(Path(sys.argv[2]), Path(sys.argv[4]) / "warm", block=16)  # first use imports lazily
 peaks = []

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from geohpc import stitch
-from geohpc.embed_layout import iter_patches
+from geohpc.embed import stitch
+from geohpc.embed.layout import iter_patches
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,7 +52,7 @@ def test_missing_patch_is_an_error_or_nodata(chain, chain_emb, tmp_path) -> None
     shutil.copytree(chain_emb, emb)
     (emb / "block_r000032_c000032" / "r000032_c000032.npy").unlink()
     out = tmp_path / "m.tif"
-    r = subprocess.run([sys.executable, "-m", "geohpc.stitch", "--patches", str(chain["retile"]), "--emb", str(emb),
+    r = subprocess.run([sys.executable, "-m", "geohpc", "stitch", "--patches", str(chain["retile"]), "--emb", str(emb),
                         "--out", str(out), "--tile", "16"], capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=str(REPO / "py")), timeout=60)
     assert r.returncode == 2 and "rerun infer" in r.stderr and "block_r000032_c000032/r000032_c000032" in r.stderr
@@ -67,7 +67,7 @@ _MEM_SCRIPT = """
 import json, sys, tracemalloc
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from geohpc import stitch
+from geohpc.embed import stitch
 tracemalloc.start()
 stitch.stitch(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), tile=32, cache_mb=4)
 hwm = next(int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM:")) * 1024

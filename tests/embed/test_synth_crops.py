@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from geohpc import synth_s12
-from geohpc.classes import CLASSES_TAG, classes_from_tags
+from geohpc.classify.classes import CLASSES_TAG, classes_from_tags
+from geohpc.synth import s12 as synth_s12
 from pyproj import Transformer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ def test_each_crop_has_its_own_sentinel2_season(series) -> None:
 
 
 def test_cli_writes_points_and_names_them(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "geohpc.synth_s12", "--out", str(tmp_path), "--size", "24",
+    r = subprocess.run([sys.executable, "-m", "geohpc", "synth-s12", "--out", str(tmp_path), "--size", "24",
                         "--s2-dates", "2", "--s1-dates", "1", "--train-points", "60", "--val-points", "30"],
                        capture_output=True, text=True, env={"PYTHONPATH": str(REPO / "py"), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr
@@ -93,7 +93,7 @@ def test_cli_writes_points_and_names_them(tmp_path: Path) -> None:
 
 
 def test_negative_point_count_is_a_one_line_error(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "geohpc.synth_s12", "--out", str(tmp_path / "o"), "--size", "16",
+    r = subprocess.run([sys.executable, "-m", "geohpc", "synth-s12", "--out", str(tmp_path / "o"), "--size", "16",
                         "--train-points", "-1"], capture_output=True, text=True,
                        env={"PYTHONPATH": str(REPO / "py"), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "points" in r.stderr

@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from geohpc.cog import make_cog, overview_factors, validate_cog
-from geohpc.cog.build import _windows
+from geohpc.products.cog import make_cog, overview_factors, validate_cog
+from geohpc.products.cog.build import _windows
 from rio_cogeo.cogeo import cog_validate
 from testutil import REPO, write_raster
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(REPO / "py"))
-    return subprocess.run([sys.executable, "-m", "geohpc.cog", *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([sys.executable, "-m", "geohpc", "cog", *args], capture_output=True, text=True, env=env, timeout=120)
 
 
 def striped(tmp_path: Path, bands: int = 12, h: int = 300, w: int = 260, dtype: str = "float32", **kw: object) -> Path:

@@ -16,7 +16,7 @@ from testutil import REPO, write_raster
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(REPO / "py"))
-    return subprocess.run([sys.executable, "-m", "geohpc.cog", *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([sys.executable, "-m", "geohpc", "cog", *args], capture_output=True, text=True, env=env, timeout=120)
 
 
 def assert_refused(src: Path, out_dir: Path, *words: str) -> None:

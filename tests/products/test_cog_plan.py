@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from geohpc.cog import validate_cog
+from geohpc.core.stages import StageContext, get_stage
 from geohpc.errors import ConfigError, InputError
-from geohpc.stages import StageContext, get_stage
+from geohpc.products.cog import validate_cog
 from testutil import REPO, write_raster
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from geohpc.cog import validate_cog
 from geohpc.errors import InputError
-from geohpc.mosaic import build_mosaic
+from geohpc.products.cog import validate_cog
+from geohpc.products.mosaic import build_mosaic
 from rasterio.windows import Window
 from testutil import REPO, write_raster
 
@@ -27,7 +27,7 @@ def run_cli(*args: str, nofile: int | None = None) -> subprocess.CompletedProces
         if nofile:
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
-    return subprocess.run([sys.executable, "-m", "geohpc.mosaic", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "geohpc", "mosaic", *args], capture_output=True, text=True, env=env,
                           timeout=300, preexec_fn=limit)
 
 
@@ -173,7 +173,7 @@ def test_mosaic_never_overwrites_an_input(tmp_path: Path) -> None:
     write_raster(tmp_path / "md" / "b.tif", np.ones((1, 8, 8), np.uint8), origin=(500080.0, 5000000.0))
     before = a.read_bytes()
     env = {"PYTHONPATH": str(REPO / "py"), "PATH": "/usr/bin:/bin"}
-    run = [sys.executable, "-m", "geohpc.mosaic"]
+    run = [sys.executable, "-m", "geohpc", "mosaic"]
     proc = subprocess.run([*run, "--out", str(tmp_path / "m.vrt"), "--cog", str(a), str(a), str(tmp_path / "md" / "b.tif")],
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and "is both an input and the mosaic's output" in proc.stderr

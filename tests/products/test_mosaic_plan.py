@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from geohpc.core.stages import StageContext, get_stage
 from geohpc.errors import ConfigError
-from geohpc.stages import StageContext, get_stage
 from testutil import REPO, write_raster
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from geohpc.core.stages import StageContext
 from geohpc.plans.cog import memory_bytes
-from geohpc.stages import StageContext
 from testutil import REPO, write_raster
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from geohpc.cog import validate_cog
+from geohpc.products.cog import validate_cog
 from testutil import REPO, write_raster
 
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import rasterio
 from geohpc.errors import ConfigError
-from geohpc.tiles import build
-from geohpc.tiles.core import tile_range
-from geohpc.tiles.pyramid import downsample
+from geohpc.products.tiles import build
+from geohpc.products.tiles.core import tile_range
+from geohpc.products.tiles.pyramid import downsample
 from PIL import Image
 from rasterio.warp import transform_bounds
 from tiles_helpers import write_raster
@@ -303,7 +303,7 @@ def test_shards_and_reruns_reuse_the_fitted_rendering(tmp_path: Path) -> None:
 @pytest.mark.parametrize("layout", [dict(tiled=True, blockxsize=64, blockysize=64, interleave="pixel"),
                                     dict(interleave="pixel")])  # tiled, and striped
 def test_pca_block_reader_matches_band_reader(tmp_path: Path, layout: dict) -> None:
-    from geohpc.tiles.render import _pca_by_band_groups, _pca_by_blocks, fit_render
+    from geohpc.products.tiles.paint import _pca_by_band_groups, _pca_by_blocks, fit_render
     from rasterio.enums import Resampling
     from rasterio.windows import Window
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from geohpc.stages import StageContext, get_stage
-from geohpc.tiles.cli import main
+from geohpc.core.stages import StageContext, get_stage
+from geohpc.products.tiles.cli import main
 from tiles_helpers import REPO, write_raster
 
 
@@ -113,9 +113,9 @@ def test_read_only_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_module_cli_runs_and_prints_json(tmp_path: Path) -> None:
     src = rgb(tmp_path)
     env = dict(os.environ, PYTHONPATH=str(REPO / "py"))
-    help_ = subprocess.run([sys.executable, "-m", "geohpc.tiles", "--help"], capture_output=True, text=True, env=env)
+    help_ = subprocess.run([sys.executable, "-m", "geohpc", "tiles", "--help"], capture_output=True, text=True, env=env)
     assert help_.returncode == 0 and "--shard" in help_.stdout and "--pmtiles" in help_.stdout
-    run = subprocess.run([sys.executable, "-m", "geohpc.tiles", str(src), str(tmp_path / "t"), "--zoom", "13-15",
+    run = subprocess.run([sys.executable, "-m", "geohpc", "tiles", str(src), str(tmp_path / "t"), "--zoom", "13-15",
                           "--processes", "1", "--pmtiles"], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)

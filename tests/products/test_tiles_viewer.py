@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from geohpc.tiles import build
-from geohpc.tiles.viewer import asset_dir
+from geohpc.products.tiles import build
+from geohpc.products.tiles.viewer import asset_dir
 from PIL import Image
 from tiles_helpers import write_raster
 

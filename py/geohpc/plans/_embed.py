@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..embed_layout import STACK_JSON, Grid, grid_from_bbox, iter_blocks, iter_patches, parse_bbox
-from ..errors import ConfigError
-from ..stages import StageContext
+from geohpc.core.stages import StageContext
+from geohpc.embed.layout import STACK_JSON, Grid, grid_from_bbox, iter_blocks, iter_patches, parse_bbox
+from geohpc.errors import ConfigError
 
 DIR_PARAMS = {"download": "DOWNLOAD_DIR", "stack": "STACK_DIR", "retile": "PATCH_DIR", "infer": "EMB_DIR",
               "stitch": "STITCH_DIR"}

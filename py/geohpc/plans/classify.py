@@ -6,7 +6,7 @@ import glob
 import os
 from pathlib import Path
 
-from ..stages import Stage, StageContext
+from geohpc.core.stages import Stage, StageContext
 
 SEP = "::"
 
@@ -29,7 +29,7 @@ def shard_name(raster: str, i: int, n: int) -> str:
 def _rasters(ctx: StageContext) -> list[str]:
     spec = ctx.param("RASTERS")
     if not spec:
-        from ..errors import ConfigError
+        from geohpc.errors import ConfigError
 
         raise ConfigError("stage classify needs RASTERS=<raster|dir|glob|list.txt>[,...] and MODEL=<train output dir>")
     out: list[str] = []
@@ -63,7 +63,6 @@ def _done(item: str, ctx: StageContext) -> bool:
 
 STAGE = Stage(
     name="classify",
-    module="geohpc.classify",
     summary="predict a uint8 class COG (colour table, optional confidence) per raster shard with the trained model",
     build_manifest=_manifest,
     output_for=_output,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError, InputError
-from ..stages import Stage, StageContext, read_manifest
-from ..util import parse_size
+from geohpc.core.stages import Stage, StageContext, read_manifest
+from geohpc.errors import ConfigError, InputError
+from geohpc.util import parse_size
 
 TEMP_FACTOR = 1.4  # the build keeps an uncompressed tiled copy (+ overviews) beside the output
 
@@ -44,7 +44,7 @@ def _done(item: str, ctx: StageContext) -> bool:
     out = _output(item, ctx)
     if not out.is_file():
         return False
-    from ..cog.validate import validate_cog  # lazy: planning imports the standard library only
+    from geohpc.products.cog.layout import validate_cog  # lazy: planning imports the standard library only
 
     return not validate_cog(out)
 
@@ -64,7 +64,6 @@ def memory_bytes(item: str, ctx: StageContext) -> int:
 
 STAGE = Stage(
     name="cog",
-    module="geohpc.cog",
     summary="convert GeoTIFFs (striped, many-band) into validated Cloud Optimized GeoTIFFs",
     build_manifest=_manifest,
     output_for=_output,

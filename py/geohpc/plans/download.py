@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..embed_layout import DONE_MARKER, SKIP_MARKER
-from ..errors import InputError
-from ..stages import Stage, StageContext
+from geohpc.core.stages import Stage, StageContext
+from geohpc.embed.layout import DONE_MARKER, SKIP_MARKER
+from geohpc.errors import InputError
 
 
 def _manifest(ctx: StageContext) -> list[str]:
@@ -35,7 +35,6 @@ def _done(item: str, ctx: StageContext) -> bool:
 
 STAGE = Stage(
     name="download",
-    module="geohpc.download",
     summary="fetch S2 (TESSERA band order + SCL) and S1 VV/VH of each STAC item onto the AOI grid",
     build_manifest=_manifest,
     output_for=_output,

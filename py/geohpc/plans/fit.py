@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..stages import Stage, StageContext
+from geohpc.core.stages import Stage, StageContext
+from geohpc.errors import ConfigError
 
 
 def _manifest(ctx: StageContext) -> list[str]:
@@ -22,7 +22,6 @@ def _output(item: str, ctx: StageContext) -> Path:
 
 STAGE = Stage(
     name="fit",
-    module="geohpc.fit",
     summary="train a U-Net/MLP on prep chips with torchrun DDP (bf16, EMA, resumable checkpoints)",
     build_manifest=_manifest,
     output_for=_output,

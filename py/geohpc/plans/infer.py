@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..stages import Stage, StageContext
-from . import _embed
+from geohpc.core.stages import Stage, StageContext
+from geohpc.plans import _embed
 
 
 def _output(item: str, ctx: StageContext) -> Path:
@@ -23,7 +23,6 @@ def _bytes(item: str, ctx: StageContext) -> int:
 
 STAGE = Stage(
     name="infer",
-    module="geohpc.infer",
     summary="per-pixel 128-d embeddings of each patch (one process per GPU, or CPU shards), resumable",
     build_manifest=_embed.blocks,
     output_for=_output,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..stages import Stage, StageContext
+from geohpc.core.stages import Stage, StageContext
+from geohpc.errors import ConfigError
 
 
 def _manifest(ctx: StageContext) -> list[str]:
@@ -33,14 +33,13 @@ def _done(item: str, ctx: StageContext) -> bool:
         return False
     if out.suffix == ".vrt":
         return True
-    from ..cog.validate import validate_cog  # lazy: planning imports the standard library only
+    from geohpc.products.cog.layout import validate_cog  # lazy: planning imports the standard library only
 
     return not validate_cog(out)
 
 
 STAGE = Stage(
     name="mosaic",
-    module="geohpc.mosaic",
     summary="mosaic many rasters on one grid into a VRT and one validated COG",
     build_manifest=_manifest,
     output_for=_output,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import glob
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..stages import Stage, StageContext
+from geohpc.core.stages import Stage, StageContext
+from geohpc.errors import ConfigError
 
 
 def _rasters(ctx: StageContext) -> list[str]:
@@ -38,7 +38,6 @@ def _output(item: str, ctx: StageContext) -> Path:
 
 STAGE = Stage(
     name="predict",
-    module="geohpc.predict",
     summary="run a fit model over embedding rasters (tiled, overlap-blended) -> uint8 class COGs",
     build_manifest=_manifest,
     output_for=_output,

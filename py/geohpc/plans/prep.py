@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..stages import Stage, StageContext
+from geohpc.core.stages import Stage, StageContext
+from geohpc.errors import ConfigError
 
 
 def _manifest(ctx: StageContext) -> list[str]:
@@ -22,7 +22,6 @@ def _output(item: str, ctx: StageContext) -> Path:
 
 STAGE = Stage(
     name="prep",
-    module="geohpc.prep",
     summary="embedding rasters + label raster -> sharded training chips, channel stats, class frequencies",
     build_manifest=_manifest,
     output_for=_output,

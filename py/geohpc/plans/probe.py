@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..stages import Stage, StageContext
+from geohpc.core.stages import Stage, StageContext
 
 
 def _manifest(ctx: StageContext) -> list[str]:
@@ -18,7 +18,6 @@ def _output(item: str, ctx: StageContext) -> Path:
 
 STAGE = Stage(
     name="probe",
-    module="geohpc.probe",
     summary="report the job environment (CPUs, memory, GPUs, Python, GDAL/PROJ) as JSON",
     build_manifest=_manifest,
     output_for=_output,

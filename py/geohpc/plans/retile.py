@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..embed_layout import PATCH_LIST
-from ..stages import Stage, StageContext
-from . import _embed
+from geohpc.core.stages import Stage, StageContext
+from geohpc.embed.layout import PATCH_LIST
+from geohpc.plans import _embed
 
 
 def _output(item: str, ctx: StageContext) -> Path:
@@ -15,7 +15,6 @@ def _output(item: str, ctx: StageContext) -> Path:
 
 STAGE = Stage(
     name="retile",
-    module="geohpc.retile",
     summary="cut the stack into TESSERA patch folders (.npy) block by block, with a patch manifest",
     build_manifest=_embed.blocks,
     output_for=_output,

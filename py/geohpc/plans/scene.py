@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..stages import Stage, StageContext
+from geohpc.core.stages import Stage, StageContext
 
 
 def _manifest(ctx: StageContext) -> list[str]:
@@ -17,7 +17,6 @@ def _output(item: str, ctx: StageContext) -> Path:
 
 STAGE = Stage(
     name="scene",
-    module="geohpc.scene",
     summary="make the synthetic crop scene: 128-band embedding (EPSG:32635), truth raster, labelled points",
     build_manifest=_manifest,
     output_for=_output,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..embed_layout import STACK_JSON
-from ..stages import Stage, StageContext
+from geohpc.core.stages import Stage, StageContext
+from geohpc.embed.layout import STACK_JSON
 
 
 def _output(item: str, ctx: StageContext) -> Path:
@@ -14,7 +14,6 @@ def _output(item: str, ctx: StageContext) -> Path:
 
 STAGE = Stage(
     name="stack",
-    module="geohpc.stack",
     summary="stack downloaded dates into bands (T,H,W,10) uint16, masks, doys and S1 (T',H,W,2) per orbit",
     build_manifest=lambda ctx: ["aoi"],
     output_for=_output,

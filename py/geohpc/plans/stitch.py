@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..stages import Stage, StageContext
-from . import _embed
+from geohpc.core.stages import Stage, StageContext
+from geohpc.plans import _embed
 
 
 def _output(item: str, ctx: StageContext) -> Path:
@@ -20,7 +20,6 @@ def _bytes(item: str, ctx: StageContext) -> int:
 
 STAGE = Stage(
     name="stitch",
-    module="geohpc.stitch",
     summary="stitch patch embeddings into one tiled ZSTD 128-band GeoTIFF (float32 or int8 + scale)",
     build_manifest=lambda ctx: ["embeddings"],
     output_for=_output,

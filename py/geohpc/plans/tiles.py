@@ -5,15 +5,15 @@ Make-line parameters: ``SRC=<raster>`` (required; relative paths are under SCRAT
 ``NAME`` (output folder and layer name, default the source's stem), ``PMTILES=no`` to skip the archive.
 The manifest is ``0/n`` .. ``n-1/n``; each task renders its shard and leaves
 ``<out>/.shards/i-of-n.done``; the task that completes the set builds the lower zooms, the PMTiles
-archive and the viewer (``python -m geohpc.tiles ... --finalize`` does it by hand).
+archive and the viewer (``python -m geohpc tiles ... --finalize`` does it by hand).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..stages import Stage, StageContext
+from geohpc.core.stages import Stage, StageContext
+from geohpc.errors import ConfigError
 
 
 def _folder(ctx: StageContext) -> Path:
@@ -73,7 +73,6 @@ def memory_bytes(item: str, ctx: StageContext) -> int:
 
 STAGE = Stage(
     name="tiles",
-    module="geohpc.tiles",
     summary="XYZ tiles (PNG/WebP), a PMTiles archive and a Leaflet viewer of one raster, in shards",
     build_manifest=_manifest,
     output_for=_output,

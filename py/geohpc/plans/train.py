@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..stages import Stage, StageContext
+from geohpc.core.stages import Stage, StageContext
+from geohpc.errors import ConfigError
 
 
 def _manifest(ctx: StageContext) -> list[str]:
@@ -24,7 +24,6 @@ def _output(item: str, ctx: StageContext) -> Path:
 
 STAGE = Stage(
     name="train",
-    module="geohpc.train",
     summary="tune (Optuna journal) and fit a CatBoost classifier; spatial-block and random-split metrics",
     build_manifest=_manifest,
     output_for=_output,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..stages import Stage, StageContext
+from geohpc.core.stages import Stage, StageContext
+from geohpc.errors import ConfigError
 
 
 def _manifest(ctx: StageContext) -> list[str]:
@@ -20,7 +20,6 @@ def _output(item: str, ctx: StageContext) -> Path:
 
 STAGE = Stage(
     name="validate",
-    module="geohpc.validate",
     summary="validate a class map against held-out points or a truth raster: OA, kappa, F1, area, HTML report",
     build_manifest=_manifest,
     output_for=_output,

@@ -1,0 +1,7 @@
+"""``python -m geohpc <command>``: see :mod:`geohpc.cli`."""
+
+import sys
+
+from geohpc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Classification: sample embeddings at points -> CatBoost + Optuna -> wall-to-wall map -> validation."""

@@ -1,0 +1,231 @@
+"""sample: labelled points + embedding rasters -> a Parquet table of per-point embeddings.
+
+Points are reprojected to each raster's CRS. Reads are grouped by raster block so each block is read
+once, and only the part of it that holds points (memory stays below one block, never a whole raster).
+For uncompressed, pixel-interleaved GeoTIFFs the ``direct`` method reads only each point's bytes
+at its offset inside its tile (what a TIFF reader does itself for uncompressed data). Points outside
+every raster or on nodata are counted, kept out, and listed in ``<out>.dropped.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from geohpc.classify.points import Points, read_points
+from geohpc.embed.rasters import Embedding, band_names, expand_rasters, open_embedding, work_path
+from geohpc.errors import InputError, run_cli
+from geohpc.progress import progress
+from geohpc.raster_io import DEFAULT_MEM_BUDGET, gdal_env
+from geohpc.util import atomic_path, parse_size, write_text_atomic
+
+
+def points_to_pixels(pts: Points, ds: object) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Project ``pts`` into ``ds``'s CRS: ``(x, y, row, col)`` (row/col may fall outside the raster)."""
+    from pyproj import CRS, Transformer
+    from pyproj.exceptions import CRSError
+
+    try:
+        src = CRS.from_user_input(pts.crs)
+    except CRSError as exc:
+        raise InputError(f"{pts.source}: unknown CRS {pts.crs!r} ({exc}); pass --crs EPSG:xxxx") from None
+    dst = CRS.from_user_input(ds.crs.to_wkt())  # type: ignore[attr-defined]
+    if src == dst:
+        x, y = pts.x.astype(float), pts.y.astype(float)
+    else:
+        x, y = Transformer.from_crs(src, dst, always_xy=True).transform(pts.x, pts.y)
+        x, y = np.asarray(x, float), np.asarray(y, float)
+    t = ds.transform  # type: ignore[attr-defined]
+    col = np.floor((x - t.c) / t.a)
+    row = np.floor((y - t.f) / t.e)
+    bad = ~np.isfinite(col) | ~np.isfinite(row)
+    col[bad] = -1
+    row[bad] = -1
+    return x, y, row.astype(np.int64), col.astype(np.int64)
+
+
+def direct_layout(ds: object) -> bool:
+    """True when ``ds`` is an uncompressed little-endian pixel-interleaved GeoTIFF (point bytes are addressable)."""
+    try:
+        if ds.driver != "GTiff" or ds.compression is not None:  # type: ignore[attr-defined]
+            return False
+        if ds.count > 1 and (ds.interleaving is None or ds.interleaving.name != "pixel"):  # type: ignore[attr-defined]
+            return False
+        with open(ds.name, "rb") as fh:  # type: ignore[attr-defined]
+            if fh.read(2) != b"II":
+                return False
+        return ds.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1) is not None  # type: ignore[attr-defined]
+    except (OSError, AttributeError):
+        return False
+
+
+def read_cells_direct(ds: object, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Read all bands at (rows, cols) by byte offset: ``(bands, n)`` raw values. Needs :func:`direct_layout`."""
+    bh, bw = ds.block_shapes[0]  # type: ignore[attr-defined]
+    count = ds.count  # type: ignore[attr-defined]
+    dtype = np.dtype(ds.dtypes[0]).newbyteorder("<")  # type: ignore[attr-defined]
+    px_bytes = count * dtype.itemsize
+    out = np.zeros((len(rows), count), dtype=dtype)
+    nodata = ds.nodata  # type: ignore[attr-defined]
+    offsets: dict[tuple[int, int], int] = {}
+    brow, bcol = rows // bh, cols // bw
+    within = ((rows % bh) * bw + (cols % bw)) * px_bytes
+    order = np.lexsort((within, bcol, brow))
+    fd = os.open(ds.name, os.O_RDONLY)  # type: ignore[attr-defined]
+    try:
+        for i in order:
+            key = (int(bcol[i]), int(brow[i]))
+            if key not in offsets:
+                item = ds.get_tag_item(f"BLOCK_OFFSET_{key[0]}_{key[1]}", "TIFF", bidx=1)  # type: ignore[attr-defined]
+                offsets[key] = int(item) if item else 0
+            base = offsets[key]
+            if base == 0:  # sparse tile: never written
+                out[i] = nodata if nodata is not None else 0
+                continue
+            buf = os.pread(fd, px_bytes, base + int(within[i]))
+            if len(buf) != px_bytes:
+                raise InputError(f"{ds.name}: file is truncated at a tile; re-create it")  # type: ignore[attr-defined]
+            out[i] = np.frombuffer(buf, dtype=dtype)
+    finally:
+        os.close(fd)
+    return out.T
+
+
+def read_cells_block(ds: object, rows: np.ndarray, cols: np.ndarray, budget: int = DEFAULT_MEM_BUDGET, desc: str = "") -> np.ndarray:
+    """Read all bands at (rows, cols), one windowed read per raster block: ``(bands, n)`` raw values.
+
+    Each read covers only the points' bounding box inside one block; when that box would exceed
+    ``budget`` bytes the block's points are read one pixel each (GDAL's block cache, sized from the same
+    budget, then decodes the block once).
+    """
+    from rasterio.windows import Window
+
+    bh, bw = ds.block_shapes[0]  # type: ignore[attr-defined]
+    count = ds.count  # type: ignore[attr-defined]
+    itemsize = np.dtype(ds.dtypes[0]).itemsize  # type: ignore[attr-defined]
+    out = np.zeros((count, len(rows)), dtype=ds.dtypes[0])  # type: ignore[attr-defined]
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, key in enumerate(zip((rows // bh).tolist(), (cols // bw).tolist(), strict=True)):
+        groups[key].append(i)
+    for key in progress(sorted(groups), total=len(groups), desc=desc or "blocks"):
+        idx = np.asarray(groups[key])
+        r, c = rows[idx], cols[idx]
+        r0, r1, c0, c1 = int(r.min()), int(r.max()) + 1, int(c.min()), int(c.max()) + 1
+        if (r1 - r0) * (c1 - c0) * count * itemsize <= budget:
+            arr = ds.read(window=Window(c0, r0, c1 - c0, r1 - r0))  # type: ignore[attr-defined]
+            out[:, idx] = arr[:, r - r0, c - c0]
+        else:
+            for j, rr, cc in zip(idx, r, c, strict=True):
+                out[:, j] = ds.read(window=Window(int(cc), int(rr), 1, 1))[:, 0, 0]  # type: ignore[attr-defined]
+    return out
+
+
+def _read_embedding_cells(emb: Embedding, rows: np.ndarray, cols: np.ndarray, method: str, budget: int) -> tuple[np.ndarray, np.ndarray]:
+    use_direct = method == "direct" or (method == "auto" and direct_layout(emb.ds))
+    if method == "direct" and not direct_layout(emb.ds):
+        raise InputError(f"{emb.path}: --method direct needs an uncompressed pixel-interleaved GeoTIFF; use --method block")
+    raw = read_cells_direct(emb.ds, rows, cols) if use_direct else read_cells_block(emb.ds, rows, cols, budget, emb.path.name)
+    scale = None
+    if emb.scale_ds is not None:
+        scale = read_cells_block(emb.scale_ds, rows, cols, budget)[0].astype(np.float32)
+    return emb.dequantise(raw, scale=scale)
+
+
+def sample(points: Points, rasters: list[Path], out: Path, *, method: str = "auto", mem_budget: int = DEFAULT_MEM_BUDGET) -> dict[str, object]:
+    """Sample every point on the first raster that covers it with valid data and write ``out`` (Parquet).
+
+    Returns a summary: points in, sampled, outside, on nodata, and the side-file path of dropped ids.
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = len(points)
+    todo = np.ones(n, dtype=bool)
+    touched = np.zeros(n, dtype=bool)  # inside some raster but nodata there
+    pieces = []
+    count = None
+    crss: list[str] = []
+    with gdal_env(mem_budget):
+        for rpath in rasters:
+            if not todo.any():
+                break
+            with open_embedding(rpath) as emb:
+                if count is None:
+                    count = emb.count
+                elif emb.count != count:
+                    raise InputError(f"{rpath}: {emb.count} bands but the first raster has {count}; sample one embedding kind at a time")
+                idx = np.flatnonzero(todo)
+                sub = Points(points.ids[idx], points.labels[idx], points.x[idx], points.y[idx], points.crs, points.source)
+                x, y, row, col = points_to_pixels(sub, emb.ds)
+                inside = (row >= 0) & (row < emb.ds.height) & (col >= 0) & (col < emb.ds.width)
+                if not inside.any():
+                    continue
+                vals, valid = _read_embedding_cells(emb, row[inside], col[inside], method, mem_budget)
+                hit = idx[inside]
+                touched[hit[~valid]] = True
+                good = hit[valid]
+                todo[good] = False
+                crs = emb.ds.crs.to_string()
+                crss.append(crs)
+                df = pd.DataFrame(vals[:, valid].T.astype(np.float32), columns=band_names(count))
+                df.insert(0, "raster", str(rpath))
+                df.insert(0, "crs", crs)
+                df.insert(0, "y", y[inside][valid])
+                df.insert(0, "x", x[inside][valid])
+                df.insert(0, "label", points.labels[good])
+                df.insert(0, "id", points.ids[good])
+                pieces.append(df)
+    if not pieces:
+        raise InputError(f"{points.source}: no point falls on valid data of {', '.join(map(str, rasters))}; check the points' CRS and the rasters")
+    table = pd.concat(pieces, ignore_index=True)
+    dropped_idx = np.flatnonzero(todo)
+    reasons = np.where(touched[dropped_idx], "nodata", "outside")
+    meta = {"bands": count, "crs": sorted(set(crss)), "rasters": [str(r) for r in rasters], "points": str(points.source),
+            "dequantise": "int8 values * scale (sidecar <stem>_scale.tif or tag scale)"}
+    at = pa.Table.from_pandas(table, preserve_index=False)
+    at = at.replace_schema_metadata({**(at.schema.metadata or {}), b"geohpc": json.dumps(meta).encode()})
+    side = out.with_suffix(".dropped.csv")
+    lines = ["id,label,reason"] + [f"{points.ids[i]},{points.labels[i]},{why}" for i, why in zip(dropped_idx, reasons, strict=True)]
+    write_text_atomic(side, "\n".join(lines) + "\n")
+    with atomic_path(out) as tmp:
+        pq.write_table(at, tmp)
+    return {"points": n, "sampled": int(len(table)), "outside": int((reasons == "outside").sum()),
+            "nodata": int((reasons == "nodata").sum()), "dropped_file": str(side), "out": str(out)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``python -m geohpc sample --points P --rasters R --out samples.parquet``."""
+    ap = argparse.ArgumentParser(prog="geohpc.sample", description=__doc__.splitlines()[0])
+    ap.add_argument("--points", required=True, help="labelled points: .gpkg, .geojson, .parquet or .csv")
+    ap.add_argument("--rasters", required=True, help="comma list of raster files, directories, globs, .vrt or .txt lists")
+    ap.add_argument("--out", required=True, help="output Parquet file (dropped ids go to <out>.dropped.csv)")
+    ap.add_argument("--label-col", default="label")
+    ap.add_argument("--id-col", default="id")
+    ap.add_argument("--crs", default="", help="CRS of CSV/x-y Parquet coordinates, e.g. EPSG:32635")
+    ap.add_argument("--x-col", default="x")
+    ap.add_argument("--y-col", default="y")
+    ap.add_argument("--method", choices=("auto", "block", "direct"), default="auto")
+    ap.add_argument("--mem-budget", default="512M", help="bytes one read may hold (and GDAL's cache), e.g. 512M")
+    args = ap.parse_args(argv)
+
+    def work() -> int:
+        out = work_path(args.out)
+        pts = read_points(work_path(args.points), label_col=args.label_col, id_col=args.id_col, crs=args.crs, x_col=args.x_col, y_col=args.y_col)
+        summary = sample(pts, expand_rasters(args.rasters), out, method=args.method, mem_budget=parse_size(args.mem_budget))
+        print(f"geohpc.sample: {summary['sampled']}/{summary['points']} points sampled, {summary['outside']} outside, "
+              f"{summary['nodata']} on nodata (ids in {summary['dropped_file']})", file=sys.stderr)
+        print(json.dumps(summary))
+        return 0
+
+    return run_cli(work, "geohpc.sample")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

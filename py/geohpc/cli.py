@@ -1,0 +1,92 @@
+"""The one entry point: ``python -m geohpc <command> [ARGS...]`` (and the ``geohpc`` console script).
+
+Each command is a module with a ``main(argv=None)``; the table below is the only place that maps a
+command to its module. Modules are imported only when their command runs, so ``geohpc infer`` inside
+the PyTorch container (numpy and torch only) never imports rasterio, and ``--help`` imports nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import NamedTuple
+
+
+class Command(NamedTuple):
+    group: str
+    module: str
+    summary: str
+
+
+GROUPS = ("Working on a site", "Stages", "Test bed and tools")
+
+COMMANDS: dict[str, Command] = {
+    # ops: what the Make targets call
+    "submit": Command(GROUPS[0], "geohpc.ops.submit", "plan and submit a stage on a site (make submit)"),
+    "status": Command(GROUPS[0], "geohpc.ops.status", "items by state per run, MaxRSS vs requested (make status)"),
+    "jobctl": Command(GROUPS[0], "geohpc.ops.jobctl", "throttle, cancel or resubmit a run (make throttle|cancel|resubmit)"),
+    "deploy": Command(GROUPS[0], "geohpc.ops.deploy", "rsync the repo to a site, never touching its data (make deploy)"),
+    "preflight": Command(GROUPS[0], "geohpc.preflight.runner", "run the checks in checks/ for a site (make preflight)"),
+    "purge-guard": Command(GROUPS[0], "geohpc.preflight.purge_guard", "files at risk of the purge; rescue them"),
+    "quota": Command(GROUPS[0], "geohpc.preflight.quota.cli", "parse a recorded quota output (lumi-quota, dusage, lfs)"),
+    "site": Command(GROUPS[0], "geohpc.core.site", "a site's resolved values and where each came from"),
+    # stages: one a plan in geohpc/plans, same name as jobs/<stage>.sbatch
+    "probe": Command(GROUPS[1], "geohpc.preflight.probe", "JSON report of what a job really gets"),
+    "cog": Command(GROUPS[1], "geohpc.products.cog.cli", "GeoTIFF -> validated Cloud Optimized GeoTIFF"),
+    "mosaic": Command(GROUPS[1], "geohpc.products.mosaic", "many COGs -> one VRT from headers (+ one COG)"),
+    "tiles": Command(GROUPS[1], "geohpc.products.tiles.cli", "raster -> XYZ tiles, PMTiles and a viewer"),
+    "scene": Command(GROUPS[1], "geohpc.synth.scene", "a synthetic 128-band embedding scene with labelled points"),
+    "sample": Command(GROUPS[1], "geohpc.classify.sample", "labelled points + embedding rasters -> Parquet"),
+    "train": Command(GROUPS[1], "geohpc.classify.train", "CatBoost classifier tuned by Optuna"),
+    "classify": Command(GROUPS[1], "geohpc.classify.classify", "wall-to-wall class COGs, sharded by block rows"),
+    "validate": Command(GROUPS[1], "geohpc.classify.validate", "class map vs points/truth: metrics and a report"),
+    "download": Command(GROUPS[1], "geohpc.embed.download", "STAC items -> Sentinel-1/2 rasters on the AOI grid"),
+    "stack": Command(GROUPS[1], "geohpc.embed.stack", "per-date rasters -> TESSERA time-series arrays"),
+    "retile": Command(GROUPS[1], "geohpc.embed.retile", "the stack -> patches inside blocks"),
+    "infer": Command(GROUPS[1], "geohpc.embed.infer", "TESSERA-style embeddings per patch (numpy + torch only)"),
+    "stitch": Command(GROUPS[1], "geohpc.embed.stitch", "patches -> one tiled 128-band GeoTIFF"),
+    "prep": Command(GROUPS[1], "geohpc.segment.prep.cli", "embeddings + labels -> sharded training chips"),
+    "fit": Command(GROUPS[1], "geohpc.segment.fit.cli", "segmentation training with DDP (run under torchrun)"),
+    "predict": Command(GROUPS[1], "geohpc.segment.predict", "a trained model over embedding rasters -> class COG"),
+    # test bed and tools
+    "testbed": Command(GROUPS[2], "geohpc.ops.testbed", "config files of the local Slurm test bed"),
+    "synth-s12": Command(GROUPS[2], "geohpc.synth.s12", "synthetic Sentinel-1/2 series + STAC for the demo"),
+    "synth-seg": Command(GROUPS[2], "geohpc.synth.seg", "synthetic segmentation scene (embeddings + labels)"),
+    "tessera-model": Command(GROUPS[2], "geohpc.embed.model", "write a seeded TESSERA-style model file"),
+    "fit-curves": Command(GROUPS[2], "geohpc.segment.fit.metrics", "redraw curves.png from a fit run's metrics.csv"),
+}
+
+
+def command_names() -> list[str]:
+    """Every command name, in table order."""
+    return list(COMMANDS)
+
+
+def help_text() -> str:
+    """``geohpc --help``: the commands grouped like ``make help``, one line each."""
+    lines = ["usage: python -m geohpc <command> [ARGS...]   (geohpc <command> --help for its options)"]
+    for group in GROUPS:
+        lines.append(f"\n{group}")
+        lines += [f"  {name:<14} {c.summary}" for name, c in COMMANDS.items() if c.group == group]
+    return "\n".join(lines)
+
+
+def lookup(name: str) -> Command | None:
+    """The command called ``name`` (``purge_guard`` and ``purge-guard`` are the same)."""
+    return COMMANDS.get(name.replace("_", "-"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch ``argv[0]`` to its module's ``main(argv[1:])``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(help_text())
+        return 0 if args else 2
+    cmd = lookup(args[0])
+    if cmd is None:
+        print(f"geohpc: error: unknown command {args[0]!r}: run 'python -m geohpc --help' for the list",
+              file=sys.stderr)
+        return 2
+    sys.argv[0] = f"geohpc {args[0]}"
+    module = importlib.import_module(cmd.module)
+    return int(module.main(args[1:]) or 0)

@@ -1,0 +1,1 @@
+"""The embedding pipeline: download -> stack -> retile -> infer -> stitch, and the embedding raster layout."""

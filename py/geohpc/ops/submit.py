@@ -1,0 +1,259 @@
+"""``make submit``: write the manifest, plan the arrays, render sbatch from the site, submit, record.
+
+Only items whose output is missing are submitted; arrays are chunked below the site's MAX_ARRAY_SIZE and
+throttled with ``%N``; everything (manifest, job environment, exact command lines, job ids) is recorded
+under ``runs/<stage>/<timestamp>/``. ``DRY_RUN=1`` prints the command lines and the job environment and
+submits nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shlex
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TextIO
+
+from geohpc.core import slurm
+from geohpc.core.arrays import effective_throttle, parse_throttle, plan_chunks
+from geohpc.core.jobspec import JOB_ID_RE, env_file_text, job_env, resolve_path, sbatch_command
+from geohpc.core.local_executor import run_chunk
+from geohpc.core.runs import Attempt, Run, find_run, list_runs, new_run
+from geohpc.core.site import REPO, SRC_CLI, Site, load_site, parse_makeflags
+from geohpc.core.stages import Stage, StageContext, get_stage, read_manifest
+from geohpc.errors import ConfigError, InputError, run_cli
+from geohpc.util import redact, write_text_atomic
+
+# make variables that are not site keys but steer a submission; read from the make line or the shell
+GENERIC_PARAMS = ("THROTTLE", "ITEMS", "AFTER", "DRY_RUN", "FORCE", "MEM", "TIME", "ARGS", "N", "RERUN", "OUT_DIR", "GPUS", "CPUS")
+
+
+def collect_params(site: Site, cli: Mapping[str, str], env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Make-line variables that are not site keys, plus generic ones from the shell; with their sources."""
+    params: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    for key in GENERIC_PARAMS:
+        if key in env and key not in cli and env[key] != "":
+            # a stray THROTTLE/MEM/... in the shell must not steer a submit silently: say so, ignore it
+            print(f"  warning: shell variable {key}={redact(env[key])} ignored (put {key}= on the make line to use it)",
+                  file=sys.stderr)
+    for key, value in cli.items():
+        if key in site.values or key in ("SITE", "STAGE"):
+            continue
+        params[key], sources[key] = value, SRC_CLI
+    return params, sources
+
+
+def executor_for(site: Site, dry_run: bool) -> str:
+    """``slurm`` or ``local``: EXECUTOR=auto picks slurm when sbatch is on PATH (always for a dry run)."""
+    choice = site.get("EXECUTOR", "auto")
+    if choice == "auto":
+        return "slurm" if dry_run or site.name != "local" or slurm.have_slurm() else "local"
+    return choice
+
+
+def resolve_after(repo: Path, after: str, executor: str) -> list[str]:
+    """AFTER=<jobid>[:<jobid>...] or AFTER=<stage> (its latest run's job ids) -> job ids."""
+    ids: list[str] = []
+    for part in filter(None, re.split(r"[:,]", after)):
+        if JOB_ID_RE.match(part):
+            if executor == "slurm" and slurm.have_slurm() and not slurm.job_exists(part):
+                raise ConfigError(f"AFTER={part}: no such job (check squeue/sacct for the job id)")
+            ids.append(part)
+        elif re.fullmatch(r"[a-z][a-z0-9_-]*", part):
+            ids.extend(find_run(repo, part).job_ids() if executor == "slurm" else [])
+        else:
+            raise ConfigError(f"AFTER={part!r} is neither a job id nor a stage name")
+    return ids
+
+
+def in_flight_items(repo: Path, stage: str) -> set[str]:
+    """Items of earlier runs of ``stage`` that Slurm still has pending or running (one squeue call)."""
+    owners: dict[str, str] = {}
+    for run in list_runs(repo, stage):
+        try:
+            items = run.items()
+        except OSError:
+            continue
+        for line, (executor, job_id, idx) in run.line_owner().items():
+            if executor == "slurm" and job_id and line < len(items):
+                owners[f"{job_id}_{idx}"] = items[line]
+    if not owners:
+        return set()
+    active = slurm.squeue(sorted({k.split("_")[0] for k in owners}))
+    return {owners[k] for k in active if k in owners}
+
+
+def submit(
+    stage_name: str,
+    site_name: str,
+    *,
+    cli: Mapping[str, str],
+    env: Mapping[str, str],
+    repo: Path = REPO,
+    out: TextIO = sys.stdout,
+) -> Run | None:
+    """Plan and submit (or, with DRY_RUN=1, print) one stage on one site. Returns the run, if any."""
+    site = load_site(site_name, cli=cli, env=env)
+    stage = get_stage(stage_name)
+    params, param_sources = collect_params(site, cli, env)
+    dry_run = params.get("DRY_RUN", "") not in ("", "0")
+    throttle = parse_throttle(params.get("THROTTLE"))
+    executor = executor_for(site, dry_run)
+    problems: list[str] = []
+
+    work_value = resolve_path(repo, site.get("SCRATCH"))
+    if not work_value:
+        problems.append(f"SCRATCH is empty in {site.path.name}: pass SCRATCH=/path/to/work")
+        work_value = "/SCRATCH-UNSET"
+    work = Path(work_value)
+    if not site.get("ACCOUNT") and site.name != "local":
+        problems.append(f"ACCOUNT is empty in {site.path.name}: pass ACCOUNT=<your project account>")
+    ctx = StageContext(stage=stage.name, site=site.values, params=params, repo=repo, work=work)
+
+    items = read_manifest(_items_path(params["ITEMS"], repo)) if params.get("ITEMS") else stage.build_manifest(ctx)
+    if not items:
+        raise InputError(f"stage {stage.name} built an empty manifest: check its inputs (see python -m geohpc {stage.name} --help)")
+    if any(not i.strip() for i in items):
+        raise InputError(f"stage {stage.name}: manifest has a blank line; every line must name one item")
+    rerun = params.get("RERUN", "") not in ("", "0")
+    todo = [i for i, item in enumerate(items) if rerun or not stage.done(item, ctx)]
+    busy = in_flight_items(repo, stage.name) if executor == "slurm" and not dry_run else set()
+    queued = [i for i in todo if items[i] in busy]
+    todo = [i for i in todo if items[i] not in busy]
+    held = 0
+    max_jobs = site.int("MAX_JOBS")
+    if max_jobs and len(todo) > max_jobs:  # every array task counts as a job against the site's cap
+        held, todo = len(todo) - max_jobs, todo[:max_jobs]
+
+    print(f"geohpc submit: stage {stage.name} on site {site.name} ({executor})", file=out)
+    print(redact(site.report()), file=out)
+    for key in sorted(params):
+        print(f"  {key}={redact(params[key])}  ({param_sources[key]})", file=out)
+    done_n = len(items) - len(todo) - len(queued) - held
+    print(f"  items: {len(items)} in manifest, {done_n} already done, {len(queued)} still queued or running "
+          f"in earlier runs, {len(todo)} to run", file=out)
+    if held:
+        print(f"  wave: {held} item(s) held back by MAX_JOBS={max_jobs} (every array task counts as a job); "
+              "run the same make submit again when these finish to send the next wave", file=out)
+    if not todo:
+        print("nothing to submit: every item's output exists (RERUN=1 runs them again)", file=out)
+        return None
+
+    after = resolve_after(repo, params.get("AFTER", ""), executor)
+    chunks = plan_chunks(todo, site.int("MAX_ARRAY_SIZE") or None)
+    thr = effective_throttle(throttle, site.int("MAX_JOBS") or None, len(chunks))
+    # a dry run for a remote site renders the paths the job will see there (the deployed repo)
+    site_repo = Path(site.get("REMOTE_DIR")) if dry_run and site.name != "local" and site.get("REMOTE_DIR") else repo
+    run = _prepare_run(site_repo, stage, site, dry_run)
+    env_vars, warnings = job_env(site, stage, site_repo, run.path, params, ctx.out_dir, work)
+    problems += warnings
+    commands = [sbatch_command(site, stage, site_repo, run.env_file, c.array_spec(thr), params, after, c.offset)
+                for c in chunks]
+    for chunk, cmd in zip(chunks, commands, strict=True):
+        chunk.command = cmd
+    for problem in problems:
+        print(f"  warning: {problem}", file=out)
+
+    if dry_run:
+        print(f"DRY_RUN: {len(chunks)} array(s), nothing submitted. sbatch command line(s):", file=out)
+        for cmd in commands:
+            print("  " + redact(shlex.join(cmd)), file=out)
+        print(f"python launcher: {env_vars['GEOHPC_LAUNCH']}"
+              + (" (@SIF@ = $SING_IMAGE after module load " + site.get("PYTORCH_MODULES") + ")"
+                 if "@SIF@" in env_vars["GEOHPC_LAUNCH"] else ""), file=out)
+        print("job environment (job.env):", file=out)
+        print("".join("  " + redact(line) for line in env_file_text(env_vars).splitlines(True)), end="", file=out)
+        return None
+    try:
+        if problems:
+            raise ConfigError(problems[0])
+        # only the items about to run: their done-check is a cheap miss, finished ones are not checked twice
+        run_preflight_gate(site, stage, [items[i] for i in todo], params, env)
+    except ConfigError:
+        with contextlib.suppress(OSError):
+            run.path.rmdir()  # the run folder is still empty: a refused submit leaves nothing behind
+        raise
+
+    run.path.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run.manifest, "\n".join(items) + "\n")
+    write_text_atomic(run.env_file, env_file_text(env_vars))
+    write_text_atomic(run.path / "sources.txt", site.report() + "\n")
+    (repo / "logs").mkdir(exist_ok=True)
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    attempt = Attempt(executor=executor, throttle=thr, chunks=[])
+    run.attempts.append(attempt)
+    launch_chunks(run, attempt, chunks, repo, stage, out)
+    ids = run.job_ids()
+    print(f"recorded in {run.path}", file=out)
+    print(f"chain the next stage with AFTER={':'.join(ids)} (or AFTER={stage.name})", file=out)
+    return run
+
+
+def launch_chunks(run: Run, attempt: Attempt, chunks: list, repo: Path, stage: Stage, out: TextIO) -> None:
+    """Submit (slurm) or run (local) each chunk, saving the plan after each one."""
+    script = repo / "jobs" / f"{stage.name}.sbatch"
+    with open(run.path / "commands.sh", "a") as fh:
+        for chunk in chunks:
+            fh.write(shlex.join(chunk.command) + "\n")
+    for chunk in chunks:
+        attempt.chunks.append(chunk)
+        if attempt.executor == "slurm":
+            chunk.job_id = slurm.sbatch(chunk.command)
+        else:
+            run_chunk(script, repo, run.env_file, run.path, chunk, attempt.throttle)
+        run.save()
+        lines = chunk.lines()
+        print(f"  job {chunk.job_id}: --array={chunk.array_spec(attempt.throttle)} (manifest lines "
+              f"{lines[0] + 1}-{lines[-1] + 1}, {len(lines)} tasks)", file=out)
+
+
+def _items_path(value: str, repo: Path) -> Path:
+    p = Path(value)
+    return p if p.is_absolute() else repo / p
+
+
+def _prepare_run(repo: Path, stage: Stage, site: Site, dry_run: bool) -> Run:
+    if dry_run:
+        return Run(path=repo / "runs" / stage.name / "<timestamp>", stage=stage.name, site=site.name)
+    return new_run(repo, stage.name, site.name)
+
+
+def run_preflight_gate(site: Site, stage: Stage, items: list[str], params: Mapping[str, str], env: Mapping[str, str]) -> None:
+    """Stop on a failing preflight check for this stage unless FORCE=1."""
+    if params.get("FORCE", "") not in ("", "0"):
+        return
+    try:
+        from geohpc.preflight.runner import gate
+    except ImportError:
+        return
+    gate(site, stage, items, params, env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``python -m geohpc submit --site S --stage X [--set KEY=VALUE ...]`` (make submit calls this)."""
+    ap = argparse.ArgumentParser(prog="python -m geohpc submit", description=__doc__.splitlines()[0])
+    ap.add_argument("--site", default="local")
+    ap.add_argument("--stage", required=True)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as if given on the make line")
+    args = ap.parse_args(argv)
+
+    def work() -> int:
+        cli = parse_makeflags(os.environ.get("MAKEFLAGS", ""))
+        for kv in args.set:
+            if "=" not in kv:
+                raise ConfigError(f"--set {kv!r}: use KEY=VALUE")
+            k, v = kv.split("=", 1)
+            cli[k] = v
+        submit(args.stage, args.site, cli=cli, env=os.environ)
+        return 0
+
+    return run_cli(work, "geohpc.submit")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Products at scale: Cloud Optimized GeoTIFFs, mosaics, XYZ tiles and PMTiles."""

@@ -1,0 +1,1 @@
+"""Segmentation training on embeddings: prep (chips), fit (DDP), predict."""

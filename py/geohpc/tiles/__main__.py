@@ -1,7 +1,0 @@
-"""``python -m geohpc.tiles``."""
-
-import sys
-
-from .cli import main
-
-sys.exit(main())
