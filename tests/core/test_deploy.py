@@ -82,7 +82,7 @@ def test_make_deploy_of_the_repo_keeps_remote_outputs(tmp_path: Path) -> None:
     (remote / "outputs" / "keep.tif").write_text("keep")
     proc = make("deploy", "SITE=local", f"REMOTE={ALIAS}", f"REMOTE_DIR={remote}", env={"SSH_CONFIG": str(SSH_CONFIG)})
     assert proc.returncode == 0, proc.stderr
-    assert (remote / "Makefile").is_file() and (remote / "py" / "geohpc" / "submit.py").is_file()
+    assert (remote / "Makefile").is_file() and (remote / "py" / "geohpc" / "ops" / "submit.py").is_file()
     assert not (remote / ".venv").exists() and not (remote / ".git").exists()
     if (REPO / "viewer" / "node_modules" / "leaflet").is_dir():  # the viewer's JS travels (no npm on nodes)
         assert (remote / "viewer" / "node_modules" / "leaflet" / "dist" / "leaflet.js").is_file()
