@@ -202,7 +202,8 @@ def test_make_line_vars_from_makeflags() -> None:
 
 
 def test_sbatch_resources_from_job_script(tmp_path) -> None:
-    from geohpc.preflight.context import parse_time, sbatch_resources
+    from geohpc.core.slurm import parse_time_limit as parse_time
+    from geohpc.preflight.context import sbatch_resources
 
     script = tmp_path / "x.sbatch"
     script.write_text("#!/usr/bin/env bash\n#SBATCH --job-name=x\n#SBATCH --mem=8G\n#SBATCH --time=1-02:00:00\n"

@@ -11,12 +11,14 @@ import os
 import re
 import shlex
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from geohpc.core.site import Site
-from geohpc.core.slurm import parse_mem_request
+from geohpc.core.slurm import parse_mem_request, parse_time_limit
 from geohpc.core.stages import Stage
 from geohpc.errors import ConfigError
+from geohpc.util import REPO
 
 SIF_PLACEHOLDER = "@SIF@"  # replaced in jobs/lib.sh by $SING_IMAGE after the PyTorch module is loaded
 TIME_RE = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^\d+$")
@@ -97,64 +99,144 @@ def env_file_text(env: Mapping[str, str]) -> str:
     return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
 
 
-def sbatch_command(
-    site: Site,
-    stage: Stage,
-    repo: Path,
-    env_file: Path,
-    array: str,
-    params: Mapping[str, str],
-    after: list[str],
-    offset: int = 0,
-) -> list[str]:
-    """The ``sbatch --parsable ...`` argument list for one array.
+@dataclass
+class Resources:
+    """What a job asks Slurm for, as Slurm receives it (``#SBATCH`` lines, then the command-line options)."""
 
-    ``offset`` is the chunk's first manifest line: array task N of this array runs line offset + N.
+    mem_bytes: int | None = None
+    time_s: int | None = None
+    cpus: int | None = None
+    gpus: int | None = None
+    array_size: int | None = None
+    throttle: int | None = None
+    chunked: bool = True  # make submit splits arrays above MAX_ARRAY_SIZE
+    partition: str = ""
+    account: str = ""
+
+
+# sbatch options a spec may carry, in the order they are rendered around --array/--chdir/--export
+OPTIONS_BEFORE = ("account", "partition", "gpus-per-node")
+OPTIONS_AFTER = ("cpus-per-task", "mem", "time")
+
+
+@dataclass
+class JobSpec:
+    """One rendering of a stage for a site: the job script, the sbatch options, the job environment.
+
+    Submit, resubmit, DRY_RUN and the preflight gate all take this one value; :attr:`resources` is what
+    Slurm will receive (the script's ``#SBATCH`` lines overridden by :attr:`options`, node caps applied).
     """
-    cmd = ["sbatch", "--parsable"]
+
+    stage: str
+    site: str
+    script: str  # the job script as the job sees it (the remote checkout for a remote dry run)
+    chdir: str
+    options: dict[str, str]  # sbatch --key=value beyond the script's #SBATCH lines
+    directives: dict[str, str]  # the script's #SBATCH lines at render time
+    env: dict[str, str]  # job.env
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def resources(self) -> Resources:
+        """The resources Slurm receives: options over directives."""
+        merged = {**self.directives, **self.options}
+        gpus = merged.get("gpus-per-node") or merged.get("gpus") or merged.get("gpus-per-task") or ""
+        gpus = gpus.split(":")[-1]
+        cpus = merged.get("cpus-per-task", "")
+        return Resources(
+            mem_bytes=parse_mem_request(merged["mem"]) if merged.get("mem") else None,
+            time_s=parse_time_limit(merged["time"]) if merged.get("time") else None,
+            cpus=int(cpus) if cpus.isdigit() else None,
+            gpus=int(gpus) if gpus.isdigit() else None,
+            partition=merged.get("partition", ""),
+            account=merged.get("account", ""),
+        )
+
+    def command(self, env_file: Path | str, array: str, after: list[str] | None = None, offset: int = 0) -> list[str]:
+        """The ``sbatch --parsable ...`` argument list for one array.
+
+        ``offset`` is the chunk's first manifest line: array task N of this array runs line offset + N.
+        """
+        cmd = ["sbatch", "--parsable"]
+        cmd += [f"--{k}={self.options[k]}" for k in OPTIONS_BEFORE if self.options.get(k)]
+        cmd += [f"--array={array}", f"--chdir={self.chdir}",
+                f"--export=ALL,GEOHPC_REPO={self.chdir},GEOHPC_ENV={env_file},GEOHPC_OFFSET={offset}"]
+        if after:
+            cmd.append("--dependency=afterok:" + ":".join(after))
+        cmd += [f"--{k}={self.options[k]}" for k in OPTIONS_AFTER if self.options.get(k)]
+        cmd.append(self.script)
+        return cmd
+
+    def with_overrides(self, params: Mapping[str, str]) -> tuple[JobSpec, list[str]]:
+        """This spec with make-line MEM/TIME/CPUS/ACCOUNT/PARTITION_* applied; and what changed, as lines."""
+        options = dict(self.options)
+        for key, opt in (("MEM", "mem"), ("TIME", "time"), ("CPUS", "cpus-per-task"), ("ACCOUNT", "account")):
+            if params.get(key):
+                options[opt] = _checked(key, params[key])
+        gpu = bool(options.get("gpus-per-node"))
+        part = params.get("PARTITION_GPU" if gpu else "PARTITION_CPU", "")
+        if part:
+            options["partition"] = part
+        changed = [f"{k}: {self.options.get(k, '(script)')} -> {v}" for k, v in options.items()
+                   if self.options.get(k) != v]
+        return replace(self, options=options), changed
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-serialisable dict (``spec.json`` in the run folder)."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, object]) -> JobSpec:
+        """Inverse of :meth:`to_json`."""
+        return cls(**{k: d[k] for k in ("stage", "site", "script", "chdir", "options", "directives", "env")},
+                   warnings=list(d.get("warnings", [])))  # type: ignore[arg-type]
+
+
+def _checked(key: str, value: str) -> str:
+    """A make-line resource value, validated as sbatch would want it."""
+    if key == "MEM" and not MEM_RE.match(value):
+        raise ConfigError(f"MEM={value!r} is not a Slurm memory size (e.g. MEM=8G)")
+    if key == "TIME" and not TIME_RE.match(value):
+        raise ConfigError(f"TIME={value!r} is not a Slurm time (e.g. TIME=04:00:00 or TIME=1-00:00:00)")
+    if key == "CPUS" and (not value.isdigit() or int(value) < 1):
+        raise ConfigError(f"CPUS={value!r} is not a positive number of CPUs per task")
+    return value
+
+
+def render(
+    site: Site, stage: Stage, repo: Path, run_dir: Path, params: Mapping[str, str], out_dir: Path, work: Path
+) -> JobSpec:
+    """Render ``stage`` for ``site``: the one :class:`JobSpec` that submit, resubmit and preflight use.
+
+    ``repo`` is the checkout the job sees (the remote one for a remote dry run); the job script's
+    ``#SBATCH`` lines are read from this checkout.
+    """
+    env, warnings = job_env(site, stage, repo, run_dir, params, out_dir, work)
+    directives = sbatch_directives(repo_script(repo, stage))
+    options: dict[str, str] = {}
     if site.get("ACCOUNT"):
-        cmd.append(f"--account={site.get('ACCOUNT')}")
+        options["account"] = site.get("ACCOUNT")
     gpus = gpus_for(site, stage, params)
     partition = site.get("PARTITION_GPU" if gpus else "PARTITION_CPU")
     if partition:
-        cmd.append(f"--partition={partition}")
+        options["partition"] = partition
     if gpus:
-        cmd.append(f"--gpus-per-node={gpus}")
-    cmd += [f"--array={array}", f"--chdir={repo}", f"--export=ALL,GEOHPC_REPO={repo},GEOHPC_ENV={env_file},GEOHPC_OFFSET={offset}"]
-    if after:
-        cmd.append("--dependency=afterok:" + ":".join(after))
-    mem, walltime, cpus = params.get("MEM", ""), params.get("TIME", ""), params.get("CPUS", "")
-    if cpus:
-        if not cpus.isdigit() or int(cpus) < 1:
-            raise ConfigError(f"CPUS={cpus!r} is not a positive number of CPUs per task")
-        cmd.append(f"--cpus-per-task={cpus}")
-    else:
-        # a stage asking for more CPUs than the site's nodes have would pend forever (PartitionConfig)
-        want = sbatch_directives(repo_script(repo, stage)).get("cpus-per-task", "")
-        cap = node_cpus(site)
-        if want.isdigit() and cap and int(want) > cap:
-            cmd.append(f"--cpus-per-task={cap}")
-    if not mem:
-        want_mem = sbatch_directives(repo_script(repo, stage)).get("mem", "")
-        cap_mem = node_mem_mb(site)
-        if want_mem and cap_mem and parse_mem_request(want_mem) >> 20 > cap_mem:
-            cmd.append(f"--mem={cap_mem}M")
-    if mem:
-        if not MEM_RE.match(mem):
-            raise ConfigError(f"MEM={mem!r} is not a Slurm memory size (e.g. MEM=8G)")
-        cmd.append(f"--mem={mem}")
-    if walltime:
-        if not TIME_RE.match(walltime):
-            raise ConfigError(f"TIME={walltime!r} is not a Slurm time (e.g. TIME=04:00:00 or TIME=1-00:00:00)")
-        cmd.append(f"--time={walltime}")
-    cmd.append(str(repo / "jobs" / f"{stage.name}.sbatch"))
-    return cmd
+        options["gpus-per-node"] = str(gpus)
+    # a stage asking for more CPUs or memory than the site's nodes have would pend forever (PartitionConfig)
+    want, cap = directives.get("cpus-per-task", ""), node_cpus(site)
+    if want.isdigit() and cap and int(want) > cap:
+        options["cpus-per-task"] = str(cap)
+    want_mem, cap_mem = directives.get("mem", ""), node_mem_mb(site)
+    if want_mem and cap_mem and parse_mem_request(want_mem) >> 20 > cap_mem:
+        options["mem"] = f"{cap_mem}M"
+    spec = JobSpec(stage=stage.name, site=site.name, script=str(repo / "jobs" / f"{stage.name}.sbatch"),
+                   chdir=str(repo), options=options, directives=directives, env=env, warnings=warnings)
+    spec, _ = spec.with_overrides({k: params[k] for k in ("MEM", "TIME", "CPUS") if params.get(k)})
+    return spec
 
 
 def repo_script(repo: Path, stage: Stage) -> Path:
     """The stage's job script in this checkout (the rendered path may be the remote repo's)."""
-    from geohpc.core.site import REPO
-
     return REPO / "jobs" / f"{stage.name}.sbatch"
 
 

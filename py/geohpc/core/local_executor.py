@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from geohpc.core.arrays import Chunk
-from geohpc.core.jobspec import sbatch_directives
+from geohpc.core.jobspec import Resources, sbatch_directives
 from geohpc.core.slurm import TaskInfo, parse_time_limit
 from geohpc.util import write_json_atomic
 
@@ -41,13 +41,16 @@ def _log_path(repo: Path, pattern: str, name: str, job_id: str, task: int) -> Pa
     return p if p.is_absolute() else repo / p
 
 
-def run_task(script: Path, repo: Path, env_file: Path, run_dir: Path, job_id: str, task: int, offset: int = 0) -> TaskInfo:
-    """Run one array task of ``script`` and record its outcome."""
+def run_task(script: Path, repo: Path, env_file: Path, run_dir: Path, job_id: str, task: int, offset: int = 0,
+             resources: Resources | None = None) -> TaskInfo:
+    """Run one array task of ``script`` and record its outcome (time limit and CPUs from ``resources``)."""
     directives = sbatch_directives(script)
+    res = resources or Resources()
     name = directives.get("job-name", script.stem)
     log = _log_path(repo, directives.get("output", "logs/%x_%A_%a.out"), name, job_id, task)
     log.parent.mkdir(parents=True, exist_ok=True)
-    limit = parse_time_limit(directives["time"]) if directives.get("time") else None
+    limit = res.time_s or (parse_time_limit(directives["time"]) if directives.get("time") else None)
+    cpus = str(res.cpus) if res.cpus else directives.get("cpus-per-task", "1")
     env = dict(os.environ)
     env.update(
         {
@@ -58,7 +61,7 @@ def run_task(script: Path, repo: Path, env_file: Path, run_dir: Path, job_id: st
             "SLURM_ARRAY_TASK_ID": str(task),
             "SLURM_JOB_ID": f"{job_id}{task:04d}",
             "SLURM_JOB_NAME": name,
-            "SLURM_CPUS_PER_TASK": directives.get("cpus-per-task", "1"),
+            "SLURM_CPUS_PER_TASK": cpus,
             "SLURM_SUBMIT_DIR": str(repo),
             "SLURM_RESTART_COUNT": "0",
             "GEOHPC_EXECUTOR": "local",
@@ -98,13 +101,14 @@ def run_task(script: Path, repo: Path, env_file: Path, run_dir: Path, job_id: st
     return info
 
 
-def run_chunk(script: Path, repo: Path, env_file: Path, run_dir: Path, chunk: Chunk, throttle: int | None) -> str:
+def run_chunk(script: Path, repo: Path, env_file: Path, run_dir: Path, chunk: Chunk, throttle: int | None,
+              resources: Resources | None = None) -> str:
     """Run every task of ``chunk`` with at most ``throttle`` at once; return the local job id."""
     job_id = new_job_id()
     chunk.job_id = job_id
     workers = max(1, throttle or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(lambda i: run_task(script, repo, env_file, run_dir, job_id, i, chunk.offset), chunk.indices))
+        list(pool.map(lambda i: run_task(script, repo, env_file, run_dir, job_id, i, chunk.offset, resources), chunk.indices))
     return job_id
 
 

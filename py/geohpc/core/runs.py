@@ -74,6 +74,11 @@ class Run:
         """The job environment file (sourced by jobs/lib.sh)."""
         return self.path / "job.env"
 
+    @property
+    def spec_file(self) -> Path:
+        """The rendered job spec (``spec.json``): what every attempt of this run replays."""
+        return self.path / "spec.json"
+
     def items(self) -> list[str]:
         """The manifest lines."""
         return self.manifest.read_text().splitlines()

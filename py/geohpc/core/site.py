@@ -51,6 +51,8 @@ class Site:
     values: dict[str, str]
     sources: dict[str, str]
     shadowed: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (shell value, site value)
+    file_values: dict[str, str] = field(default_factory=dict)  # the site file as written
+    cli: dict[str, str] = field(default_factory=dict)  # everything given on the make line
 
     def get(self, key: str, default: str = "") -> str:
         """The value of ``key``, or ``default`` when empty."""
@@ -178,7 +180,8 @@ def load_site(
         if key in OPTIONAL_KEYS and key not in values:
             values[key], sources[key] = value, SRC_CLI
     _check_values(path, values, sources)
-    return Site(name=name, path=path, values=values, sources=sources, shadowed=shadowed)
+    return Site(name=name, path=path, values=values, sources=sources, shadowed=shadowed, file_values=dict(raw),
+                cli=dict(cli))
 
 
 def _check_values(path: Path, values: Mapping[str, str], sources: Mapping[str, str]) -> None:

@@ -8,6 +8,7 @@ were cancelled or never produced their output are sent again, as a compact array
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -15,13 +16,14 @@ from typing import TextIO
 
 from geohpc.core import slurm
 from geohpc.core.arrays import effective_throttle, parse_throttle, plan_chunks
-from geohpc.core.jobspec import JOB_ID_RE, sbatch_command
+from geohpc.core.jobspec import JOB_ID_RE, JobSpec, render
 from geohpc.core.runs import Attempt, Run, find_run, list_runs
 from geohpc.core.site import REPO, load_site, parse_makeflags
 from geohpc.core.stages import get_stage
 from geohpc.errors import ConfigError, run_cli
-from geohpc.ops.status import run_status
-from geohpc.ops.submit import collect_params, launch_chunks
+from geohpc.ops.status import run_context, run_status
+from geohpc.ops.submit import collect_params, launch_chunks, run_preflight_gate
+from geohpc.util import redact
 
 RETRY = ("failed", "timeout", "oom", "cancelled", "missing")
 
@@ -59,9 +61,24 @@ def cancel(repo: Path, job: str = "", stage: str = "") -> list[str]:
     return ids
 
 
+def run_spec(run: Run, repo: Path, cli: dict[str, str], env: dict[str, str]) -> JobSpec:
+    """The job spec the run was submitted with (``spec.json``); runs recorded before it existed re-render."""
+    if run.spec_file.is_file():
+        return JobSpec.from_json(json.loads(run.spec_file.read_text()))
+    site = load_site(run.site, cli=cli, env=env)
+    params, _ = collect_params(site, cli, env)
+    ctx = run_context(run)
+    return render(site, get_stage(run.stage), repo, run.path, params, Path(ctx.params.get("OUT_DIR") or "."),
+                  ctx.work)
+
+
 def resubmit(repo: Path, stage_name: str, run_name: str, cli: dict[str, str], env: dict[str, str],
              out: TextIO = sys.stdout) -> Run:
-    """Send again only the failed or missing items of a run."""
+    """Send again only the failed or missing items of a run, replaying the run's job spec.
+
+    Resources, account, partition and the job environment are the original run's; a value given on the
+    make line (MEM=, TIME=, CPUS=, ACCOUNT=, PARTITION_*=, THROTTLE=) overrides it, and is printed.
+    """
     stage = get_stage(stage_name)
     run = find_run(repo, stage.name, run_name)
     status = run_status(run)
@@ -71,24 +88,27 @@ def resubmit(repo: Path, stage_name: str, run_name: str, cli: dict[str, str], en
         return run
     site = load_site(run.site, cli=cli, env=env)
     params, _ = collect_params(site, cli, env)
+    spec, changed = run_spec(run, repo, cli, env).with_overrides(cli)
+    for line in changed:
+        print(f"  override from the make line: {line}", file=out)
     chunks = plan_chunks(lines, site.int("MAX_ARRAY_SIZE") or None)
-    thr = effective_throttle(parse_throttle(params.get("THROTTLE")), site.int("MAX_JOBS") or None, len(chunks))
+    first = run.attempts[0].throttle if run.attempts else None
+    thr = effective_throttle(parse_throttle(params.get("THROTTLE")) or first, site.int("MAX_JOBS") or None,
+                             len(chunks))
     executor = run.attempts[-1].executor if run.attempts else "slurm"
     for c in chunks:
-        c.command = sbatch_command(site, stage, repo, run.env_file, c.array_spec(thr), params, [], c.offset)
+        c.command = spec.command(run.env_file, c.array_spec(thr), [], c.offset)
     print(f"resubmitting {len(lines)} item(s) of {run.path.name}", file=out)
     if params.get("FORCE", "") in ("", "0"):  # the same preflight gate as make submit
-        from geohpc.ops.submit import run_preflight_gate
-
         items = run.items()
-        run_preflight_gate(site, stage, [items[i] for i in lines], params, env)
+        run_preflight_gate(site, stage, [items[i] for i in lines], params, env, spec, thr)
     if params.get("DRY_RUN", "") not in ("", "0"):
         for c in chunks:
-            print("  " + " ".join(c.command), file=out)
+            print("  " + redact(" ".join(c.command)), file=out)
         return run
     attempt = Attempt(executor=executor, throttle=thr, chunks=[])
     run.attempts.append(attempt)
-    launch_chunks(run, attempt, chunks, repo, stage, out)
+    launch_chunks(run, attempt, chunks, repo, spec, out)
     return run
 
 

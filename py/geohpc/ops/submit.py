@@ -15,18 +15,19 @@ import re
 import shlex
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from geohpc.core import slurm
 from geohpc.core.arrays import effective_throttle, parse_throttle, plan_chunks
-from geohpc.core.jobspec import JOB_ID_RE, env_file_text, job_env, resolve_path, sbatch_command
+from geohpc.core.jobspec import JOB_ID_RE, JobSpec, env_file_text, render, resolve_path
 from geohpc.core.local_executor import run_chunk
 from geohpc.core.runs import Attempt, Run, find_run, list_runs, new_run
 from geohpc.core.site import REPO, SRC_CLI, Site, load_site, parse_makeflags
 from geohpc.core.stages import Stage, StageContext, get_stage, read_manifest
 from geohpc.errors import ConfigError, InputError, run_cli
-from geohpc.util import redact, write_text_atomic
+from geohpc.util import redact, write_json_atomic, write_text_atomic
 
 # make variables that are not site keys but steer a submission; read from the make line or the shell
 GENERIC_PARAMS = ("THROTTLE", "ITEMS", "AFTER", "DRY_RUN", "FORCE", "MEM", "TIME", "ARGS", "N", "RERUN", "OUT_DIR", "GPUS", "CPUS")
@@ -88,6 +89,91 @@ def in_flight_items(repo: Path, stage: str) -> set[str]:
     return {owners[k] for k in active if k in owners}
 
 
+@dataclass
+class Plan:
+    """Everything one ``make submit`` decided, before anything is sent."""
+
+    site: Site
+    stage: Stage
+    params: dict[str, str]
+    param_sources: dict[str, str]
+    executor: str
+    dry_run: bool
+    ctx: StageContext
+    items: list[str]
+    todo: list[int]  # manifest lines to run now
+    queued: list[int] = field(default_factory=list)  # still queued or running in earlier runs
+    held: int = 0  # held back by MAX_JOBS for a later wave
+    problems: list[str] = field(default_factory=list)
+
+
+def plan_submission(stage_name: str, site_name: str, cli: Mapping[str, str], env: Mapping[str, str],
+                    repo: Path) -> Plan:
+    """Resolve the site and the stage, build the manifest and decide which items run now."""
+    site = load_site(site_name, cli=cli, env=env)
+    stage = get_stage(stage_name)
+    params, param_sources = collect_params(site, cli, env)
+    dry_run = params.get("DRY_RUN", "") not in ("", "0")
+    executor = executor_for(site, dry_run)
+    problems: list[str] = []
+    work_value = resolve_path(repo, site.get("SCRATCH"))
+    if not work_value:
+        problems.append(f"SCRATCH is empty in {site.path.name}: pass SCRATCH=/path/to/work")
+        work_value = "/SCRATCH-UNSET"
+    if not site.get("ACCOUNT") and site.name != "local":
+        problems.append(f"ACCOUNT is empty in {site.path.name}: pass ACCOUNT=<your project account>")
+    ctx = StageContext(stage=stage.name, site=site.values, params=params, repo=repo, work=Path(work_value))
+    items = read_manifest(_items_path(params["ITEMS"], repo)) if params.get("ITEMS") else stage.build_manifest(ctx)
+    if not items:
+        raise InputError(f"stage {stage.name} built an empty manifest: check its inputs "
+                         f"(see python -m geohpc {stage.name} --help)")
+    if any(not i.strip() for i in items):
+        raise InputError(f"stage {stage.name}: manifest has a blank line; every line must name one item")
+    plan = Plan(site, stage, params, param_sources, executor, dry_run, ctx, items, [], problems=problems)
+    _choose_items(plan, repo)
+    return plan
+
+
+def _choose_items(plan: Plan, repo: Path) -> None:
+    """Fill ``todo``, ``queued`` and ``held``: missing outputs, minus items in flight, capped by MAX_JOBS."""
+    rerun = plan.params.get("RERUN", "") not in ("", "0")
+    todo = [i for i, item in enumerate(plan.items) if rerun or not plan.stage.done(item, plan.ctx)]
+    busy = in_flight_items(repo, plan.stage.name) if plan.executor == "slurm" and not plan.dry_run else set()
+    plan.queued = [i for i in todo if plan.items[i] in busy]
+    todo = [i for i in todo if plan.items[i] not in busy]
+    max_jobs = plan.site.int("MAX_JOBS")
+    if max_jobs and len(todo) > max_jobs:  # every array task counts as a job against the site's cap
+        plan.held, todo = len(todo) - max_jobs, todo[:max_jobs]
+    plan.todo = todo
+
+
+def print_plan(plan: Plan, out: TextIO) -> None:
+    """What will be submitted and where every value came from."""
+    site, params = plan.site, plan.params
+    print(f"geohpc submit: stage {plan.stage.name} on site {site.name} ({plan.executor})", file=out)
+    print(redact(site.report()), file=out)
+    for key in sorted(params):
+        print(f"  {key}={redact(params[key])}  ({plan.param_sources[key]})", file=out)
+    done_n = len(plan.items) - len(plan.todo) - len(plan.queued) - plan.held
+    print(f"  items: {len(plan.items)} in manifest, {done_n} already done, {len(plan.queued)} still queued or "
+          f"running in earlier runs, {len(plan.todo)} to run", file=out)
+    if plan.held:
+        print(f"  wave: {plan.held} item(s) held back by MAX_JOBS={site.int('MAX_JOBS')} (every array task counts "
+              "as a job); run the same make submit again when these finish to send the next wave", file=out)
+
+
+def print_dry_run(spec: JobSpec, commands: list[list[str]], site: Site, out: TextIO) -> None:
+    """DRY_RUN=1: the sbatch command lines and the job environment, secrets redacted."""
+    print(f"DRY_RUN: {len(commands)} array(s), nothing submitted. sbatch command line(s):", file=out)
+    for cmd in commands:
+        print("  " + redact(shlex.join(cmd)), file=out)
+    launch = spec.env["GEOHPC_LAUNCH"]
+    print(f"python launcher: {launch}" + (" (@SIF@ = $SING_IMAGE after module load " + site.get("PYTORCH_MODULES")
+                                          + ")" if "@SIF@" in launch else ""), file=out)
+    print("job environment (job.env):", file=out)
+    print("".join("  " + redact(line) for line in env_file_text(spec.env).splitlines(True)), end="", file=out)
+
+
 def submit(
     stage_name: str,
     site_name: str,
@@ -98,105 +184,60 @@ def submit(
     out: TextIO = sys.stdout,
 ) -> Run | None:
     """Plan and submit (or, with DRY_RUN=1, print) one stage on one site. Returns the run, if any."""
-    site = load_site(site_name, cli=cli, env=env)
-    stage = get_stage(stage_name)
-    params, param_sources = collect_params(site, cli, env)
-    dry_run = params.get("DRY_RUN", "") not in ("", "0")
-    throttle = parse_throttle(params.get("THROTTLE"))
-    executor = executor_for(site, dry_run)
-    problems: list[str] = []
-
-    work_value = resolve_path(repo, site.get("SCRATCH"))
-    if not work_value:
-        problems.append(f"SCRATCH is empty in {site.path.name}: pass SCRATCH=/path/to/work")
-        work_value = "/SCRATCH-UNSET"
-    work = Path(work_value)
-    if not site.get("ACCOUNT") and site.name != "local":
-        problems.append(f"ACCOUNT is empty in {site.path.name}: pass ACCOUNT=<your project account>")
-    ctx = StageContext(stage=stage.name, site=site.values, params=params, repo=repo, work=work)
-
-    items = read_manifest(_items_path(params["ITEMS"], repo)) if params.get("ITEMS") else stage.build_manifest(ctx)
-    if not items:
-        raise InputError(f"stage {stage.name} built an empty manifest: check its inputs (see python -m geohpc {stage.name} --help)")
-    if any(not i.strip() for i in items):
-        raise InputError(f"stage {stage.name}: manifest has a blank line; every line must name one item")
-    rerun = params.get("RERUN", "") not in ("", "0")
-    todo = [i for i, item in enumerate(items) if rerun or not stage.done(item, ctx)]
-    busy = in_flight_items(repo, stage.name) if executor == "slurm" and not dry_run else set()
-    queued = [i for i in todo if items[i] in busy]
-    todo = [i for i in todo if items[i] not in busy]
-    held = 0
-    max_jobs = site.int("MAX_JOBS")
-    if max_jobs and len(todo) > max_jobs:  # every array task counts as a job against the site's cap
-        held, todo = len(todo) - max_jobs, todo[:max_jobs]
-
-    print(f"geohpc submit: stage {stage.name} on site {site.name} ({executor})", file=out)
-    print(redact(site.report()), file=out)
-    for key in sorted(params):
-        print(f"  {key}={redact(params[key])}  ({param_sources[key]})", file=out)
-    done_n = len(items) - len(todo) - len(queued) - held
-    print(f"  items: {len(items)} in manifest, {done_n} already done, {len(queued)} still queued or running "
-          f"in earlier runs, {len(todo)} to run", file=out)
-    if held:
-        print(f"  wave: {held} item(s) held back by MAX_JOBS={max_jobs} (every array task counts as a job); "
-              "run the same make submit again when these finish to send the next wave", file=out)
-    if not todo:
+    plan = plan_submission(stage_name, site_name, cli, env, repo)
+    site, stage, params = plan.site, plan.stage, plan.params
+    print_plan(plan, out)
+    if not plan.todo:
         print("nothing to submit: every item's output exists (RERUN=1 runs them again)", file=out)
         return None
-
-    after = resolve_after(repo, params.get("AFTER", ""), executor)
-    chunks = plan_chunks(todo, site.int("MAX_ARRAY_SIZE") or None)
-    thr = effective_throttle(throttle, site.int("MAX_JOBS") or None, len(chunks))
+    after = resolve_after(repo, params.get("AFTER", ""), plan.executor)
+    chunks = plan_chunks(plan.todo, site.int("MAX_ARRAY_SIZE") or None)
+    thr = effective_throttle(parse_throttle(params.get("THROTTLE")), site.int("MAX_JOBS") or None, len(chunks))
     # a dry run for a remote site renders the paths the job will see there (the deployed repo)
-    site_repo = Path(site.get("REMOTE_DIR")) if dry_run and site.name != "local" and site.get("REMOTE_DIR") else repo
-    run = _prepare_run(site_repo, stage, site, dry_run)
-    env_vars, warnings = job_env(site, stage, site_repo, run.path, params, ctx.out_dir, work)
-    problems += warnings
-    commands = [sbatch_command(site, stage, site_repo, run.env_file, c.array_spec(thr), params, after, c.offset)
-                for c in chunks]
-    for chunk, cmd in zip(chunks, commands, strict=True):
-        chunk.command = cmd
+    remote = plan.dry_run and site.name != "local" and site.get("REMOTE_DIR")
+    site_repo = Path(site.get("REMOTE_DIR")) if remote else repo
+    run = _prepare_run(site_repo, stage, site, plan.dry_run)
+    spec = render(site, stage, site_repo, run.path, params, plan.ctx.out_dir, plan.ctx.work)
+    problems = plan.problems + spec.warnings
+    for chunk in chunks:
+        chunk.command = spec.command(run.env_file, chunk.array_spec(thr), after, chunk.offset)
     for problem in problems:
         print(f"  warning: {problem}", file=out)
-
-    if dry_run:
-        print(f"DRY_RUN: {len(chunks)} array(s), nothing submitted. sbatch command line(s):", file=out)
-        for cmd in commands:
-            print("  " + redact(shlex.join(cmd)), file=out)
-        print(f"python launcher: {env_vars['GEOHPC_LAUNCH']}"
-              + (" (@SIF@ = $SING_IMAGE after module load " + site.get("PYTORCH_MODULES") + ")"
-                 if "@SIF@" in env_vars["GEOHPC_LAUNCH"] else ""), file=out)
-        print("job environment (job.env):", file=out)
-        print("".join("  " + redact(line) for line in env_file_text(env_vars).splitlines(True)), end="", file=out)
+    if plan.dry_run:
+        print_dry_run(spec, [c.command for c in chunks], site, out)
         return None
     try:
         if problems:
             raise ConfigError(problems[0])
         # only the items about to run: their done-check is a cheap miss, finished ones are not checked twice
-        run_preflight_gate(site, stage, [items[i] for i in todo], params, env)
+        run_preflight_gate(site, stage, [plan.items[i] for i in plan.todo], params, env, spec, thr)
     except ConfigError:
         with contextlib.suppress(OSError):
             run.path.rmdir()  # the run folder is still empty: a refused submit leaves nothing behind
         raise
-
-    run.path.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run.manifest, "\n".join(items) + "\n")
-    write_text_atomic(run.env_file, env_file_text(env_vars))
-    write_text_atomic(run.path / "sources.txt", site.report() + "\n")
-    (repo / "logs").mkdir(exist_ok=True)
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    attempt = Attempt(executor=executor, throttle=thr, chunks=[])
+    record_run(run, plan, spec, repo)
+    attempt = Attempt(executor=plan.executor, throttle=thr, chunks=[])
     run.attempts.append(attempt)
-    launch_chunks(run, attempt, chunks, repo, stage, out)
-    ids = run.job_ids()
+    launch_chunks(run, attempt, chunks, repo, spec, out)
     print(f"recorded in {run.path}", file=out)
-    print(f"chain the next stage with AFTER={':'.join(ids)} (or AFTER={stage.name})", file=out)
+    print(f"chain the next stage with AFTER={':'.join(run.job_ids())} (or AFTER={stage.name})", file=out)
     return run
 
 
-def launch_chunks(run: Run, attempt: Attempt, chunks: list, repo: Path, stage: Stage, out: TextIO) -> None:
+def record_run(run: Run, plan: Plan, spec: JobSpec, repo: Path) -> None:
+    """Write the run folder: manifest, job.env, the spec, where each value came from."""
+    run.path.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run.manifest, "\n".join(plan.items) + "\n")
+    write_text_atomic(run.env_file, env_file_text(spec.env))
+    write_json_atomic(run.spec_file, spec.to_json())
+    write_text_atomic(run.path / "sources.txt", plan.site.report() + "\n")
+    (repo / "logs").mkdir(exist_ok=True)
+    plan.ctx.out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def launch_chunks(run: Run, attempt: Attempt, chunks: list, repo: Path, spec: JobSpec, out: TextIO) -> None:
     """Submit (slurm) or run (local) each chunk, saving the plan after each one."""
-    script = repo / "jobs" / f"{stage.name}.sbatch"
+    script = repo / "jobs" / f"{spec.stage}.sbatch"
     with open(run.path / "commands.sh", "a") as fh:
         for chunk in chunks:
             fh.write(shlex.join(chunk.command) + "\n")
@@ -205,7 +246,7 @@ def launch_chunks(run: Run, attempt: Attempt, chunks: list, repo: Path, stage: S
         if attempt.executor == "slurm":
             chunk.job_id = slurm.sbatch(chunk.command)
         else:
-            run_chunk(script, repo, run.env_file, run.path, chunk, attempt.throttle)
+            run_chunk(script, repo, run.env_file, run.path, chunk, attempt.throttle, spec.resources)
         run.save()
         lines = chunk.lines()
         print(f"  job {chunk.job_id}: --array={chunk.array_spec(attempt.throttle)} (manifest lines "
@@ -223,15 +264,14 @@ def _prepare_run(repo: Path, stage: Stage, site: Site, dry_run: bool) -> Run:
     return new_run(repo, stage.name, site.name)
 
 
-def run_preflight_gate(site: Site, stage: Stage, items: list[str], params: Mapping[str, str], env: Mapping[str, str]) -> None:
-    """Stop on a failing preflight check for this stage unless FORCE=1."""
+def run_preflight_gate(site: Site, stage: Stage, items: list[str], params: Mapping[str, str],
+                       env: Mapping[str, str], spec: JobSpec, throttle: int | None) -> None:
+    """Stop on a failing preflight check for this stage unless FORCE=1 (the checks judge ``spec``)."""
     if params.get("FORCE", "") not in ("", "0"):
         return
-    try:
-        from geohpc.preflight.runner import gate
-    except ImportError:
-        return
-    gate(site, stage, items, params, env)
+    from geohpc.preflight.runner import gate
+
+    gate(site, stage, items, params, env, spec=spec, throttle=throttle)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geohpc.core.jobspec import gpus_for, launcher, sbatch_directives
+from geohpc.core.jobspec import JobSpec, Resources, render, sbatch_directives
 from geohpc.core.site import Site
 from geohpc.core.slurm import parse_mem_request as parse_mem  # sbatch --mem: bare numbers are MiB
-from geohpc.core.slurm import parse_time_limit as parse_time  # sbatch --time: bare numbers are minutes
 from geohpc.errors import ConfigError, GeohpcError
 from geohpc.util import REPO
 
@@ -53,19 +52,6 @@ def warn(message: str, fix: str) -> Result:
 def fail(message: str, fix: str) -> Result:
     """A failing :class:`Result`: ``make submit`` stops unless FORCE=1."""
     return Result("fail", message, fix)
-
-
-@dataclass
-class Resources:
-    """What the job asks Slurm for (``#SBATCH`` lines with make-line overrides applied)."""
-
-    mem_bytes: int | None = None
-    time_s: int | None = None
-    cpus: int | None = None
-    gpus: int | None = None
-    array_size: int | None = None
-    throttle: int | None = None
-    chunked: bool = True  # make submit splits arrays above MAX_ARRAY_SIZE
 
 
 @dataclass
@@ -158,17 +144,14 @@ def make_line_vars(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def sbatch_resources(script: Path, params: Mapping[str, str]) -> Resources:
-    """Resources from ``#SBATCH`` lines of ``script``, with MEM/TIME/CPUS/THROTTLE make values last."""
-    opts = sbatch_directives(script) if script.is_file() else {}
-    res = Resources()
-    mem = params.get("MEM") or opts.get("mem")
-    res.mem_bytes = parse_mem(mem) if mem else None
-    tim = params.get("TIME") or opts.get("time")
-    res.time_s = parse_time(tim) if tim else None
-    cpus = params.get("CPUS") or opts.get("cpus-per-task")
-    res.cpus = int(cpus) if cpus and cpus.isdigit() else None
-    gpus = opts.get("gpus") or opts.get("gpus-per-node") or opts.get("gpus-per-task")
-    res.gpus = int(gpus.split(":")[-1]) if gpus and gpus.split(":")[-1].isdigit() else None
+    """Resources from ``#SBATCH`` lines of ``script`` with MEM/TIME/CPUS/THROTTLE make values last.
+
+    The same merge as :attr:`geohpc.core.jobspec.JobSpec.resources` (one parser for both).
+    """
+    spec = JobSpec(stage=script.stem, site="", script=str(script), chdir="", options={},
+                   directives=sbatch_directives(script) if script.is_file() else {}, env={})
+    spec, _ = spec.with_overrides({k: v for k, v in params.items() if k in ("MEM", "TIME", "CPUS") and v})
+    res = spec.resources
     thr = params.get("THROTTLE", "")
     res.throttle = int(thr) if thr.isdigit() else None
     return res
@@ -205,31 +188,31 @@ def build_context(
     repo: Path = REPO,
     site_values: Mapping[str, str] | None = None,
     items: list[str] | None = None,
+    *,
+    site: Site | None = None,
+    spec: JobSpec | None = None,
+    throttle: int | None = None,
 ) -> PreflightContext:
     """Build the context for ``site_name`` (and ``stage``): site values, manifest, resources, probe.
 
-    ``site_values`` are the resolved values when the caller has them (``make submit``); otherwise
-    the site file is read and make-line values (MAKEFLAGS, ``params``) are applied over it.
-    ``items`` is the manifest when the caller built it already (else the stage builds it).
+    From ``make submit`` (the gate): ``site`` is the resolved :class:`Site`, ``spec`` the rendered job
+    spec that will be submitted, ``items`` the items about to run and ``throttle`` the ``%N`` it sends;
+    nothing is reloaded or re-parsed, and the checks judge exactly what Slurm will receive.
+    From ``make preflight``: the site is resolved here (make line > site file > shell) and the stage is
+    rendered by the same :func:`geohpc.core.jobspec.render`.
     """
     env = dict(os.environ if env is None else env)
-    try:
-        resolved, site_file = load_site(site_name, repo, env)
-    except ConfigError:
-        if site_values is None:
-            raise
-        resolved, site_file = dict(site_values), dict(site_values)
-    make_line = make_line_vars(env)
+    if site is not None:
+        resolved, site_file, make_line = dict(site.values), dict(site.file_values), dict(site.cli)
+        resolved.setdefault("SITE_NAME", site.name)
+    else:
+        resolved, site_file, make_line = _resolve(site_name, repo, env, site_values)
     params = {**{k: v for k, v in make_line.items() if k not in site_file}, **dict(params or {})}
-    site = dict(site_values) if site_values is not None else resolved
-    for key in site_file:
-        if key in make_line and site_values is None:
-            site[key] = make_line[key]
-    site.setdefault("SITE_NAME", Path(site_name).stem if site_name.endswith(".env") else site_name)
-    ctx = PreflightContext(site=site, stage=stage, site_file=site_file, make_line=make_line,
+    resolved.setdefault("SITE_NAME", Path(site_name).stem if site_name.endswith(".env") else site_name)
+    ctx = PreflightContext(site=resolved, stage=stage, site_file=site_file, make_line=make_line,
                            params=params, env=env, repo=repo)
     ctx.probe = read_probe(ctx.work, params)
-    binds = env.get("SINGULARITY_BIND") or env.get("APPTAINER_BIND") or site.get("CONTAINER_BIND", "")
+    binds = env.get("SINGULARITY_BIND") or env.get("APPTAINER_BIND") or resolved.get("CONTAINER_BIND", "")
     ctx.binds = split_binds(binds)
     ctx.train_paths = [Path(p) for p in params["TRAIN_CODE"].split(",")] if params.get("TRAIN_CODE") \
         else _default_train_paths(repo)
@@ -239,36 +222,58 @@ def build_context(
     if params.get("MEM_ESTIMATE"):
         ctx.mem_estimate = parse_mem(params["MEM_ESTIMATE"])
     if stage:
-        _fill_stage(ctx, stage, items)
+        _fill_stage(ctx, stage, items, site, spec, throttle)
     elif items is not None:
         ctx.items = list(items)
     return ctx
 
 
-def _fill_stage(ctx: PreflightContext, name: str, items: list[str] | None = None) -> None:
+def _resolve(site_name: str, repo: Path, env: Mapping[str, str],
+             site_values: Mapping[str, str] | None) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """(resolved values, site file values, make-line values) for a site named or given by path."""
+    try:
+        resolved, site_file = load_site(site_name, repo, env)
+    except ConfigError:
+        if site_values is None:
+            raise
+        resolved, site_file = dict(site_values), dict(site_values)
+    make_line = make_line_vars(env)
+    if site_values is not None:
+        return dict(site_values), site_file, make_line
+    for key in site_file:
+        if key in make_line:
+            resolved[key] = make_line[key]
+    return resolved, site_file, make_line
+
+
+def _site_of(ctx: PreflightContext) -> Site:
+    name = ctx.site.get("SITE_NAME", "local")
+    return Site(name=name, path=ctx.repo / "sites" / f"{name}.env", values=dict(ctx.site), sources={})
+
+
+def _fill_stage(ctx: PreflightContext, name: str, items: list[str] | None, site: Site | None,
+                spec: JobSpec | None, throttle: int | None) -> None:
     from geohpc.core.stages import StageContext, get_stage
 
     stage = get_stage(name)
     sctx = StageContext(stage=name, site=ctx.site, params=ctx.params, repo=ctx.repo, work=ctx.work)
     ctx.runtime, ctx.downloads, ctx.gpu = stage.runtime, stage.downloads, stage.gpu
-    ctx.resources = sbatch_resources(ctx.repo / "jobs" / f"{name}.sbatch", ctx.params)
+    if spec is None:  # make preflight: render what make submit would send
+        spec = render(site or _site_of(ctx), stage, ctx.repo, ctx.repo / "runs" / name / "<preflight>",
+                      ctx.params, sctx.out_dir, ctx.work)
+    ctx.resources = spec.resources
+    thr = ctx.params.get("THROTTLE", "")
+    ctx.resources.throttle = throttle if throttle is not None else (int(thr) if thr.isdigit() else None)
+    ctx.launch = ctx.env.get("GEOHPC_LAUNCH") or spec.env.get("GEOHPC_LAUNCH", "")
+    bind = spec.env.get("SINGULARITY_BIND") or spec.env.get("APPTAINER_BIND")
+    if bind and not (ctx.env.get("SINGULARITY_BIND") or ctx.env.get("APPTAINER_BIND")):
+        ctx.binds = split_binds(bind)
     ctx.outputs = [sctx.out_dir]
     ctx.inputs = [ctx.work / "outputs" / a for a in stage.after]
     for key, value in ctx.params.items():
         if value and key != "OUT_DIR" and (key.endswith("_DIR") or key in ("INPUT", "INPUTS", "ITEMS")):
             ctx.inputs.append(Path(value) if Path(value).is_absolute() else ctx.work / value)
-    extra = dict(stage.extra)
-    ctx.reads = extra.get("reads", "")
-    win = ctx.params.get("WINDOW") or extra.get("window", "")
-    ctx.window = int(win) if str(win).isdigit() else None
-    if extra.get("mem_estimate") and ctx.mem_estimate is None:
-        ctx.mem_estimate = parse_mem(extra["mem_estimate"])
-    if extra.get("catboost_dataset") and ctx.params.get(extra["catboost_dataset"]):
-        ctx.catboost_dataset = Path(ctx.params[extra["catboost_dataset"]])
-    # the launcher make submit would render (venv python or the container call), unless a job's is given
-    site_obj = Site(name=ctx.site.get("SITE_NAME", "local"), path=ctx.repo / "sites" / f"{ctx.site.get('SITE_NAME', 'local')}.env",
-                    values=dict(ctx.site), sources={})
-    ctx.launch = ctx.env.get("GEOHPC_LAUNCH") or launcher(site_obj, stage, ctx.repo, gpus_for(site_obj, stage, ctx.params))[0]
+    _fill_extra(ctx, stage)
     try:
         if items is None and ctx.params.get("ITEMS"):  # the manifest make submit would use
             from geohpc.core.stages import read_manifest
@@ -279,14 +284,30 @@ def _fill_stage(ctx: PreflightContext, name: str, items: list[str] | None = None
     except GeohpcError as exc:
         ctx.manifest_error = str(exc)
         return
+    _fill_pending(ctx, stage, sctx, about_to_run=site is not None)
+
+
+def _fill_extra(ctx: PreflightContext, stage) -> None:  # noqa: ANN001 - a geohpc.core.stages.Stage
+    extra = dict(stage.extra)
+    ctx.reads = extra.get("reads", "")
+    win = ctx.params.get("WINDOW") or extra.get("window", "")
+    ctx.window = int(win) if str(win).isdigit() else None
+    if extra.get("mem_estimate") and ctx.mem_estimate is None:
+        ctx.mem_estimate = parse_mem(extra["mem_estimate"])
+    if extra.get("catboost_dataset") and ctx.params.get(extra["catboost_dataset"]):
+        ctx.catboost_dataset = Path(ctx.params[extra["catboost_dataset"]])
+
+
+def _fill_pending(ctx: PreflightContext, stage, sctx, about_to_run: bool) -> None:  # noqa: ANN001
+    """Items still to run (all of them when make submit hands over the items it is about to send)."""
     try:
-        pending = [it for it in ctx.items if not stage.done(it, sctx)]
+        pending = ctx.items if about_to_run else [it for it in ctx.items if not stage.done(it, sctx)]
         ctx.pending = len(pending)
         ctx.resources.array_size = len(pending)
         if stage.output_bytes is not None:
             ctx.output_bytes = [stage.output_bytes(it, sctx) for it in pending]
         # a plan may declare its per-task peak: def memory_bytes(item, ctx) -> int (in plans/<stage>.py)
-        estimator = getattr(importlib.import_module(f"geohpc.plans.{name}"), "memory_bytes", None)
+        estimator = getattr(importlib.import_module(f"geohpc.plans.{stage.name}"), "memory_bytes", None)
         if estimator is not None and pending and ctx.mem_estimate is None:
             ctx.mem_estimate = max(int(estimator(it, sctx)) for it in pending[:50])
     except (GeohpcError, OSError, ValueError) as exc:

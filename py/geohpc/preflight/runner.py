@@ -21,6 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TextIO
 
+from geohpc.core.jobspec import JobSpec
 from geohpc.errors import ConfigError, GeohpcError, run_cli
 from geohpc.preflight.context import (
     REPO,
@@ -137,25 +138,28 @@ def run_preflight(
     return run_checks(ctx, load_checks(), only)
 
 
-def gate(site, stage, items: Sequence[str], params: Mapping[str, str], env: Mapping[str, str],
-         out: TextIO | None = None) -> list[Result]:
+def gate(site, stage, items: Sequence[str], params: Mapping[str, str], env: Mapping[str, str],  # noqa: ANN001
+         out: TextIO | None = None, *, spec: JobSpec | None = None, throttle: int | None = None) -> list[Result]:
     """The ``make submit`` hook: run the stage's checks, print the table, raise on a fail or crash.
 
     Parameters
     ----------
-    site : :class:`geohpc.site.Site` (resolved values and their sources).
-    stage : :class:`geohpc.stages.Stage` being submitted.
-    items : the manifest about to be submitted.
+    site : :class:`geohpc.core.site.Site` (resolved values, the site file, the make line).
+    stage : :class:`geohpc.core.stages.Stage` being submitted.
+    items : the items about to be submitted.
     params : the stage parameters from the make line.
     env : the environment of the submitting shell.
     out : where the table goes (default stderr: stdout is for data).
+    spec : the rendered :class:`geohpc.core.jobspec.JobSpec` that will be submitted (rendered here when None).
+    throttle : the ``%N`` the arrays will carry.
 
     Raises
     ------
     ConfigError : naming the first failing check, its message and fix, and ``FORCE=1``.
     """
-    values = {**site.values, "SITE_NAME": site.values.get("SITE_NAME") or site.name}
-    results = run_preflight(values, stage.name, items=list(items), env=env, params=params)
+    ctx = build_context(site.name, stage.name, params=params, env=env, items=list(items), site=site, spec=spec,
+                        throttle=throttle)
+    results = run_checks(ctx, load_checks())
     print(format_table(results), file=out or sys.stderr)
     bad = [r for r in results if r.status in ("fail", "crashed")]
     if bad:
