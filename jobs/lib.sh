@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Shared helpers for jobs/*.sbatch: read the manifest line, load modules, run Python in the venv or container.
+# Shared helpers for jobs/*.sbatch: read the manifest line, run Python in the venv or container.
 # Usage: source "${GEOHPC_REPO}/jobs/lib.sh" from a job script; make submit exports the GEOHPC_* variables.
+# Sourcing defines functions and reads the run's job environment ($GEOHPC_ENV, written by make submit:
+# site values, stage parameters with their defaults, absolute paths); nothing else runs until job_start.
 # shellcheck shell=bash
 
 usage() {
@@ -27,14 +29,6 @@ manifest_item() {
   line=$(sed -n "$(( index + 1 ))p" "$GEOHPC_MANIFEST")
   [[ -n "${line// /}" ]] || die "$GEOHPC_MANIFEST: line $(( index + 1 )) is empty or missing (task $SLURM_ARRAY_TASK_ID)"
   printf '%s\n' "$line"
-}
-
-# work_path PATH: PATH itself when absolute, else under the site's work dir (how the plans read it).
-work_path() {
-  case "$1" in
-    /*) printf '%s\n' "$1" ;;
-    *) printf '%s/%s\n' "${GEOHPC_WORK:?}" "$1" ;;
-  esac
 }
 
 load_modules() {

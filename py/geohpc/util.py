@@ -29,6 +29,38 @@ def redact(text: str) -> str:
     return text
 
 
+def work_path(value: str | os.PathLike[str], work: str | os.PathLike[str] | None = None) -> str:
+    """The one rule for a path a user gives a stage: absolute paths, URLs and ``/vsi`` paths as given;
+    relative ones under the work dir (``work``, else $GEOHPC_WORK, else the current directory).
+
+    ``make submit`` resolves every path parameter with this into job.env, so jobs see absolute paths.
+    """
+    text = os.fspath(value)
+    if not text or text.startswith("/") or "://" in text:
+        return text
+    base = os.fspath(work) if work is not None else os.environ.get("GEOHPC_WORK", "")
+    return os.path.join(base, text) if base else text
+
+
+def work_paths(value: str, work: str | os.PathLike[str] | None = None) -> str:
+    """:func:`work_path` on each comma-separated part (lists and globs of rasters)."""
+    return ",".join(work_path(part.strip(), work) for part in value.split(",") if part.strip())
+
+
+def split_shard(item: str) -> tuple[str, int, int]:
+    """A work item ``PATH::i/n`` -> ``(PATH, i, n)``; a bare ``PATH`` is shard 0 of 1.
+
+    Raises ValueError unless ``0 <= i < n``.
+    """
+    path, sep, shard = item.rpartition("::")
+    if not sep:
+        return item, 0, 1
+    i, _, n = shard.partition("/")
+    if not (i.isdigit() and n.isdigit()) or not 0 <= int(i) < int(n):
+        raise ValueError(f"work item {item!r}: expected PATH::i/n with 0 <= i < n (e.g. scene.tif::0/4)")
+    return path, int(i), int(n)
+
+
 def cpu_threads() -> int:
     """Threads this process may use: SLURM_CPUS_PER_TASK in a job, else the CPUs we are allowed on."""
     for var in ("SLURM_CPUS_PER_TASK", "GEOHPC_THREADS"):

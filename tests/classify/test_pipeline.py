@@ -98,7 +98,7 @@ def _make(*args: str):
     ("train", ["SAMPLES=outputs/sample", "TASKS=4", "TRIALS=40"], ["--array=0-3", "jobs/train.sbatch", "export TRIALS=40"]),
     ("classify", ["MODEL=outputs/train", "RASTERS=/scratch/emb/a.tif,/scratch/emb/b.tif", "SHARDS=3"],
      ["--array=0-5", "jobs/classify.sbatch", "export SHARDS=3"]),
-    ("sample", ["POINTS=p.gpkg", "RASTERS=emb.vrt"], ["--array=0", "export POINTS=p.gpkg"]),
+    ("sample", ["POINTS=p.gpkg", "RASTERS=emb.vrt"], ["--array=0", "export POINTS=/scratch/project_465002500/romcrop/p.gpkg"]),
 ])
 def test_dry_run_on_lumi_renders_the_array(stage, params, needles):
     proc = _make("submit", f"STAGE={stage}", "SITE=lumi", "DRY_RUN=1", *params)

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from geohpc.classify.classes import CLASSES_TAG, classes_tag, colormap
+from geohpc.classify.items import parse_item, shard_name
 from geohpc.embed.rasters import Embedding, open_embedding, work_path
 from geohpc.errors import InputError, run_cli
-from geohpc.plans.classify import parse_item, shard_name
 from geohpc.progress import progress
 from geohpc.raster_io import DEFAULT_MEM_BUDGET, gdal_env
 from geohpc.util import atomic_path, cpu_threads, parse_size, write_json_atomic

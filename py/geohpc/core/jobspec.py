@@ -16,7 +16,7 @@ from pathlib import Path
 
 from geohpc.core.site import Site
 from geohpc.core.slurm import parse_mem_request, parse_time_limit
-from geohpc.core.stages import Stage
+from geohpc.core.stages import Stage, StageContext, job_values
 from geohpc.errors import ConfigError
 from geohpc.util import REPO
 
@@ -64,6 +64,8 @@ def job_env(
     launch, warnings = launcher(site, stage, repo, gpus_for(site, stage, params))
     env: dict[str, str] = {k: v for k, v in site.values.items() if v}
     env.update({k: v for k, v in params.items() if v and k.isupper() and k not in CONTROL_PARAMS})
+    # the stage's parameters as the job sees them: declared defaults filled in, paths absolute
+    env.update(job_values(stage, StageContext(stage=stage.name, site=site.values, params=params, repo=repo, work=work)))
     container = stage.runtime == "container" and site.get("CONTAINER_RUNTIME", "none") != "none"
     env.update(
         {

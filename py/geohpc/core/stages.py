@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from geohpc.errors import ConfigError, InputError
+from geohpc.util import work_path, work_paths
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
@@ -41,17 +42,20 @@ class StageContext:
         return Path(given) if given else self.work / "outputs" / self.stage
 
     def param(self, key: str, default: str = "") -> str:
-        """A stage parameter from the make line or the environment, else ``default``."""
+        """A stage parameter from the make line, else ``default``, else the stage's declared default."""
         value = self.params.get(key, "")
-        return value if value != "" else default
+        if value != "":
+            return value
+        if default != "":
+            return default
+        return stage_default(self.stage, key)
 
     def path_param(self, key: str, default: str = "") -> Path:
-        """A path parameter, relative paths taken from the work dir."""
+        """A path parameter, relative paths taken from the work dir (:func:`geohpc.util.work_path`)."""
         value = self.param(key, default)
         if not value:
             raise ConfigError(f"stage {self.stage} needs {key}=<path> on the make line")
-        p = Path(value)
-        return p if p.is_absolute() else self.work / p
+        return Path(work_path(value, self.work))
 
 
 def _default_done(item: str, ctx: StageContext, output_for: Callable[[str, StageContext], Path]) -> bool:
@@ -71,6 +75,11 @@ class Stage:
     runtime: str = "venv"  # "venv": the site's venv; "container": the site's PyTorch container
     downloads: bool = False  # needs internet from compute nodes
     after: tuple[str, ...] = ()  # stages whose outputs it reads (for docs and preflight)
+    # the one home of the stage's parameter defaults: plans read them through StageContext.param and
+    # make submit writes them (and every path parameter, resolved under the work dir) into job.env
+    defaults: Mapping[str, str] = field(default_factory=dict)
+    paths: tuple[str, ...] = ()  # parameters that are paths (comma lists and globs allowed)
+    derived: Callable[[StageContext], Mapping[str, str]] | None = None  # values computed from others
     output_bytes: Callable[[str, StageContext], int] | None = None  # planned size of one item's output
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -79,6 +88,26 @@ class Stage:
         if self.is_done is not None:
             return self.is_done(item, ctx)
         return _default_done(item, ctx, self.output_for)
+
+
+def stage_default(stage: str, key: str) -> str:
+    """The declared default of parameter ``key`` of ``stage`` ("" when none, or no such stage)."""
+    try:
+        return get_stage(stage).defaults.get(key, "")
+    except ConfigError:
+        return ""
+
+
+def job_values(stage: Stage, ctx: StageContext) -> dict[str, str]:
+    """The stage's parameters as its job sees them: defaults filled in, paths absolute, derived values."""
+    values = {k: ctx.param(k) for k in stage.defaults}
+    values.update({k: ctx.params[k] for k in stage.paths if ctx.params.get(k)})
+    if stage.derived is not None:
+        values.update({k: v for k, v in stage.derived(ctx).items() if not ctx.params.get(k)})
+    for key in stage.paths:
+        if values.get(key):
+            values[key] = work_paths(values[key], ctx.work)
+    return values
 
 
 def stage_names() -> list[str]:

@@ -24,19 +24,14 @@ from rasterio.windows import Window
 
 from geohpc.errors import InputError
 from geohpc.raster_io import check_georeferenced, open_raster
+from geohpc.util import work_path as _work_path
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt")
 
 
 def work_path(value: str | os.PathLike[str]) -> Path:
-    """Resolve a path the way ``make submit`` parameters are resolved: relative to GEOHPC_WORK when set."""
-    p = Path(value)
-    if p.is_absolute() or "://" in str(value) or str(value).startswith("/vsi"):
-        return p
-    work = os.environ.get("GEOHPC_WORK", "")
-    if work and not p.exists():
-        return Path(work) / p
-    return p
+    """:func:`geohpc.util.work_path` as a Path (relative to GEOHPC_WORK when set)."""
+    return Path(_work_path(value))
 
 
 def expand_rasters(spec: str) -> list[Path]:

@@ -17,6 +17,10 @@ from geohpc.errors import ConfigError
 
 DIR_PARAMS = {"download": "DOWNLOAD_DIR", "stack": "STACK_DIR", "retile": "PATCH_DIR", "infer": "EMB_DIR",
               "stitch": "STITCH_DIR"}
+# the chain's parameter defaults (one home: plans and job.env read them from here)
+DEFAULTS = {"AOI_CRS": "EPSG:32635", "RES": "10", "BLOCK": "2000", "PATCH": "500",
+            **{key: f"outputs/{stage}" for stage, key in DIR_PARAMS.items()}}
+PATHS = tuple(DIR_PARAMS.values())
 
 
 def stage_dir(ctx: StageContext, stage: str) -> Path:
@@ -24,7 +28,7 @@ def stage_dir(ctx: StageContext, stage: str) -> Path:
     if stage == ctx.stage:
         return ctx.out_dir
     key = DIR_PARAMS[stage]
-    return ctx.path_param(key, str(ctx.work / "outputs" / stage))
+    return ctx.path_param(key, DEFAULTS[key])
 
 
 def grid(ctx: StageContext) -> Grid:
@@ -36,15 +40,15 @@ def grid(ctx: StageContext) -> Grid:
     if not bbox:
         raise ConfigError(f"stage {ctx.stage} needs BBOX=minx,miny,maxx,maxy (AOI in AOI_CRS, default EPSG:32635)")
     try:
-        return grid_from_bbox(parse_bbox(bbox), ctx.param("AOI_CRS", "EPSG:32635"), float(ctx.param("RES", "10")))
+        return grid_from_bbox(parse_bbox(bbox), ctx.param("AOI_CRS", DEFAULTS["AOI_CRS"]), float(ctx.param("RES", DEFAULTS["RES"])))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
 
 def sizes(ctx: StageContext) -> tuple[int, int]:
-    """(BLOCK, PATCH) from the make line, default 2000 and 500."""
+    """(BLOCK, PATCH) from the make line, else :data:`DEFAULTS`."""
     try:
-        block, patch = int(ctx.param("BLOCK", "2000")), int(ctx.param("PATCH", "500"))
+        block, patch = int(ctx.param("BLOCK", DEFAULTS["BLOCK"])), int(ctx.param("PATCH", DEFAULTS["PATCH"]))
     except ValueError:
         raise ConfigError("BLOCK and PATCH must be whole numbers of pixels") from None
     if not 0 < patch <= block:

@@ -6,24 +6,10 @@ import glob
 import os
 from pathlib import Path
 
+from geohpc.classify.items import parse_item, shard_name
 from geohpc.core.stages import Stage, StageContext
 
 SEP = "::"
-
-
-def parse_item(item: str) -> tuple[str, int, int]:
-    """``'<raster>::i/n'`` -> ``(raster, i, n)``; a bare raster path is shard 0 of 1."""
-    raster, _, shard = item.rpartition(SEP) if SEP in item else (item, "", "0/1")
-    i, _, n = shard.partition("/")
-    if not (i.isdigit() and n.isdigit()) or int(n) < 1 or int(i) >= int(n):
-        raise ValueError(f"bad classify item {item!r}: expected <raster>::i/n with 0 <= i < n")
-    return raster, int(i), int(n)
-
-
-def shard_name(raster: str, i: int, n: int) -> str:
-    """Output file name of shard ``i`` of ``n`` for ``raster`` (same grid as the input, so a VRT joins them)."""
-    stem = Path(raster).stem
-    return f"{stem}.tif" if n == 1 else f"{stem}_shard{i:03d}of{n:03d}.tif"
 
 
 def _rasters(ctx: StageContext) -> list[str]:
@@ -47,7 +33,7 @@ def _rasters(ctx: StageContext) -> list[str]:
 
 
 def _manifest(ctx: StageContext) -> list[str]:
-    n = int(ctx.param("SHARDS", "1"))
+    n = int(ctx.param("SHARDS"))
     return [f"{r}{SEP}{i}/{n}" for r in _rasters(ctx) for i in range(n)]
 
 
@@ -68,4 +54,6 @@ STAGE = Stage(
     output_for=_output,
     is_done=_done,
     after=("train",),
+    defaults={"MEM_BUDGET": "512M", "CONFIDENCE": "0", "SHARDS": "1"},
+    paths=("MODEL", "RASTERS"),
 )

@@ -59,7 +59,7 @@ def _output_bytes(item: str, ctx: StageContext) -> int:
 
 def memory_bytes(item: str, ctx: StageContext) -> int:
     """Per-task peak memory: the COG_MEM budget (default 1G) plus ~0.5 GB of interpreter and GDAL."""
-    return parse_size(ctx.param("COG_MEM", "1G")) + (512 << 20)
+    return parse_size(ctx.param("COG_MEM")) + (512 << 20)
 
 
 STAGE = Stage(
@@ -69,4 +69,6 @@ STAGE = Stage(
     output_for=_output,
     is_done=_done,
     output_bytes=_output_bytes,
+    defaults={"BLOCKSIZE": "512", "COG_MEM": "1G"},
+    paths=("INPUT_DIR",),
 )

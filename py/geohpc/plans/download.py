@@ -8,6 +8,7 @@ from pathlib import Path
 from geohpc.core.stages import Stage, StageContext
 from geohpc.embed.layout import DONE_MARKER, SKIP_MARKER
 from geohpc.errors import InputError
+from geohpc.plans import _embed
 
 
 def _manifest(ctx: StageContext) -> list[str]:
@@ -40,4 +41,6 @@ STAGE = Stage(
     output_for=_output,
     is_done=_done,
     downloads=True,
+    defaults={**_embed.DEFAULTS, "ON_MISSING": "error"},
+    paths=(*_embed.PATHS, "STAC"),
 )

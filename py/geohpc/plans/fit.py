@@ -10,7 +10,7 @@ from geohpc.errors import ConfigError
 
 
 def _manifest(ctx: StageContext) -> list[str]:
-    run = ctx.param("RUN", "run1")
+    run = ctx.param("RUN")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", run):
         raise ConfigError(f"RUN={run!r}: use letters, digits, '.', '_' or '-' (it names the run folder)")
     return [run]
@@ -28,4 +28,6 @@ STAGE = Stage(
     gpu=True,
     runtime="container",
     after=("prep",),
+    defaults={"RUN": "run1", "ARCH": "unet", "EPOCHS": "30", "DATA": "outputs/prep"},
+    paths=("DATA",),
 )

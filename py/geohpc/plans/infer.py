@@ -17,7 +17,7 @@ def _done(item: str, ctx: StageContext) -> bool:
 
 
 def _bytes(item: str, ctx: StageContext) -> int:
-    per_px = 128 + 4 if ctx.param("EMB_DTYPE", "float32") == "int8" else 128 * 4
+    per_px = 128 + 4 if ctx.param("EMB_DTYPE") == "int8" else 128 * 4
     return sum(h * w * per_px for _, h, w in _embed.patches_of(ctx, item))
 
 
@@ -31,4 +31,6 @@ STAGE = Stage(
     runtime="container",
     after=("retile",),
     output_bytes=_bytes,
+    defaults={**_embed.DEFAULTS, "EMB_DTYPE": "float32", "INFER_BATCH": "4096", "THREADS_PER_SHARD": "4"},
+    paths=(*_embed.PATHS, "MODEL"),
 )

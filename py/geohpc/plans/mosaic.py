@@ -17,14 +17,14 @@ from geohpc.errors import ConfigError
 def _manifest(ctx: StageContext) -> list[str]:
     if not (ctx.param("INPUT_DIR") or ctx.param("LIST")):
         raise ConfigError("stage mosaic needs INPUT_DIR=<folder of GeoTIFFs> or LIST=<file with one path a line>")
-    name = ctx.param("NAME", "mosaic")
+    name = ctx.param("NAME")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ConfigError(f"NAME={name!r}: use letters, digits, '_', '-' or '.' (it names the output files)")
     return [name]
 
 
 def _output(item: str, ctx: StageContext) -> Path:
-    return ctx.out_dir / (f"{item}.vrt" if ctx.param("COG", "yes") == "no" else f"{item}.tif")
+    return ctx.out_dir / (f"{item}.vrt" if ctx.param("COG") == "no" else f"{item}.tif")
 
 
 def _done(item: str, ctx: StageContext) -> bool:
@@ -45,4 +45,6 @@ STAGE = Stage(
     output_for=_output,
     is_done=_done,
     after=("cog",),
+    defaults={"COG_MEM": "1G", "BLOCKSIZE": "512", "COG": "yes", "REPROJECT": "no", "NAME": "mosaic"},
+    paths=("INPUT_DIR", "LIST"),
 )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from geohpc.core.stages import Stage, StageContext
 from geohpc.errors import ConfigError
+from geohpc.segment.items import output_name, parse_item
 
 
 def _rasters(ctx: StageContext) -> list[str]:
@@ -18,7 +19,7 @@ def _rasters(ctx: StageContext) -> list[str]:
 
 
 def _manifest(ctx: StageContext) -> list[str]:
-    shards = ctx.param("SHARDS", "1")
+    shards = ctx.param("SHARDS")
     if not shards.isdigit() or int(shards) < 1:
         raise ConfigError(f"SHARDS={shards!r}: give the number of strips per raster (1 or more)")
     n = int(shards)
@@ -26,14 +27,12 @@ def _manifest(ctx: StageContext) -> list[str]:
 
 
 def _output(item: str, ctx: StageContext) -> Path:
-    # the same naming as geohpc.predict.output_name (kept here: plans import only the standard library)
-    path, sep, shard = item.rpartition("::")
-    raster = path if sep else item
-    stem = Path(raster).name.rsplit(".", 1)[0]
-    if not sep:
-        return ctx.out_dir / f"{stem}.tif"
-    i, n = (int(v) for v in shard.split("/"))
-    return ctx.out_dir / f"{stem}.part{i:03d}of{n:03d}.tif"
+    return ctx.out_dir / output_name(*parse_item(item))
+
+
+def _derived(ctx: StageContext) -> dict[str, str]:
+    """MODEL defaults to the fit run RUN's model (``outputs/fit/<RUN>/model.pt``)."""
+    return {"MODEL": f"outputs/fit/{ctx.param('RUN')}/model.pt"}
 
 
 STAGE = Stage(
@@ -46,4 +45,7 @@ STAGE = Stage(
     after=("fit",),
     # one strip per task needs one GPU, not the whole node (render.gpus_for honours gpus_per_node)
     extra={"gpus_per_node": "1", "container_needs": "rasterio"},
+    defaults={"TILE": "256", "OVERLAP": "64", "SHARDS": "1", "RUN": "run1"},
+    paths=("MODEL", "EMBEDDINGS"),
+    derived=_derived,
 )

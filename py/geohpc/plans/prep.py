@@ -25,4 +25,6 @@ STAGE = Stage(
     summary="embedding rasters + label raster -> sharded training chips, channel stats, class frequencies",
     build_manifest=_manifest,
     output_for=_output,
+    defaults={"CHIP": "256", "BLOCK_CHIPS": "4"},
+    paths=("EMBEDDINGS", "LABELS"),
 )

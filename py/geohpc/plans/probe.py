@@ -8,7 +8,7 @@ from geohpc.core.stages import Stage, StageContext
 
 
 def _manifest(ctx: StageContext) -> list[str]:
-    n = int(ctx.param("N", "2"))
+    n = int(ctx.param("N"))
     return [f"probe-{i:04d}" for i in range(n)]
 
 
@@ -23,4 +23,5 @@ STAGE = Stage(
     output_for=_output,
     # the container is where GPUs and torch are seen; on a site without one this is the venv
     runtime="container",
+    defaults={"N": "2"},
 )

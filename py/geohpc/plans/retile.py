@@ -19,4 +19,6 @@ STAGE = Stage(
     build_manifest=_embed.blocks,
     output_for=_output,
     after=("stack",),
+    defaults=_embed.DEFAULTS,
+    paths=_embed.PATHS,
 )

@@ -13,7 +13,7 @@ def _manifest(ctx: StageContext) -> list[str]:
         if not ctx.param(key):
             raise ConfigError(f"stage sample needs {key}=: POINTS=<points file> RASTERS=<raster|dir|glob|list.txt>")
     ctx.path_param("POINTS")
-    return [ctx.param("NAME", "samples")]
+    return [ctx.param("NAME")]
 
 
 def _output(item: str, ctx: StageContext) -> Path:
@@ -26,4 +26,6 @@ STAGE = Stage(
     build_manifest=_manifest,
     output_for=_output,
     after=("scene",),
+    defaults={"LABEL_COL": "label", "MEM_BUDGET": "512M", "NAME": "samples"},
+    paths=("POINTS", "RASTERS"),
 )

@@ -8,7 +8,7 @@ from geohpc.core.stages import Stage, StageContext
 
 
 def _manifest(ctx: StageContext) -> list[str]:
-    return [ctx.param("NAME", "demo")]
+    return [ctx.param("NAME")]
 
 
 def _output(item: str, ctx: StageContext) -> Path:
@@ -20,4 +20,5 @@ STAGE = Stage(
     summary="make the synthetic crop scene: 128-band embedding (EPSG:32635), truth raster, labelled points",
     build_manifest=_manifest,
     output_for=_output,
+    defaults={"SIZE": "512", "SEED": "0", "CLASSES": "6", "NAME": "demo"},
 )

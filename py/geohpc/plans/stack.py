@@ -6,6 +6,7 @@ from pathlib import Path
 
 from geohpc.core.stages import Stage, StageContext
 from geohpc.embed.layout import STACK_JSON
+from geohpc.plans import _embed
 
 
 def _output(item: str, ctx: StageContext) -> Path:
@@ -18,4 +19,6 @@ STAGE = Stage(
     build_manifest=lambda ctx: ["aoi"],
     output_for=_output,
     after=("download",),
+    defaults={**_embed.DEFAULTS, "STACK_BLOCK": "1024"},
+    paths=_embed.PATHS,
 )

@@ -14,7 +14,7 @@ def _output(item: str, ctx: StageContext) -> Path:
 
 def _bytes(item: str, ctx: StageContext) -> int:
     g = _embed.grid(ctx)
-    per_px = 128 + 4 if ctx.param("EMB_DTYPE", "float32") == "int8" else 128 * 4
+    per_px = 128 + 4 if ctx.param("EMB_DTYPE") == "int8" else 128 * 4
     return g.width * g.height * per_px  # uncompressed upper bound
 
 
@@ -25,4 +25,6 @@ STAGE = Stage(
     output_for=_output,
     after=("infer",),
     output_bytes=_bytes,
+    defaults={**_embed.DEFAULTS, "EMB_DTYPE": "float32", "STITCH_TILE": "512"},
+    paths=_embed.PATHS,
 )

@@ -21,9 +21,14 @@ def _folder(ctx: StageContext) -> Path:
     return ctx.out_dir / ctx.param("NAME", src.stem)
 
 
+def _derived(ctx: StageContext) -> dict[str, str]:
+    """NAME defaults to the source's stem (the output folder and layer name)."""
+    return {"NAME": ctx.path_param("SRC").stem} if ctx.param("SRC") else {}
+
+
 def _manifest(ctx: StageContext) -> list[str]:
     ctx.path_param("SRC")  # fail early without SRC
-    text = ctx.param("SHARDS", "4")
+    text = ctx.param("SHARDS")
     if not text.isdigit() or int(text) < 1:
         raise ConfigError(f"SHARDS={text!r}: give the number of array tasks, e.g. SHARDS=8")
     n = int(text)
@@ -67,7 +72,7 @@ def output_bytes(item: str, ctx: StageContext) -> int:
 
 def memory_bytes(item: str, ctx: StageContext) -> int:
     """Peak memory of one task: about 200 MB per worker process (one 8x8-tile metatile each) + 300 MB."""
-    cpus = int(ctx.param("CPUS", "8") or 8)
+    cpus = int(ctx.param("CPUS") or 8)
     return (cpus * 200 + 300) << 20
 
 
@@ -79,4 +84,7 @@ STAGE = Stage(
     is_done=_done,
     after=("cog", "mosaic"),
     output_bytes=output_bytes,
+    defaults={"ZOOM": "0-14", "MODE": "auto", "FORMAT": "png", "PMTILES": "yes", "SHARDS": "4"},
+    paths=("SRC",),
+    derived=_derived,
 )

@@ -11,7 +11,7 @@ from geohpc.errors import ConfigError
 def _manifest(ctx: StageContext) -> list[str]:
     if not ctx.param("SAMPLES"):
         raise ConfigError("stage train needs SAMPLES=<Parquet file or dir from the sample stage>")
-    n = int(ctx.param("TASKS", "1"))
+    n = int(ctx.param("TASKS"))
     if n < 1:
         raise ConfigError(f"TASKS={n}: give at least 1 tuning task")
     return [f"tune-{i:03d}" for i in range(n)]
@@ -28,4 +28,6 @@ STAGE = Stage(
     build_manifest=_manifest,
     output_for=_output,
     after=("sample",),
+    defaults={"TRIALS": "20", "ITERATIONS": "300", "BLOCK_SIZE": "1000", "STUDY": "geohpc-train", "LABEL_COL": "label", "MIN_PER_CLASS": "10", "SEED": "0", "DROP_SMALL": "0", "GPU": "0", "TASKS": "1"},
+    paths=("SAMPLES", "JOURNAL"),
 )

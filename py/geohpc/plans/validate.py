@@ -11,7 +11,7 @@ from geohpc.errors import ConfigError
 def _manifest(ctx: StageContext) -> list[str]:
     if not ctx.param("POINTS") and not ctx.param("TRUTH"):
         raise ConfigError("stage validate needs POINTS=<held-out points> and/or TRUTH=<class raster> (and MAP=, default outputs/classify)")
-    return [ctx.param("NAME", "report")]
+    return [ctx.param("NAME")]
 
 
 def _output(item: str, ctx: StageContext) -> Path:
@@ -24,4 +24,6 @@ STAGE = Stage(
     build_manifest=_manifest,
     output_for=_output,
     after=("classify",),
+    defaults={"MAP": "outputs/classify", "LABEL_COL": "label", "NAME": "report"},
+    paths=("MAP", "POINTS", "TRUTH"),
 )
