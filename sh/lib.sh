@@ -6,6 +6,22 @@
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export REPO
 
+# usage: the script's "# Usage:" header lines on stderr, exit 2 (a script may define its own instead)
+usage() {
+  sed -n 's/^# Usage: //p' "$0" >&2
+  exit 2
+}
+
+# pid_alive PIDFILE: true when PIDFILE names a running process
+pid_alive() {
+  [[ -s "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null
+}
+
+# port_open HOST PORT: true when something listens on HOST:PORT
+port_open() {
+  timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null
+}
+
 die() {
   echo "$(basename "$0"): error: $*" >&2
   exit 2

@@ -12,17 +12,12 @@ PORT="${ENDPOINT##*:}"
 PIDFILE="${REPO}/logs/s3/moto_server.pid"
 LOGFILE="${REPO}/logs/s3/moto_server.log"
 
-usage() {
-  sed -n 's/^# Usage: //p' "$0" >&2
-  exit 2
-}
-
 alive() {
-  [[ -s "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
+  pid_alive "$PIDFILE"
 }
 
 listening() {
-  timeout 2 bash -c "exec 3<>/dev/tcp/${HOST}/${PORT}" 2>/dev/null
+  port_open "$HOST" "$PORT"
 }
 
 up() {

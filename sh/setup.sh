@@ -5,11 +5,6 @@ set -o errexit -o nounset -o pipefail
 # shellcheck source=sh/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-usage() {
-  sed -n 's/^# Usage: //p' "$0" >&2
-  exit 2
-}
-
 python_venv() {
   local stamp want
   stamp="${REPO}/.venv/.geohpc-installed"

@@ -7,16 +7,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 NEEDS=(/usr/sbin/slurmctld:slurm-wlm /usr/sbin/slurmdbd:slurmdbd /usr/sbin/munged:munge /usr/sbin/mariadbd:mariadb-server)
 
-usage() {
-  sed -n 's/^# Usage: //p' "$0" >&2
-  exit 2
-}
-
-alive() {
-  local pidfile="$1"
-  [[ -s "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
-}
-
 wait_for() {
   local what="$1" tries=0
   shift
@@ -30,7 +20,7 @@ wait_for() {
 start_db() {
   install -d -o mysql -g mysql /run/mysqld
   [[ -d /var/lib/mysql/mysql ]] || mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
-  alive /run/mysqld/mysqld.pid || setsid runuser -u mysql -- mariadbd --bind-address=127.0.0.1 \
+  pid_alive /run/mysqld/mysqld.pid || setsid runuser -u mysql -- mariadbd --bind-address=127.0.0.1 \
     --pid-file=/run/mysqld/mysqld.pid --socket=/run/mysqld/mysqld.sock >/dev/null 2>&1 < /dev/null &
   wait_for mariadbd mariadb -e 'select 1'
 }
@@ -41,15 +31,15 @@ up() {
   install -d -o slurm -g slurm /run/slurm /var/lib/slurm /var/lib/slurm/slurmctld /var/lib/slurm/slurmd /var/log/slurm
   install -d -o munge -g munge -m 0755 /run/munge
   [[ -s /etc/munge/munge.key ]] || { dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none; chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key; }
-  alive /run/munge/munged.pid || runuser -u munge -- munged </dev/null >/dev/null 2>&1
+  pid_alive /run/munge/munged.pid || runuser -u munge -- munged </dev/null >/dev/null 2>&1
   start_db
   PYTHONPATH="${REPO}/py" python3 -m geohpc testbed --etc /etc/slurm | mariadb
   chown slurm:slurm /etc/slurm/slurmdbd.conf
-  alive /run/slurm/slurmdbd.pid || slurmdbd </dev/null >/dev/null 2>&1
+  pid_alive /run/slurm/slurmdbd.pid || slurmdbd </dev/null >/dev/null 2>&1
   wait_for slurmdbd sacctmgr -n list cluster
   sacctmgr -i -Q add cluster geohpc >/dev/null 2>&1 || true
-  alive /run/slurm/slurmctld.pid || slurmctld </dev/null >/dev/null 2>&1
-  alive /run/slurm/slurmd.pid || slurmd -N localhost </dev/null >/dev/null 2>&1
+  pid_alive /run/slurm/slurmctld.pid || slurmctld </dev/null >/dev/null 2>&1
+  pid_alive /run/slurm/slurmd.pid || slurmd -N localhost </dev/null >/dev/null 2>&1
   wait_for slurmctld sinfo -h
   sinfo
 }
@@ -62,7 +52,7 @@ down() {
       munged) pidfile=/run/munge/munged.pid ;;
       *) pidfile="/run/slurm/${name}.pid" ;;
     esac
-    if alive "$pidfile"; then
+    if pid_alive "$pidfile"; then
       kill "$(cat "$pidfile")"
       echo "stopped $name"
     fi

@@ -8,11 +8,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DIR="${GEOHPC_SSHD_DIR:-/tmp/geohpc-sshd}"
 PORT="${GEOHPC_SSHD_PORT:-2222}"
 
-usage() {
-  sed -n 's/^# Usage: //p' "$0" >&2
-  exit 2
-}
-
 up() {
   need_root "sshd_test.sh up"
   apt_need /usr/sbin/sshd:openssh-server rsync:rsync
@@ -44,7 +39,7 @@ Host geohpc-loopback
   UserKnownHostsFile /dev/null
   LogLevel ERROR
 CONF
-  if [[ -s "$DIR/sshd.pid" ]] && kill -0 "$(cat "$DIR/sshd.pid")" 2>/dev/null; then
+  if pid_alive "$DIR/sshd.pid"; then
     echo "sshd already up on 127.0.0.1:${PORT}"
   else
     /usr/sbin/sshd -f "$DIR/sshd_config" </dev/null >/dev/null 2>&1

@@ -9,11 +9,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 NEEDS=(/usr/sbin/sshd:openssh-server rsync:rsync gdal_translate:gdal-bin chromium:chromium
   /usr/share/proj/proj.db:proj-data npm:npm /usr/bin/time:time objdump:binutils chattr:e2fsprogs)
 
-usage() {
-  sed -n 's/^# Usage: //p' "$0" >&2
-  exit 2
-}
-
 main() {
   [[ "${1:-}" != "-h" && "${1:-}" != "--help" ]] || usage
   need_root "make test"
