@@ -85,11 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     import torch
     from geohpc.segment.prep import make_plan, parse_classes, prepare
-    from geohpc.synth.seg import make_scene
+    from geohpc.synth.seg import make_seg_scene
 
     with tempfile.TemporaryDirectory(dir=REPO / "bench") as tmp:
         root = Path(tmp)
-        info = make_scene(root / "scene", size=a.size, channels=a.channels)
+        info = make_seg_scene(root / "scene", size=a.size, channels=a.channels)
         plan = make_plan([info["embeddings"]], info["labels"], parse_classes(info["classes"]), chip=a.chip,
                          block_chips=2)
         meta = prepare(plan, root / "prep", shard_chips=32)

@@ -35,9 +35,9 @@ def torchrun(nproc: int, module: str, *args: str, timeout: float = 180) -> subpr
 def make_prepped(root: Path, *, size: int = 96, channels: int = 6, chip: int = 16, dtype: str = "float32") -> Path:
     """A synthetic scene prepared into chips under ``root/prep`` (returns that folder)."""
     from geohpc.segment.prep import make_plan, parse_classes, prepare
-    from geohpc.synth.seg import make_scene
+    from geohpc.synth.seg import make_seg_scene
 
-    info = make_scene(root / "scene", size=size, channels=channels, seed=1)
+    info = make_seg_scene(root / "scene", size=size, channels=channels, seed=1)
     plan = make_plan([info["embeddings"]], info["labels"], parse_classes(CLASSES), chip=chip, block_chips=1)
     prepare(plan, root / "prep", shard_chips=8, x_dtype=dtype)
     return root / "prep"

@@ -32,9 +32,9 @@ def _step(stage: str, *kv: str) -> None:
 def test_prep_fit_predict_chain(tmp_path: Path) -> None:
     if not (REPO / ".venv" / "bin" / "python").exists():
         pytest.skip("needs the repo's .venv (make setup)")
-    from geohpc.synth.seg import make_scene
+    from geohpc.synth.seg import make_seg_scene
 
-    info = make_scene(tmp_path / "scene", size=128, channels=16)
+    info = make_seg_scene(tmp_path / "scene", size=128, channels=16)
     seg = tmp_path
     _step("prep", f"EMBEDDINGS={info['embeddings']}", f"LABELS={info['labels']}", f"CLASSES={info['classes']}",
           "CHIP=32", "BLOCK_CHIPS=1", f"OUT_DIR={seg}/prep", "CPUS=1", "MEM=2G")

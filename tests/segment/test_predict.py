@@ -12,7 +12,7 @@ import rasterio
 sys.path.insert(0, str(Path(__file__).parent))
 from geohpc.segment.predict import blend_weights, parse_item, tile_starts  # noqa: E402
 from geohpc.segment.predict import main as predict_main  # noqa: E402
-from geohpc.synth.seg import make_scene  # noqa: E402
+from geohpc.synth.seg import make_seg_scene  # noqa: E402
 from segment_helpers import make_prepped, run_mod  # noqa: E402
 
 
@@ -24,7 +24,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
                 "--epochs", "4", "--batch", "4", "--lr", "0.01", "--log-every", "0")
     assert r.returncode == 0, r.stderr[-2000:]
     # the same embeddings (same seed), with labels on the embedding grid for scoring
-    info = make_scene(root / "scene_utm", size=96, channels=6, seed=1, label_crs="EPSG:32633")
+    info = make_seg_scene(root / "scene_utm", size=96, channels=6, seed=1, label_crs="EPSG:32633")
     emb = Path(info["embeddings"])
     with rasterio.open(emb) as src:  # plant invalid pixels: they must come out as nodata
         prof, data = src.profile, src.read()

@@ -32,6 +32,7 @@ from rasterio.transform import from_origin
 
 from geohpc.embed.layout import S2_BANDS
 from geohpc.errors import ConfigError, ServiceError, run_cli
+from geohpc.synth.fields import square_grid, stratified_points, write_points_geojson
 from geohpc.util import atomic_path, write_json_atomic
 
 CRS = "EPSG:32635"
@@ -56,14 +57,7 @@ N_CLASSES = len(CLASS_NAMES)
 
 def truth_map(size: int, seed: int = 0) -> np.ndarray:
     """Class raster (size, size) uint8 in 1..6: a grid of square fields, every class on some field."""
-    rng = np.random.default_rng(seed)
-    cls = np.zeros((size, size), np.uint8)
-    step = max(4, size // 8)
-    cells = [(r, c) for r in range(0, size, step) for c in range(0, size, step)]
-    codes = 1 + rng.permutation(len(cells)) % N_CLASSES  # cycle so every class gets fields
-    for (r, c), k in zip(cells, codes, strict=True):
-        cls[r:r + step, c:c + step] = k
-    return cls
+    return square_grid(size, max(4, size // 8), N_CLASSES, np.random.default_rng(seed))
 
 
 def _season(doy: float) -> np.ndarray:
@@ -204,33 +198,22 @@ def write_points(out: Path, cls_aoi: np.ndarray, n_train: int, n_val: int, seed:
     """
     from pyproj import Transformer
 
-    from geohpc.synth.scene import _write_geojson
-
     rng = np.random.default_rng(seed + 1000)
     size = cls_aoi.shape[0]
     flat = cls_aoi.ravel()
     rows, cols = np.divmod(np.arange(flat.size), size)
     picked = (rows >= size - 3) & (cols >= size - 3)  # always cloudy: no Sentinel-2 there
 
-    def pick(n: int) -> np.ndarray:
-        idx = []
-        for k in range(N_CLASSES):
-            pool = np.flatnonzero((flat == k + 1) & ~picked)
-            share = n // N_CLASSES + (1 if k < n % N_CLASSES else 0)
-            idx.append(rng.choice(pool, size=min(share, len(pool)), replace=False))
-        sel = np.concatenate(idx).astype(np.int64)
-        picked[sel] = True
-        return rng.permutation(sel)
-
     def coords(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return ORIGIN[0] + (idx % size + 0.5) * 10, ORIGIN[1] - (idx // size + 0.5) * 10
 
-    tr, va = pick(n_train), pick(n_val)
+    tr = stratified_points(flat, n_train, N_CLASSES, picked, rng)
+    va = stratified_points(flat, n_val, N_CLASSES, picked, rng)
     lon, lat = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True).transform(*coords(tr))
-    _write_geojson(out / "train_points.geojson", np.asarray(lon), np.asarray(lat),
+    write_points_geojson(out / "train_points.geojson", np.asarray(lon), np.asarray(lat),
                    [CLASS_NAMES[int(flat[i]) - 1] for i in tr], None, start=1)
     x, y = coords(va)
-    _write_geojson(out / "val_points.geojson", x, y, [CLASS_NAMES[int(flat[i]) - 1] for i in va], CRS,
+    write_points_geojson(out / "val_points.geojson", x, y, [CLASS_NAMES[int(flat[i]) - 1] for i in va], CRS,
                    start=100001)
     return {"train_points": len(tr), "val_points": len(va)}
 

@@ -21,37 +21,12 @@ from geohpc.embed.rasters import work_path
 from geohpc.errors import InputError, run_cli
 from geohpc.progress import progress
 from geohpc.raster_io import iter_block_windows, n_blocks
-from geohpc.util import atomic_path, write_json_atomic, write_text_atomic
+from geohpc.synth.fields import field_map, stratified_points, write_points_geojson
+from geohpc.util import atomic_path, write_json_atomic
 
 CROPS = ["wheat", "maize", "barley", "rapeseed", "sunflower", "soybean", "sugar_beet", "potato", "oats", "alfalfa"]
 CRS = "EPSG:32635"
 ORIGIN = (520000.0, 5150000.0)  # upper-left corner, UTM 35N (north-east Romania)
-
-
-def field_map(size: int, n_classes: int, rng: np.random.Generator, min_field: int = 24) -> tuple[np.ndarray, np.ndarray]:
-    """Split a ``size`` x ``size`` grid into rectangular fields: ``(field_id, class_code 1..K)`` grids."""
-    fields = np.zeros((size, size), dtype=np.int32)
-    rects = [(0, 0, size, size)]
-    done: list[tuple[int, int, int, int]] = []
-    while rects:
-        r0, c0, r1, c1 = rects.pop()
-        h, w = r1 - r0, c1 - c0
-        if max(h, w) < 2 * min_field or (max(h, w) < 5 * min_field and rng.random() < 0.3):
-            done.append((r0, c0, r1, c1))
-            continue
-        if h >= w:
-            cut = int(rng.integers(r0 + min_field, r1 - min_field + 1))
-            rects += [(r0, c0, cut, c1), (cut, c0, r1, c1)]
-        else:
-            cut = int(rng.integers(c0 + min_field, c1 - min_field + 1))
-            rects += [(r0, c0, r1, cut), (r0, cut, r1, c1)]
-    codes = np.zeros((size, size), dtype=np.uint8)
-    order = rng.permutation(len(done))
-    for i, k in enumerate(order):
-        r0, c0, r1, c1 = done[k]
-        fields[r0:r1, c0:c1] = i
-        codes[r0:r1, c0:c1] = 1 + i % n_classes  # cycle so every class gets fields
-    return fields, codes
 
 
 def make_scene(out_dir: Path, *, size: int = 512, bands: int = 128, n_classes: int = 6, seed: int = 0,
@@ -121,17 +96,8 @@ def make_scene(out_dir: Path, *, size: int = 512, bands: int = 128, n_classes: i
     picked = np.zeros(size * size, dtype=bool)
     flat = codes.ravel()
 
-    def pick(n: int) -> np.ndarray:
-        per = [n // n_classes + (1 if k < n % n_classes else 0) for k in range(n_classes)]
-        idx = []
-        for k, m in enumerate(per):
-            pool = np.flatnonzero((flat == k + 1) & ~picked)
-            idx.append(rng.choice(pool, size=min(m, len(pool)), replace=False))
-        out = np.concatenate(idx)
-        picked[out] = True
-        return rng.permutation(out)
-
-    tr, va = pick(train_points), pick(val_points)
+    tr = stratified_points(flat, train_points, n_classes, picked, rng)
+    va = stratified_points(flat, val_points, n_classes, picked, rng)
     to_ll = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True)
 
     def coords(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -140,23 +106,14 @@ def make_scene(out_dir: Path, *, size: int = 512, bands: int = 128, n_classes: i
 
     x, y = coords(tr)
     lon, lat = to_ll.transform(x, y)
-    _write_geojson(out_dir / "train_points.geojson", lon, lat, [names[int(flat[i])] for i in tr], None, start=1)
+    write_points_geojson(out_dir / "train_points.geojson", lon, lat, [names[int(flat[i])] for i in tr], None, start=1)
     x, y = coords(va)
-    _write_geojson(out_dir / "val_points.geojson", x, y, [names[int(flat[i])] for i in va], CRS, start=100001)
+    write_points_geojson(out_dir / "val_points.geojson", x, y, [names[int(flat[i])] for i in va], CRS, start=100001)
     desc = {"embedding": str(emb_path), "truth": str(truth_path), "train_points": str(out_dir / "train_points.geojson"),
             "val_points": str(out_dir / "val_points.geojson"), "classes": names, "crs": CRS, "size": size,
             "bands": bands, "dtype": dtype, "seed": seed, "res": res}
     write_json_atomic(out_dir / "scene.json", desc)
     return desc
-
-
-def _write_geojson(path: Path, x: np.ndarray, y: np.ndarray, labels: list[str], crs: str | None, start: int) -> None:
-    feats = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [round(float(a), 7), round(float(b), 7)]},
-              "properties": {"id": start + i, "label": lab}} for i, (a, b, lab) in enumerate(zip(x, y, labels, strict=True))]
-    doc: dict[str, object] = {"type": "FeatureCollection", "features": feats}
-    if crs:
-        doc["crs"] = {"type": "name", "properties": {"name": f"urn:ogc:def:crs:EPSG::{crs.split(':')[1]}"}}
-    write_text_atomic(path, json.dumps(doc))
 
 
 def main(argv: list[str] | None = None) -> int:

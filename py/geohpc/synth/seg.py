@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from geohpc.errors import ConfigError, run_cli
+from geohpc.synth.fields import jittered_grid
 from geohpc.util import atomic_path, write_json_atomic
 
 DEFAULT_CLASSES = (1, 5, 24, 36)  # CDL-style codes: corn, soybeans, winter wheat, alfalfa
@@ -22,17 +23,7 @@ UNLISTED_CLASS = 61  # fallow: present in the labels but not in the class list (
 LABEL_NODATA = 0
 
 
-def _fields(rng: np.random.Generator, height: int, width: int, codes: list[int], field_px: int) -> np.ndarray:
-    """Rectangular 'fields' of random codes on a grid with jittered edges."""
-    gy = -(-height // field_px) + 1
-    gx = -(-width // field_px) + 1
-    cells = rng.choice(np.asarray(codes), size=(gy, gx))
-    ys = (np.arange(height)[:, None] + rng.integers(0, field_px // 2 + 1, size=(1, width))) // field_px
-    xs = (np.arange(width)[None, :] + rng.integers(0, field_px // 2 + 1, size=(height, 1))) // field_px
-    return cells[np.clip(ys, 0, gy - 1), np.clip(xs, 0, gx - 1)]
-
-
-def make_scene(
+def make_seg_scene(
     out_dir: str | Path,
     *,
     size: int = 128,
@@ -78,7 +69,7 @@ def make_scene(
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     codes = list(classes) + [UNLISTED_CLASS]
-    labels = _fields(rng, size, size, codes, field_px).astype(np.uint8)
+    labels = jittered_grid(rng, size, size, codes, field_px).astype(np.uint8)
     labels[: size // 10, : size // 10] = LABEL_NODATA  # a nodata corner
     means = {c: rng.normal(0.0, 1.0, channels) for c in codes}
     emb = np.empty((channels, size, size), np.float32)
@@ -132,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     def work() -> int:
-        info = make_scene(a.out, size=a.size, channels=a.channels, seed=a.seed, label_crs=a.label_crs)
+        info = make_seg_scene(a.out, size=a.size, channels=a.channels, seed=a.seed, label_crs=a.label_crs)
         print(info["embeddings"])
         print(info["labels"])
         print(f"classes={info['classes']}", file=sys.stderr)
