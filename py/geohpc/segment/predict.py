@@ -26,29 +26,10 @@ import numpy as np
 
 from geohpc.errors import ConfigError, InputError, run_cli
 from geohpc.progress import progress
+from geohpc.segment.items import output_name, parse_item  # noqa: F401 - re-exported
 from geohpc.util import atomic_path
 
 NODATA = 255
-
-
-def parse_item(item: str) -> tuple[str, int, int]:
-    """``"a.tif::2/4"`` -> ``("a.tif", 2, 4)``; ``"a.tif"`` -> ``("a.tif", 0, 1)``."""
-    path, sep, shard = item.rpartition("::")
-    if not sep:
-        return item, 0, 1
-    try:
-        i, n = (int(v) for v in shard.split("/"))
-    except ValueError:
-        raise ConfigError(f"work item {item!r}: shard must look like RASTER::i/n (e.g. scene.tif::0/4)") from None
-    if n < 1 or not 0 <= i < n:
-        raise ConfigError(f"work item {item!r}: shard index must satisfy 0 <= i < n")
-    return path, i, n
-
-
-def output_name(raster: str, i: int, n: int) -> str:
-    """The output file name for strip ``i`` of ``n`` of ``raster``."""
-    stem = Path(raster).name.rsplit(".", 1)[0]
-    return f"{stem}.tif" if n == 1 else f"{stem}.part{i:03d}of{n:03d}.tif"
 
 
 def tile_starts(size: int, tile: int, stride: int) -> list[int]:
@@ -108,7 +89,6 @@ def predict_raster(model_path: str | Path, raster: str, out_dir: str | Path, *, 
     except ImportError as exc:  # the GPU container may lack GDAL: point at the deps venv
         raise ConfigError("rasterio is not importable in this runtime: set CONTAINER_PYTHONPATH in the site file "
                           "to a deps venv made with the container's python (RUNBOOK: deps venv)") from exc
-    import torch
 
     from geohpc.raster_io import check_georeferenced, open_raster
     from geohpc.segment.fit.ckpt import load_model
@@ -118,14 +98,9 @@ def predict_raster(model_path: str | Path, raster: str, out_dir: str | Path, *, 
         raise ConfigError(f"--overlap {overlap} must be >= 0 and smaller than --tile {tile}")
     if fmt not in ("cog", "gtiff"):
         raise ConfigError(f"--format {fmt!r}: choose cog or gtiff")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    # under torchrun each rank takes its own GPU
-    dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % max(1, torch.cuda.device_count())) \
-        if device == "cuda" else torch.device("cpu")
+    dev = _device(device)
     model, info = load_model(model_path, dev)
     kw = info["model_kwargs"]
-    k = int(kw["n_classes"])
     mult = 2**UNET_LEVELS if kw["arch"] == "unet" else 1
     i, n = shard
     out = Path(out_dir) / output_name(raster, i, n)
@@ -138,61 +113,107 @@ def predict_raster(model_path: str | Path, raster: str, out_dir: str | Path, *, 
         r0, r1 = (i * h) // n, ((i + 1) * h) // n
         if r1 <= r0:
             raise ConfigError(f"{raster}: {h} rows cannot make {n} strips; use fewer shards")
-        t_pad = int(math.ceil(tile / mult) * mult)
         stride = tile - overlap
         ys = [y for y in tile_starts(h, tile, stride) if y < r1 and y + tile > r0]
         xs = tile_starts(w, tile, stride)
         wt = blend_weights(tile, overlap, blend)
-        cmap = {c["index"]: tuple(c["color"]) + (255,) for c in info["classes"]}
-        cmap.update({j: (0, 0, 0, 0) for j in range(256) if j not in cmap})
+        t_pad = int(math.ceil(tile / mult) * mult)
         prof: dict[str, Any] = {"driver": "GTiff", "width": w, "height": r1 - r0, "count": 1, "dtype": "uint8",
                                 "crs": src.crs, "transform": src.window_transform(Window(0, r0, w, r1 - r0)),
                                 "nodata": NODATA, "tiled": True, "blockxsize": 256, "blockysize": 256,
                                 "compress": "deflate"}
-        acc = np.zeros((k, tile, w), np.float32)
-        valid_buf = np.zeros((tile, w), bool)
-        top = r0  # first output row not yet written; acc row 0 is raster row ``top``
         with _written(out, fmt) as tmp, rasterio.open(tmp, "w", **prof) as dst:
-            dst.write_colormap(1, cmap)
-
-            def flush(upto: int) -> None:
-                nonlocal top, acc, valid_buf
-                rows = min(upto, r1) - top
-                if rows <= 0:
-                    return
-                cls = acc[:, :rows].argmax(0).astype(np.uint8)
-                cls[~valid_buf[:rows]] = NODATA
-                dst.write(cls, 1, window=Window(0, top - r0, w, rows))
-                acc = np.concatenate([acc[:, rows:], np.zeros((k, rows, w), np.float32)], axis=1)
-                valid_buf = np.concatenate([valid_buf[rows:], np.zeros((rows, w), bool)])
-                top += rows
-
+            dst.write_colormap(1, _colormap(info["classes"]))
+            strip = _Strip(dst, int(kw["n_classes"]), tile, w, r0, r1)
             for y in progress(ys, total=len(ys), desc=f"predict {Path(raster).name} strip {i}/{n}"):
-                if y > top:
-                    flush(y)
+                strip.flush(y)
                 for b in range(0, len(xs), batch):
                     cols = xs[b:b + batch]
-                    xb = np.zeros((len(cols), src.count, t_pad, t_pad), np.float32)
-                    vb = np.zeros((len(cols), tile, tile), bool)
+                    xb, vb = _read_tiles(src, y, cols, tile, t_pad)
+                    prob = _probabilities(model, dev, xb, tile)
                     for j, x0 in enumerate(cols):
-                        x = src.read(window=Window(x0, y, min(tile, w - x0), min(tile, h - y)), out_dtype="float32")
-                        v = _valid_mask(x, src.nodata)
-                        x[:, ~v] = 0.0
-                        xb[j, :, : x.shape[1], : x.shape[2]] = x
-                        vb[j, : v.shape[0], : v.shape[1]] = v
-                    with torch.inference_mode():
-                        xt = torch.from_numpy(xb).to(dev)
-                        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                            logits = model(xt)
-                        prob = torch.softmax(logits.float(), 1)[:, :, :tile, :tile].cpu().numpy()
-                    lo = max(y, top)  # rows above ``top`` belong to the previous strip
-                    hi = min(y + tile, h, r1)
-                    for j, x0 in enumerate(cols):
-                        cw = min(tile, w - x0)
-                        acc[:, lo - top:hi - top, x0:x0 + cw] += (prob[j] * wt)[:, lo - y:hi - y, :cw]
-                        valid_buf[lo - top:hi - top, x0:x0 + cw] |= vb[j, lo - y:hi - y, :cw]
-            flush(r1)
+                        strip.add(prob[j] * wt, vb[j], y, x0, h)
+            strip.flush(r1)
     return out
+
+
+def _device(device: str):  # noqa: ANN202 - a torch.device
+    """``auto`` -> cuda when present; under torchrun each rank takes its own GPU."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cuda":
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % max(1, torch.cuda.device_count()))
+
+
+def _colormap(classes: list[dict[str, Any]]) -> dict[int, tuple[int, ...]]:
+    """The class colours (opaque); every other value transparent."""
+    cmap = {c["index"]: tuple(c["color"]) + (255,) for c in classes}
+    cmap.update({j: (0, 0, 0, 0) for j in range(256) if j not in cmap})
+    return cmap
+
+
+def _read_tiles(src, y: int, cols: list[int], tile: int, t_pad: int) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    """The tiles at row ``y`` and columns ``cols``, zero-padded to ``t_pad``; and where their pixels are valid."""
+    from rasterio.windows import Window
+
+    xb = np.zeros((len(cols), src.count, t_pad, t_pad), np.float32)
+    vb = np.zeros((len(cols), tile, tile), bool)
+    for j, x0 in enumerate(cols):
+        x = src.read(window=Window(x0, y, min(tile, src.width - x0), min(tile, src.height - y)), out_dtype="float32")
+        v = _valid_mask(x, src.nodata)
+        x[:, ~v] = 0.0
+        xb[j, :, : x.shape[1], : x.shape[2]] = x
+        vb[j, : v.shape[0], : v.shape[1]] = v
+    return xb, vb
+
+
+def _probabilities(model, dev, xb: np.ndarray, tile: int) -> np.ndarray:  # noqa: ANN001
+    """Class probabilities (batch, classes, tile, tile); bf16 autocast on GPU."""
+    import torch
+
+    with torch.inference_mode():
+        xt = torch.from_numpy(xb).to(dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            logits = model(xt)
+        return torch.softmax(logits.float(), 1)[:, :, :tile, :tile].cpu().numpy()
+
+
+class _Strip:
+    """The blended probabilities of one tile row of the strip ``[r0, r1)``; rows are written once final.
+
+    Memory is classes x tile x width float32, never the whole raster.
+    """
+
+    def __init__(self, dst, k: int, tile: int, w: int, r0: int, r1: int) -> None:  # noqa: ANN001
+        self.dst, self.k, self.w, self.r0, self.r1 = dst, k, w, r0, r1
+        self.acc = np.zeros((k, tile, w), np.float32)
+        self.valid = np.zeros((tile, w), bool)
+        self.top = r0  # first output row not yet written; acc row 0 is raster row ``top``
+
+    def add(self, weighted: np.ndarray, valid: np.ndarray, y: int, x0: int, h: int) -> None:
+        """Add one tile's weighted probabilities at raster row ``y``, column ``x0``."""
+        lo = max(y, self.top)  # rows above ``top`` belong to the previous strip
+        hi = min(y + weighted.shape[1], h, self.r1)
+        cw = min(weighted.shape[2], self.w - x0)
+        self.acc[:, lo - self.top:hi - self.top, x0:x0 + cw] += weighted[:, lo - y:hi - y, :cw]
+        self.valid[lo - self.top:hi - self.top, x0:x0 + cw] |= valid[lo - y:hi - y, :cw]
+
+    def flush(self, upto: int) -> None:
+        """Write the rows above ``upto`` (no later tile touches them) as classes; nodata where invalid."""
+        from rasterio.windows import Window
+
+        rows = min(upto, self.r1) - self.top
+        if rows <= 0:
+            return
+        cls = self.acc[:, :rows].argmax(0).astype(np.uint8)
+        cls[~self.valid[:rows]] = NODATA
+        self.dst.write(cls, 1, window=Window(0, self.top - self.r0, self.w, rows))
+        self.acc = np.concatenate([self.acc[:, rows:], np.zeros((self.k, rows, self.w), np.float32)], axis=1)
+        self.valid = np.concatenate([self.valid[rows:], np.zeros((rows, self.w), bool)])
+        self.top += rows
 
 
 @contextlib.contextmanager

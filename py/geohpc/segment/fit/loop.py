@@ -110,203 +110,271 @@ def train(cfg: FitConfig) -> dict[str, Any]:
 
 
 def _train(cfg: FitConfig, rt: Runtime) -> dict[str, Any]:
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    meta = load_meta(cfg.data)
-    k, ignore, in_ch = len(meta["classes"]), int(meta["ignore_index"]), int(meta["channels"])
-    if cfg.arch == "unet" and (int(meta["chip"]) % (2**UNET_LEVELS) or int(meta["chip"]) < 2 ** (UNET_LEVELS + 1)):
-        raise InputError(f"{cfg.data}/meta.json: chip {meta['chip']} must be a multiple of {2**UNET_LEVELS} and at "
-                         f"least {2 ** (UNET_LEVELS + 1)} for the U-Net (its bottleneck BatchNorm needs 2x2 pixels); "
-                         "rerun geohpc.prep with e.g. --chip 256, or use --arch mlp")
-    per_rank = cfg.batch // rt.world
-    train_ds = ShardChips(cfg.data, meta, "train", augment=cfg.augment, seed=cfg.seed)
-    val_ds = ShardChips(cfg.data, meta, "val")
-    sampler = ResumableSampler(len(train_ds), rt.rank, rt.world, per_rank, seed=cfg.seed)
-    steps_per_epoch = sampler.batches_per_epoch()
-    if steps_per_epoch == 0:
-        raise InputError(f"{cfg.data}: the train split has {len(train_ds)} chips, fewer than one global batch "
-                         f"({cfg.batch}); lower --batch or prepare more chips")
-    if len(val_ds) == 0:
-        raise InputError(f"{cfg.data}: the val split is empty; rerun geohpc.prep with a larger area or --val-frac")
-    workers = cfg.workers if cfg.workers >= 0 else (min(4, max(0, torch.get_num_threads() - 1))
-                                                   if rt.device.type == "cuda" else 0)
-    pin = rt.device.type == "cuda"
-    train_dl = DataLoader(train_ds, batch_size=per_rank, sampler=sampler, num_workers=workers, pin_memory=pin,
-                          drop_last=True, persistent_workers=workers > 0)
-    val_idx = list(range(rt.rank, len(val_ds), rt.world))
-    val_dl = DataLoader(torch.utils.data.Subset(val_ds, val_idx), batch_size=per_rank, num_workers=workers,
-                        pin_memory=pin)
+    run = _Run(cfg, rt)
+    run.resume()
+    run.prepare()
+    while run.state["epoch"] < cfg.epochs:
+        stopped = run.epoch()
+        if stopped is not None:
+            return stopped
+    return run.finish()
 
-    kw = model_kwargs(cfg.arch, in_ch, k, cfg.width)
-    model = build_model(cfg.arch, in_ch, k, kw["width"], mean=meta["mean"], std=meta["std"])
-    ema = EMA(model, cfg.ema_decay)
-    lr = cfg.lr or ARCH_DEFAULTS[cfg.arch]["lr"]
-    wd = cfg.weight_decay if cfg.weight_decay is not None else ARCH_DEFAULTS[cfg.arch]["weight_decay"]
-    total = cfg.epochs * steps_per_epoch
-    state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "attempted": 0, "taken": 0,
-                             "loss_sum": 0.0, "loss_n": 0, "resumed_from": None}
-    last = out / ckpt.LAST
-    saved: dict[str, Any] | None = None
-    if last.exists():
+
+class _Run:
+    """One training run, in named steps: data, model, resume, prepare, epoch (steps + end), finish."""
+
+    def __init__(self, cfg: FitConfig, rt: Runtime) -> None:
+        self.cfg, self.rt = cfg, rt
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        self.meta = load_meta(cfg.data)
+        self.k, self.ignore = len(self.meta["classes"]), int(self.meta["ignore_index"])
+        self.names = [c["name"] for c in self.meta["classes"]]
+        self.per_rank = cfg.batch // rt.world
+        self._data()
+        self._model()
+        self.state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "attempted": 0, "taken": 0,
+                                      "loss_sum": 0.0, "loss_n": 0, "resumed_from": None}
+        self.last = self.out / ckpt.LAST
+        self.saved: dict[str, Any] | None = None
+        self.extra = {"classes": self.meta["classes"], "ignore_index": self.ignore, "chip": self.meta["chip"],
+                      "arch": cfg.arch, "config": asdict(cfg)}
+
+    def _data(self) -> None:
+        """Check the chips fit the architecture; the train sampler and loaders."""
+        cfg, rt, meta = self.cfg, self.rt, self.meta
+        chip = int(meta["chip"])
+        if cfg.arch == "unet" and (chip % (2**UNET_LEVELS) or chip < 2 ** (UNET_LEVELS + 1)):
+            raise InputError(f"{cfg.data}/meta.json: chip {meta['chip']} must be a multiple of {2**UNET_LEVELS} and "
+                             f"at least {2 ** (UNET_LEVELS + 1)} for the U-Net (its bottleneck BatchNorm needs 2x2 "
+                             "pixels); rerun geohpc.prep with e.g. --chip 256, or use --arch mlp")
+        self.train_ds = ShardChips(cfg.data, meta, "train", augment=cfg.augment, seed=cfg.seed)
+        self.val_ds = ShardChips(cfg.data, meta, "val")
+        self.sampler = ResumableSampler(len(self.train_ds), rt.rank, rt.world, self.per_rank, seed=cfg.seed)
+        self.steps_per_epoch = self.sampler.batches_per_epoch()
+        if self.steps_per_epoch == 0:
+            raise InputError(f"{cfg.data}: the train split has {len(self.train_ds)} chips, fewer than one global "
+                             f"batch ({cfg.batch}); lower --batch or prepare more chips")
+        if len(self.val_ds) == 0:
+            raise InputError(f"{cfg.data}: the val split is empty; rerun geohpc.prep with a larger area or --val-frac")
+        workers = cfg.workers if cfg.workers >= 0 else (min(4, max(0, torch.get_num_threads() - 1))
+                                                       if rt.device.type == "cuda" else 0)
+        pin = rt.device.type == "cuda"
+        self.train_dl = DataLoader(self.train_ds, batch_size=self.per_rank, sampler=self.sampler, num_workers=workers,
+                                   pin_memory=pin, drop_last=True, persistent_workers=workers > 0)
+        val_idx = list(range(rt.rank, len(self.val_ds), rt.world))
+        self.val_dl = DataLoader(torch.utils.data.Subset(self.val_ds, val_idx), batch_size=self.per_rank,
+                                 num_workers=workers, pin_memory=pin)
+        self.total = cfg.epochs * self.steps_per_epoch
+
+    def _model(self) -> None:
+        """The model (channel stats inside), its EMA, learning rate and weight decay."""
+        cfg, meta = self.cfg, self.meta
+        in_ch = int(meta["channels"])
+        self.kw = model_kwargs(cfg.arch, in_ch, self.k, cfg.width)
+        self.model = build_model(cfg.arch, in_ch, self.k, self.kw["width"], mean=meta["mean"], std=meta["std"])
+        self.ema = EMA(self.model, cfg.ema_decay)
+        self.lr = cfg.lr or ARCH_DEFAULTS[cfg.arch]["lr"]
+        self.wd = cfg.weight_decay if cfg.weight_decay is not None else ARCH_DEFAULTS[cfg.arch]["weight_decay"]
+
+    def resume(self) -> None:
+        """Load ``last.pt`` (model, EMA, counters) when it exists; optimiser state waits for :meth:`prepare`."""
+        if not self.last.exists():
+            return
+        cfg, last = self.cfg, self.last
         saved = ckpt.read(last)
-        ckpt.check_arch(saved, kw, last)
+        ckpt.check_arch(saved, self.kw, last)
         old_batch = int(saved.get("config", {}).get("batch", cfg.batch))
         if old_batch != cfg.batch:
             raise ConfigError(f"{last}: checkpoint was trained with global --batch {old_batch}; resume with "
                               f"--batch {old_batch} (any world size that divides it) or use a fresh --out folder")
-        model.load_state_dict(saved["train_model"], strict=True)
-        ema.module.load_state_dict(saved["model"], strict=True)
-        ema.updates = int(saved["ema"]["updates"])
-        state.update({key: saved["state"][key] for key in state if key in saved["state"]})
-        state["resumed_from"] = state["step"]
+        self.model.load_state_dict(saved["train_model"], strict=True)
+        self.ema.module.load_state_dict(saved["model"], strict=True)
+        self.ema.updates = int(saved["ema"]["updates"])
+        self.state.update({key: saved["state"][key] for key in self.state if key in saved["state"]})
+        self.state["resumed_from"] = self.state["step"]
         restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
-        log(rt, f"resumed from {last} at step {state['step']} (epoch {state['epoch']}, "
-                f"batch {state['batch_in_epoch']}; SLURM_RESTART_COUNT={restarts})")
-    sync_bn, why = wants_sync_bn(rt, per_rank)
-    if sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    log(rt, f"world {rt.world} ({rt.backend or 'no process group'}), device {rt.device}, precision {cfg.precision}"
-            f"{' + GradScaler' if cfg.precision == 'fp16' else ' (no GradScaler)'}, {why}")
-    model.to(rt.device)
-    ema.module.to(rt.device)
-    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device] if rt.device.type == "cuda" else None) \
-        if rt.world > 1 else model
-    opt = torch.optim.AdamW(ddp.parameters(), lr=lr, weight_decay=wd)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_with_warmup(total, int(cfg.warmup_frac * total),
-                                                                      cfg.min_lr_frac))
-    scaler = make_scaler(rt, cfg.fp16_init_scale)
-    if saved is not None:
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
-        if scaler is not None and saved.get("scaler"):
-            scaler.load_state_dict(saved["scaler"])
-        del saved
-    weight = class_weights(meta["class_freq"], cfg.class_weights)
-    weight = weight.to(rt.device) if weight is not None else None
-    stop = StopFlag(out / "STOP")
-    names = [c["name"] for c in meta["classes"]]
-    extra = {"classes": meta["classes"], "ignore_index": ignore, "chip": meta["chip"], "arch": cfg.arch,
-             "config": asdict(cfg)}
-    log(rt, f"{len(train_ds)} train / {len(val_ds)} val chips, global batch {cfg.batch} ({per_rank}/rank), "
-            f"{steps_per_epoch} steps/epoch, {total} steps, lr {lr:g} ({cfg.arch} default "
-            f"{ARCH_DEFAULTS[cfg.arch]['lr']:g}), cosine with {int(cfg.warmup_frac * total)} warmup steps")
+        log(self.rt, f"resumed from {last} at step {self.state['step']} (epoch {self.state['epoch']}, "
+                     f"batch {self.state['batch_in_epoch']}; SLURM_RESTART_COUNT={restarts})")
+        self.saved = saved
 
-    def save_last() -> None:
-        if rt.main:
-            payload = {"format": ckpt.FORMAT, "model_kwargs": kw, "model": ckpt.clean_state(ema.module.state_dict()),
-                       "train_model": ckpt.clean_state(unwrap(ddp).state_dict()), "ema": {"updates": ema.updates},
-                       "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                       "scaler": scaler.state_dict() if scaler is not None else None, "state": dict(state), **extra}
-            ckpt.save(last, payload)
-        if rt.world > 1:
+    def prepare(self) -> None:
+        """SyncBatchNorm, devices, DDP, optimiser, schedule, scaler, class weights, the stop flag."""
+        cfg, rt = self.cfg, self.rt
+        self.sync_bn, why = wants_sync_bn(rt, self.per_rank)
+        if self.sync_bn:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        log(rt, f"world {rt.world} ({rt.backend or 'no process group'}), device {rt.device}, precision "
+                f"{cfg.precision}{' + GradScaler' if cfg.precision == 'fp16' else ' (no GradScaler)'}, {why}")
+        self.model.to(rt.device)
+        self.ema.module.to(rt.device)
+        self.ddp = nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[rt.device] if rt.device.type == "cuda" else None) if rt.world > 1 else self.model
+        self.opt = torch.optim.AdamW(self.ddp.parameters(), lr=self.lr, weight_decay=self.wd)
+        warmup = int(cfg.warmup_frac * self.total)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, cosine_with_warmup(self.total, warmup, cfg.min_lr_frac))
+        self.scaler = make_scaler(rt, cfg.fp16_init_scale)
+        if self.saved is not None:
+            self.opt.load_state_dict(self.saved["optimizer"])
+            self.sched.load_state_dict(self.saved["scheduler"])
+            if self.scaler is not None and self.saved.get("scaler"):
+                self.scaler.load_state_dict(self.saved["scaler"])
+            self.saved = None
+        weight = class_weights(self.meta["class_freq"], cfg.class_weights)
+        self.weight = weight.to(rt.device) if weight is not None else None
+        self.stop = StopFlag(self.out / "STOP")
+        log(rt, f"{len(self.train_ds)} train / {len(self.val_ds)} val chips, global batch {cfg.batch} "
+                f"({self.per_rank}/rank), {self.steps_per_epoch} steps/epoch, {self.total} steps, lr {self.lr:g} "
+                f"({cfg.arch} default {ARCH_DEFAULTS[cfg.arch]['lr']:g}), cosine with {warmup} warmup steps")
+
+    def save_last(self) -> None:
+        """``last.pt`` on rank 0 (unwrapped model, EMA, optimiser, schedule, scaler, counters); all ranks wait."""
+        if self.rt.main:
+            payload = {"format": ckpt.FORMAT, "model_kwargs": self.kw,
+                       "model": ckpt.clean_state(self.ema.module.state_dict()),
+                       "train_model": ckpt.clean_state(unwrap(self.ddp).state_dict()),
+                       "ema": {"updates": self.ema.updates}, "optimizer": self.opt.state_dict(),
+                       "scheduler": self.sched.state_dict(),
+                       "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                       "state": dict(self.state), **self.extra}
+            ckpt.save(self.last, payload)
+        if self.rt.world > 1:
             dist.barrier()
 
-    def status(kind: str) -> dict[str, Any]:
-        frac = state["taken"] / state["attempted"] if state["attempted"] else 1.0
-        s = {"state": kind, "step": state["step"], "epoch": state["epoch"], "total_steps": total,
-             "steps_attempted": state["attempted"], "steps_taken": state["taken"], "step_fraction": frac,
-             "resumed_from": state["resumed_from"], "world_size": rt.world, "precision": cfg.precision,
-             "sync_batchnorm": sync_bn, "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)}
+    def status(self, kind: str) -> dict[str, Any]:
+        """The run's status (``status.json`` on rank 0): steps, the fraction of optimiser steps taken."""
+        st, rt = self.state, self.rt
+        frac = st["taken"] / st["attempted"] if st["attempted"] else 1.0
+        s = {"state": kind, "step": st["step"], "epoch": st["epoch"], "total_steps": self.total,
+             "steps_attempted": st["attempted"], "steps_taken": st["taken"], "step_fraction": frac,
+             "resumed_from": st["resumed_from"], "world_size": rt.world, "precision": self.cfg.precision,
+             "sync_batchnorm": self.sync_bn, "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)}
         if rt.main:
-            write_json_atomic(out / "status.json", s)
+            write_json_atomic(self.out / "status.json", s)
         return s
 
-    t_epoch, chips_done = time.monotonic(), 0
-    while state["epoch"] < cfg.epochs:
-        sampler.set_epoch(state["epoch"], state["batch_in_epoch"])
-        ddp.train()
-        for x, y in train_dl:
-            x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
-            opt.zero_grad(set_to_none=True)
-            with autocast(rt):
-                logits = ddp(x)
-            loss = seg_loss(logits, y, ignore_index=ignore, weight=weight, kind=cfg.loss)
-            if scaler is not None:  # fp16: scale, unscale for clipping, step; a skipped step lowers the scale
-                before = scaler.get_scale()
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-                nn.utils.clip_grad_norm_(ddp.parameters(), cfg.grad_clip)
-                scaler.step(opt)
-                scaler.update()
-                took = scaler.get_scale() >= before
-            else:  # bf16/fp32: every step is taken
-                loss.backward()
-                nn.utils.clip_grad_norm_(ddp.parameters(), cfg.grad_clip)
-                opt.step()
-                took = True
-            sched.step()
-            if took:
-                ema.update(ddp)
-            state["attempted"] += 1
-            state["taken"] += int(took)
-            state["step"] += 1
-            state["batch_in_epoch"] += 1
-            state["loss_sum"] += float(loss.detach())
-            state["loss_n"] += 1
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimiser step (fp16: through the GradScaler, which may skip it); the EMA follows taken steps."""
+        cfg, opt, ddp = self.cfg, self.opt, self.ddp
+        x, y = x.to(self.rt.device, non_blocking=True), y.to(self.rt.device, non_blocking=True)
+        opt.zero_grad(set_to_none=True)
+        with autocast(self.rt):
+            logits = ddp(x)
+        loss = seg_loss(logits, y, ignore_index=self.ignore, weight=self.weight, kind=cfg.loss)
+        if self.scaler is not None:  # fp16: scale, unscale for clipping, step; a skipped step lowers the scale
+            before = self.scaler.get_scale()
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(ddp.parameters(), cfg.grad_clip)
+            self.scaler.step(opt)
+            self.scaler.update()
+            took = self.scaler.get_scale() >= before
+        else:  # bf16/fp32: every step is taken
+            loss.backward()
+            nn.utils.clip_grad_norm_(ddp.parameters(), cfg.grad_clip)
+            opt.step()
+            took = True
+        self.sched.step()
+        if took:
+            self.ema.update(ddp)
+        st = self.state
+        st["attempted"] += 1
+        st["taken"] += int(took)
+        st["step"] += 1
+        st["batch_in_epoch"] += 1
+        st["loss_sum"] += float(loss.detach())
+        st["loss_n"] += 1
+        return loss
+
+    def epoch(self) -> dict[str, Any] | None:
+        """One epoch (from where a resume left it); the status when a stop was requested, else None."""
+        cfg, rt, st = self.cfg, self.rt, self.state
+        t_epoch, chips_done = time.monotonic(), 0
+        self.sampler.set_epoch(st["epoch"], st["batch_in_epoch"])
+        self.ddp.train()
+        for x, y in self.train_dl:
+            loss = self.step(x, y)
             chips_done += cfg.batch
-            if cfg.check_sync_every and state["step"] % cfg.check_sync_every == 0:
-                _check_sync(rt, ddp, out, state["step"])
-            if rt.main and cfg.log_every and state["step"] % cfg.log_every == 0:
-                log(rt, f"step {state['step']}/{total} epoch {state['epoch'] + 1} loss {float(loss.detach()):.4f} "
-                        f"lr {sched.get_last_lr()[0]:.2e} steps taken {state['taken']}/{state['attempted']}")
-            want_stop = stop.requested() or (cfg.stop_at_step and state["step"] >= cfg.stop_at_step)
+            if cfg.check_sync_every and st["step"] % cfg.check_sync_every == 0:
+                _check_sync(rt, self.ddp, self.out, st["step"])
+            if rt.main and cfg.log_every and st["step"] % cfg.log_every == 0:
+                log(rt, f"step {st['step']}/{self.total} epoch {st['epoch'] + 1} loss {float(loss.detach()):.4f} "
+                        f"lr {self.sched.get_last_lr()[0]:.2e} steps taken {st['taken']}/{st['attempted']}")
+            want_stop = self.stop.requested() or (cfg.stop_at_step and st["step"] >= cfg.stop_at_step)
             if agree(rt, bool(want_stop)):
-                save_last()
-                if rt.main and (out / "metrics.csv").exists():
-                    plot_curves(out / "metrics.csv", out / "curves.png")
-                s = status("stopped")
-                log(rt, f"stopped at step {state['step']} (walltime signal/stop request); checkpoint {last}; "
-                        "a requeued or repeated run resumes from it")
-                return s
-            if cfg.ckpt_every and state["step"] % cfg.ckpt_every == 0:
-                save_last()
-        # end of epoch: mean train loss over ranks, EMA validation, CSV + PNG, checkpoint
-        dt = time.monotonic() - t_epoch  # training time only: chips/s excludes validation and plotting
-        ls = all_sum(rt, torch.tensor([state["loss_sum"], float(state["loss_n"])], dtype=torch.float64)).cpu()
-        ev = validate(rt, ema.module, val_dl, k, ignore, weight)
-        frac = state["taken"] / max(1, state["attempted"])
-        row: dict[str, Any] = {"epoch": state["epoch"] + 1, "step": state["step"], "lr": sched.get_last_lr()[0],
+                return self._stopped()
+            if cfg.ckpt_every and st["step"] % cfg.ckpt_every == 0:
+                self.save_last()
+        self._end_epoch(time.monotonic() - t_epoch, chips_done)
+        return None
+
+    def _stopped(self) -> dict[str, Any]:
+        self.save_last()
+        if self.rt.main and (self.out / "metrics.csv").exists():
+            plot_curves(self.out / "metrics.csv", self.out / "curves.png")
+        s = self.status("stopped")
+        log(self.rt, f"stopped at step {self.state['step']} (walltime signal/stop request); checkpoint {self.last}; "
+                     "a requeued or repeated run resumes from it")
+        return s
+
+    def _end_epoch(self, dt: float, chips_done: int) -> None:
+        """Mean train loss over ranks, EMA validation, CSV + PNG, checkpoint (dt: training time only)."""
+        cfg, rt, st = self.cfg, self.rt, self.state
+        ls = all_sum(rt, torch.tensor([st["loss_sum"], float(st["loss_n"])], dtype=torch.float64)).cpu()
+        ev = validate(rt, self.ema.module, self.val_dl, self.k, self.ignore, self.weight)
+        frac = st["taken"] / max(1, st["attempted"])
+        row: dict[str, Any] = {"epoch": st["epoch"] + 1, "step": st["step"], "lr": self.sched.get_last_lr()[0],
                                "train_loss": float(ls[0] / max(1.0, float(ls[1]))), "val_loss": ev["val_loss"],
                                "val_miou": ev["val_miou"], "val_acc": ev["val_acc"]}
-        row.update({f"iou_{n}": (f"{v:.4f}" if np.isfinite(v) else "nan") for n, v in zip(names, ev["iou"], strict=True)})
+        row.update({f"iou_{n}": (f"{v:.4f}" if np.isfinite(v) else "nan")
+                    for n, v in zip(self.names, ev["iou"], strict=True)})
         row.update({"step_fraction": f"{frac:.4f}", "chips_per_s": round(chips_done / max(dt, 1e-9), 2),
                     "epoch_s": round(dt, 2)})
         if rt.main:
-            append_csv(out / "metrics.csv", row)
+            append_csv(self.out / "metrics.csv", row)
             if row["epoch"] == cfg.epochs or (cfg.plot_every and row["epoch"] % cfg.plot_every == 0):
-                plot_curves(out / "metrics.csv", out / "curves.png")
+                plot_curves(self.out / "metrics.csv", self.out / "curves.png")
             log(rt, f"epoch {row['epoch']}/{cfg.epochs} train loss {row['train_loss']:.4f} val loss "
-                    f"{row['val_loss']:.4f} mIoU {row['val_miou']:.3f} steps taken {state['taken']}/"
-                    f"{state['attempted']} ({frac:.3f}) {row['chips_per_s']} chips/s")
-        state.update({"epoch": state["epoch"] + 1, "batch_in_epoch": 0, "loss_sum": 0.0, "loss_n": 0})
-        save_last()
-        t_epoch, chips_done = time.monotonic(), 0
-    test_ds = ShardChips(cfg.data, meta, "test")
-    test = None
-    if len(test_ds):  # the held-out blocks, once, with the EMA model that is saved
+                    f"{row['val_loss']:.4f} mIoU {row['val_miou']:.3f} steps taken {st['taken']}/"
+                    f"{st['attempted']} ({frac:.3f}) {row['chips_per_s']} chips/s")
+        st.update({"epoch": st["epoch"] + 1, "batch_in_epoch": 0, "loss_sum": 0.0, "loss_n": 0})
+        self.save_last()
+
+    def _test(self) -> dict[str, Any] | None:
+        """The held-out blocks, once, with the EMA model that is saved."""
+        rt = self.rt
+        test_ds = ShardChips(self.cfg.data, self.meta, "test")
+        if not len(test_ds):
+            return None
         test_dl = DataLoader(torch.utils.data.Subset(test_ds, list(range(rt.rank, len(test_ds), rt.world))),
-                             batch_size=per_rank, num_workers=0)
-        ev = validate(rt, ema.module, test_dl, k, ignore, weight)
+                             batch_size=self.per_rank, num_workers=0)
+        ev = validate(rt, self.ema.module, test_dl, self.k, self.ignore, self.weight)
         test = {"test_miou": ev["val_miou"], "test_acc": ev["val_acc"], "test_loss": ev["val_loss"], "chips": len(test_ds),
-                "iou": {n: (float(v) if np.isfinite(v) else None) for n, v in zip(names, ev["iou"], strict=True)}}
+                "iou": {n: (float(v) if np.isfinite(v) else None) for n, v in zip(self.names, ev["iou"], strict=True)}}
         if rt.main:
-            write_json_atomic(out / "test_metrics.json", test)
+            write_json_atomic(self.out / "test_metrics.json", test)
             log(rt, f"test split ({len(test_ds)} chips, EMA model): mIoU {test['test_miou']:.3f} "
                     f"accuracy {test['test_acc']:.3f}")
-    if rt.main:  # model.pt last: its existence is the stage's "done"
-        ckpt.export_model(out / ckpt.MODEL, ema.module, kw, extra)
-    s = status("done")
-    if test is not None:
-        s["test_miou"] = test["test_miou"]
-    if s["step_fraction"] < 1.0:
-        log(rt, f"warning: {state['attempted'] - state['taken']} of {state['attempted']} optimiser steps were skipped "
-                "by the GradScaler (inf/NaN gradients); use --precision bf16 (no GradScaler) if the GPU has it")
-    log(rt, f"done: {state['step']} steps, optimiser steps taken {state['taken']}/{state['attempted']} "
-            f"(fraction {s['step_fraction']:.3f}); model {out / ckpt.MODEL}")
-    if rt.main:
-        write_json_atomic(out / "summary.json", s)
-    return s
+        return test
+
+    def finish(self) -> dict[str, Any]:
+        """Test split, export model.pt (last: its existence is the stage's "done"), summary."""
+        rt, st = self.rt, self.state
+        test = self._test()
+        if rt.main:
+            ckpt.export_model(self.out / ckpt.MODEL, self.ema.module, self.kw, self.extra)
+        s = self.status("done")
+        if test is not None:
+            s["test_miou"] = test["test_miou"]
+        if s["step_fraction"] < 1.0:
+            log(rt, f"warning: {st['attempted'] - st['taken']} of {st['attempted']} optimiser steps were skipped by "
+                    "the GradScaler (inf/NaN gradients); use --precision bf16 (no GradScaler) if the GPU has it")
+        log(rt, f"done: {st['step']} steps, optimiser steps taken {st['taken']}/{st['attempted']} "
+                f"(fraction {s['step_fraction']:.3f}); model {self.out / ckpt.MODEL}")
+        if rt.main:
+            write_json_atomic(self.out / "summary.json", s)
+        return s
 
 
 def _check_sync(rt: Runtime, model: nn.Module, out: Path, step: int) -> None:
