@@ -90,7 +90,7 @@ def in_flight_items(repo: Path, stage: str) -> set[str]:
 
 
 @dataclass
-class Plan:
+class Submission:
     """Everything one ``make submit`` decided, before anything is sent."""
 
     site: Site
@@ -108,7 +108,7 @@ class Plan:
 
 
 def plan_submission(stage_name: str, site_name: str, cli: Mapping[str, str], env: Mapping[str, str],
-                    repo: Path) -> Plan:
+                    repo: Path) -> Submission:
     """Resolve the site and the stage, build the manifest and decide which items run now."""
     site = load_site(site_name, cli=cli, env=env)
     stage = get_stage(stage_name)
@@ -129,12 +129,12 @@ def plan_submission(stage_name: str, site_name: str, cli: Mapping[str, str], env
                          f"(see python -m geohpc {stage.name} --help)")
     if any(not i.strip() for i in items):
         raise InputError(f"stage {stage.name}: manifest has a blank line; every line must name one item")
-    plan = Plan(site, stage, params, param_sources, executor, dry_run, ctx, items, [], problems=problems)
+    plan = Submission(site, stage, params, param_sources, executor, dry_run, ctx, items, [], problems=problems)
     _choose_items(plan, repo)
     return plan
 
 
-def _choose_items(plan: Plan, repo: Path) -> None:
+def _choose_items(plan: Submission, repo: Path) -> None:
     """Fill ``todo``, ``queued`` and ``held``: missing outputs, minus items in flight, capped by MAX_JOBS."""
     rerun = plan.params.get("RERUN", "") not in ("", "0")
     todo = [i for i, item in enumerate(plan.items) if rerun or not plan.stage.done(item, plan.ctx)]
@@ -147,7 +147,7 @@ def _choose_items(plan: Plan, repo: Path) -> None:
     plan.todo = todo
 
 
-def print_plan(plan: Plan, out: TextIO) -> None:
+def print_plan(plan: Submission, out: TextIO) -> None:
     """What will be submitted and where every value came from."""
     site, params = plan.site, plan.params
     print(f"geohpc submit: stage {plan.stage.name} on site {site.name} ({plan.executor})", file=out)
@@ -224,7 +224,7 @@ def submit(
     return run
 
 
-def record_run(run: Run, plan: Plan, spec: JobSpec, repo: Path) -> None:
+def record_run(run: Run, plan: Submission, spec: JobSpec, repo: Path) -> None:
     """Write the run folder: manifest, job.env, the spec, where each value came from."""
     run.path.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run.manifest, "\n".join(plan.items) + "\n")
