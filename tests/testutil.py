@@ -59,3 +59,10 @@ def make_patch(pdir: Path, h: int, w: int, t: int = 6, t1: int = 3, seed: int = 
             sar[:] = np.nan
         np.save(pdir / f"sar_{o}.npy", sar)
         np.save(pdir / f"sar_{o}_doy.npy", np.arange(t1, dtype=np.int16) * 30 + 95 + k)
+
+
+def job_values_for(stage: str, work: Path, **params: str) -> dict[str, str]:
+    """The stage values ``make submit`` writes into job.env (defaults filled, paths absolute) for ``params``."""
+    from geohpc.core.stages import StageContext, get_stage, job_values
+
+    return job_values(get_stage(stage), StageContext(stage, {}, params, REPO, Path(work)))

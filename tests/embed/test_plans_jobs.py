@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from geohpc.core.stages import StageContext, get_stage, stage_names
 from geohpc.errors import ConfigError
+from testutil import job_values_for
 
 REPO = Path(__file__).resolve().parents[2]
 BBOX = "600000,4999520,600480,5000000"  # 48 x 48 px
@@ -60,6 +61,8 @@ def _job(script: str, work: Path, task: int, extra: dict[str, str], launch: str 
            "GEOHPC_STAGE": script, "GEOHPC_MANIFEST": str(man), "GEOHPC_OFFSET": "0", "GEOHPC_WORK": str(work),
            "GEOHPC_OUT": str(work / "outputs" / script), "GEOHPC_LAUNCH": launch,
            "SLURM_ARRAY_TASK_ID": str(task), "SLURM_CPUS_PER_TASK": "2", **extra}
+    params = {k: v for k, v in extra.items() if not k.startswith(("SLURM_", "GPU"))}
+    env.update(job_values_for(script, work, **params))  # what make submit writes into job.env
     return subprocess.run(["bash", str(REPO / "jobs" / f"{script}.sbatch")], capture_output=True, text=True,
                           env=env, timeout=120)
 

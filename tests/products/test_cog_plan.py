@@ -12,7 +12,7 @@ import pytest
 from geohpc.core.stages import StageContext, get_stage
 from geohpc.errors import ConfigError, InputError
 from geohpc.products.cog import validate_cog
-from testutil import REPO, write_raster
+from testutil import REPO, job_values_for, write_raster
 
 
 def ctx(tmp_path: Path, **params: str) -> StageContext:
@@ -60,6 +60,7 @@ def test_job_script_runs_one_item(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "GEOHPC_"))}
     env.update(GEOHPC_REPO=str(REPO), GEOHPC_STAGE="cog", GEOHPC_LAUNCH=sys.executable, GEOHPC_MANIFEST=str(manifest),
                SLURM_ARRAY_TASK_ID="0", GEOHPC_OUT=str(out), BLOCKSIZE="64", SLURM_CPUS_PER_TASK="1")
+    env.update(job_values_for("cog", tmp_path, BLOCKSIZE="64"))  # what make submit writes into job.env
     r = subprocess.run(["bash", str(REPO / "jobs" / "cog.sbatch")], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert validate_cog(out / "scene.tif", 64) == []

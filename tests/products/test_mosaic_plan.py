@@ -12,7 +12,7 @@ import pytest
 import rasterio
 from geohpc.core.stages import StageContext, get_stage
 from geohpc.errors import ConfigError
-from testutil import REPO, write_raster
+from testutil import REPO, job_values_for, write_raster
 
 
 def ctx(tmp_path: Path, **params: str) -> StageContext:
@@ -45,6 +45,7 @@ def test_job_script_builds_vrt_and_cog(tmp_path: Path) -> None:
     env.update(GEOHPC_REPO=str(REPO), GEOHPC_STAGE="mosaic", GEOHPC_LAUNCH=sys.executable,
                GEOHPC_MANIFEST=str(manifest), SLURM_ARRAY_TASK_ID="0", GEOHPC_OUT=str(out),
                INPUT_DIR=str(tmp_path / "tiles"), BLOCKSIZE="64")
+    env.update(job_values_for("mosaic", tmp_path, INPUT_DIR=str(tmp_path / "tiles"), BLOCKSIZE="64"))
     r = subprocess.run(["bash", str(REPO / "jobs" / "mosaic.sbatch")], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     with rasterio.open(out / "m1.tif") as ds:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from geohpc.core.stages import StageContext, get_stage
 from geohpc.products.tiles.cli import main
+from testutil import job_values_for
 from tiles_helpers import REPO, write_raster
 
 
@@ -154,6 +155,7 @@ def test_job_script_runs_each_shard_and_the_last_finalizes(tmp_path: Path) -> No
     env.update(GEOHPC_REPO=str(REPO), GEOHPC_STAGE="tiles", GEOHPC_LAUNCH=sys.executable, GEOHPC_MANIFEST=str(manifest),
                GEOHPC_OUT=str(tmp_path / "outputs/tiles"), GEOHPC_WORK=str(tmp_path), SRC="rgb.tif", ZOOM="10-14",
                SLURM_CPUS_PER_TASK="1", PMTILES="yes")
+    env.update(job_values_for("tiles", tmp_path, SRC="rgb.tif", ZOOM="10-14", PMTILES="yes"))  # as make submit does
     logs = []
     for task in ("1", "0"):
         run = subprocess.run(["bash", str(REPO / "jobs/tiles.sbatch")], env=dict(env, SLURM_ARRAY_TASK_ID=task),
