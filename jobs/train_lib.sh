@@ -9,14 +9,15 @@ usage() {
 }
 
 # train_nproc: processes for torchrun: NPROC if given; on a GPU site the GPUs Slurm gave this node
-# (SLURM_GPUS_ON_NODE, which follows GPUS= on the make line), else GPUS_PER_NODE; 2 on CPU (gloo).
+# (SLURM_GPUS_ON_NODE, which follows GPUS= on the make line), else GEOHPC_GPUS (the count make submit
+# rendered); 2 on CPU (gloo).
 train_nproc() {
   if [[ -n "${NPROC:-}" ]]; then
     printf '%s\n' "$NPROC"
   elif [[ "${GPU_VENDOR:-none}" == cuda || "${GPU_VENDOR:-none}" == rocm ]] && [[ -n "${SLURM_GPUS_ON_NODE:-}" ]]; then
     printf '%s\n' "$SLURM_GPUS_ON_NODE"
   elif [[ "${GPU_VENDOR:-none}" == cuda || "${GPU_VENDOR:-none}" == rocm ]]; then
-    printf '%s\n' "${GPUS_PER_NODE:?GPUS_PER_NODE is not set for this GPU site}"
+    printf '%s\n' "${GEOHPC_GPUS:?GEOHPC_GPUS is not set: submit with make submit}"
   else
     printf '%s\n' 2
   fi

@@ -68,11 +68,11 @@ def _job(script: str, work: Path, task: int, extra: dict[str, str], launch: str 
 
 
 @pytest.mark.parametrize(("site", "extra", "want"), [
-    ("lumi", {"GPU_VENDOR": "rocm", "GPUS_PER_NODE": "8", "SLURM_CPUS_PER_TASK": "56"},
+    ("lumi", {"GPU_VENDOR": "rocm", "GEOHPC_GPUS": "8", "SLURM_CPUS_PER_TASK": "56"},
      "--gpus 8 --gpu-vendor rocm --threads 56"),
-    ("betzy", {"GPU_VENDOR": "cuda", "GPUS_PER_NODE": "4", "SLURM_CPUS_PER_TASK": "32"},
+    ("betzy", {"GPU_VENDOR": "cuda", "GEOHPC_GPUS": "4", "SLURM_CPUS_PER_TASK": "32"},
      "--gpus 4 --gpu-vendor cuda --threads 32"),
-    ("saga", {"GPU_VENDOR": "none", "GPUS_PER_NODE": "0", "SLURM_CPUS_PER_TASK": "128"},
+    ("saga", {"GPU_VENDOR": "none", "GEOHPC_GPUS": "0", "SLURM_CPUS_PER_TASK": "128"},
      "--cpu-shards 32 --threads 128"),
     ("local", {"GPU_VENDOR": "none", "SLURM_CPUS_PER_TASK": "2"}, "--cpu-shards 1 --threads 2"),
 ])

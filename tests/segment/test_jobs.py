@@ -18,7 +18,7 @@ def test_train_nproc_and_rocm_env(vendor: str, gpus: str, expect: str) -> None:
     # a 64-core node: nproc is shadowed by a function (this VM has 2 CPUs and the job caps at what it has)
     script = (f'nproc() {{ echo 64; }}; source "{REPO}/jobs/train_lib.sh"; n="$(train_nproc)"; gpu_runtime_env "$n" >/dev/null; '
               'echo "$n|${MIOPEN_USER_DB_PATH:-}|${NCCL_SOCKET_IFNAME:-}|$OMP_NUM_THREADS"')
-    e = {"PATH": os.environ["PATH"], "GPU_VENDOR": vendor, "GPUS_PER_NODE": gpus, "SLURM_JOB_ID": "77",
+    e = {"PATH": os.environ["PATH"], "GPU_VENDOR": vendor, "GEOHPC_GPUS": gpus, "SLURM_JOB_ID": "77",
          "SLURM_CPUS_PER_TASK": "56", "USER": "u"}
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=e, check=True).stdout.strip()
     n, miopen, ifname, omp = out.split("|")

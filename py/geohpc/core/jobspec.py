@@ -224,6 +224,7 @@ def render(
         options["partition"] = partition
     if gpus:
         options["gpus-per-node"] = str(gpus)
+    env["GEOHPC_GPUS"] = str(gpus)  # the one GPU count: jobs read it where Slurm does not set SLURM_GPUS_ON_NODE
     # a stage asking for more CPUs or memory than the site's nodes have would pend forever (PartitionConfig)
     want, cap = directives.get("cpus-per-task", ""), node_cpus(site)
     if want.isdigit() and cap and int(want) > cap:
