@@ -91,12 +91,6 @@ def find_assets() -> dict[str, Path] | None:
     return None
 
 
-def asset_dir() -> Path | None:
-    """Where Leaflet's built files are (kept for callers of the old name), or None."""
-    found = find_assets()
-    return found["leaflet.js"].parent if found else None
-
-
 def legend(render: dict[str, Any]) -> list[dict[str, Any]]:
     """Legend rows ``{"value", "name", "color": [r, g, b, a]}`` of a class map, in code order.
 
