@@ -64,6 +64,14 @@
   }
   source = source || folderSource();
   $("source").textContent = source.label;
+  if (C.pmtiles && !onFile) {  // a link to the other way of reading the same tiles
+    var other = document.createElement("a");
+    other.id = "switch";
+    other.href = params.has("pmtiles") ? "?" : "?pmtiles";
+    other.textContent = params.has("pmtiles") ? "use the z/x/y folder" : "use the PMTiles archive";
+    $("source").parentNode.appendChild(document.createTextNode(" \u00b7 "));
+    $("source").parentNode.appendChild(other);
+  }
   var layer = source.layer.addTo(map);
   layer.on("load", function () { document.body.setAttribute("data-tiles", "loaded"); });
 

@@ -38,7 +38,6 @@ COLOURS = {1: (230, 25, 75, 255), 2: (60, 180, 75, 255), 3: (0, 130, 200, 255)}
 NAMES = {1: "wheat", 2: "forest", 3: "open water"}
 BACKGROUND = (220, 220, 220)  # #dcdcdc in the page's CSS
 BASEMAP = (255, 0, 255)  # the loopback base map's one colour
-pytestmark = pytest.mark.browser
 
 
 # ---------------------------------------------------------------- Chromium over the DevTools pipe
@@ -248,8 +247,43 @@ def test_legend_without_tag_and_colour_bars() -> None:
         {"channel": "blue", "label": "band 3", "lo": 0.0, "hi": 255.0, "clipped": False}
 
 
+def test_range_server_answers_byte_ranges(tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    from geohpc.products.tiles.serve import main
+
+    data = bytes(range(256)) * 40
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "a.pmtiles").write_bytes(data)
+    (tmp_path / "secret.txt").write_text("not served")
+    server = serve(tmp_path / "site")
+    base = running(server)
+
+    def get(rng: str | None, path: str = "/a.pmtiles") -> tuple[int, bytes, str]:
+        req = urllib.request.Request(base + path, headers={"Range": rng} if rng else {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read(), r.headers.get("Content-Range") or ""
+        except urllib.error.HTTPError as e:
+            return e.code, b"", e.headers.get("Content-Range") or ""
+
+    try:
+        assert get("bytes=10-19") == (206, data[10:20], f"bytes 10-19/{len(data)}")
+        assert get("bytes=10000-") == (206, data[10000:], f"bytes 10000-{len(data) - 1}/{len(data)}")
+        assert get("bytes=-5") == (206, data[-5:], f"bytes {len(data) - 5}-{len(data) - 1}/{len(data)}")
+        assert get("bytes=0-99999")[1] == data  # clipped to the file
+        assert get(f"bytes={len(data)}-")[:1] == (416,)
+        assert get(None)[:2] == (200, data)
+        assert get("bytes=0-3", "/../secret.txt")[0] == 404 and get(None, "/%2e%2e/secret.txt")[0] == 404
+    finally:
+        server.shutdown()
+    assert main([str(tmp_path / "missing")]) == 2  # one line, exit 2
+
+
 # ---------------------------------------------------------------- in the browser
 
+@pytest.mark.browser
 def test_http_base_map_legend_and_click(tmp_path: Path, browser: Chromium, servers: dict[str, Any]) -> None:
     out = class_tiles(tmp_path, servers["online"])
     server = serve(out)
@@ -272,6 +306,7 @@ def test_http_base_map_legend_and_click(tmp_path: Path, browser: Chromium, serve
         server.shutdown()
 
 
+@pytest.mark.browser
 def test_offline_background_and_opacity_slider(tmp_path: Path, browser: Chromium, servers: dict[str, Any]) -> None:
     out = class_tiles(tmp_path, servers["offline"])
     server = serve(out)
@@ -297,6 +332,7 @@ def test_offline_background_and_opacity_slider(tmp_path: Path, browser: Chromium
         server.shutdown()
 
 
+@pytest.mark.browser
 def test_pmtiles_archive_alone_renders_and_clicks(tmp_path: Path, browser: Chromium, servers: dict[str, Any]) -> None:
     out = class_tiles(tmp_path, servers["offline"])
     site = tmp_path / "site"  # only the page, its assets and the archive: no z/x/y folders
@@ -309,6 +345,7 @@ def test_pmtiles_archive_alone_renders_and_clicks(tmp_path: Path, browser: Chrom
     try:
         browser.open(running(server) + "/index.html?pmtiles")
         assert browser.js("document.getElementById('source').innerText") == "tiles: Land cover 2026.pmtiles"
+        assert browser.js("document.getElementById('switch').innerText") == "use the z/x/y folder"
         img = browser.screenshot(out / "viewer-pmtiles.png")
         for value, colour in COLOURS.items():
             assert share(img, colour) > 0.02, f"class {value} colour {colour} not drawn from the archive"
@@ -319,6 +356,7 @@ def test_pmtiles_archive_alone_renders_and_clicks(tmp_path: Path, browser: Chrom
         server.shutdown()
 
 
+@pytest.mark.browser
 def test_file_url_draws_tiles_and_says_how_to_get_values(tmp_path: Path, browser: Chromium,
                                                          servers: dict[str, Any]) -> None:
     out = class_tiles(tmp_path, servers["offline"])
@@ -332,6 +370,7 @@ def test_file_url_draws_tiles_and_says_how_to_get_values(tmp_path: Path, browser
     assert "geohpc.products.tiles.serve" in text
 
 
+@pytest.mark.browser
 def test_colour_bar_and_value_of_a_continuous_layer(tmp_path: Path, browser: Chromium,
                                                     servers: dict[str, Any]) -> None:
     y, x = np.mgrid[0:150, 0:200]
@@ -347,6 +386,7 @@ def test_colour_bar_and_value_of_a_continuous_layer(tmp_path: Path, browser: Chr
         col = 120  # value 1000 + 20 * 120 = 3400
         browser.click_at(45.0 - 0.0001 * 75, 25.0 + 0.0001 * (col + 0.5))
         text = browser.wait("(t => t.includes('≈') && t)(document.getElementById('value').innerText)")
+        browser.screenshot(out / "viewer-value.png")  # colour bar and popup, for people to look at
         value = float(re.search(r"≈ ([0-9.e+]+)", text).group(1))
         assert abs(value - (1000 + 20 * col)) < 60, text  # one grey step is ~15, bilinear warp ~20
     finally:
