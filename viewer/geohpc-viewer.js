@@ -21,7 +21,8 @@
   }
   function css(c) { return "rgba(" + c[0] + "," + c[1] + "," + c[2] + "," + (c[3] / 255) + ")"; }
   function num(v) { return Math.abs(v) >= 1e5 || (v !== 0 && Math.abs(v) < 1e-3) ? v.toExponential(3) : String(+v.toPrecision(4)); }
-  function status(text) { $("status").textContent = text; }
+  function status(text) { $("status").textContent = text; }  // the base map's state
+  function note(text) { $("note").textContent = text; }  // why the archive is not used
 
   var map = L.map("map", { minZoom: 0, maxZoom: C.maxzoom + 2, zoomSnap: 1 });
   var opts = {
@@ -53,11 +54,11 @@
   if (params.has("pmtiles")) {
     var url = params.get("pmtiles") || C.pmtiles;
     if (!url) {
-      status("no PMTiles archive here (make the tiles with --pmtiles); showing the z/x/y folder");
+      note("no PMTiles archive here (make the tiles with --pmtiles); showing the z/x/y folder");
     } else if (onFile) {
-      status("the PMTiles archive needs an http server with Range requests: " + SERVE);
+      note("the PMTiles archive needs an http server with Range requests: " + SERVE);
     } else if (typeof pmtiles === "undefined") {
-      status("pmtiles.js is missing next to index.html (make setup, then tiles --finalize)");
+      note("pmtiles.js is missing next to index.html (make setup, then tiles --finalize)");
     } else {
       source = archiveSource(url);
     }

@@ -56,6 +56,7 @@ PAGE = """<!DOCTYPE html>
   <div id="layer-name">{title}</div>
   <div class="small">zoom <span id="zoom">?</span> &middot; <span id="source"></span></div>
   <div class="small" id="status"></div>
+  <div class="small" id="note"></div>
   <label class="row" for="opacity">opacity <input type="range" id="opacity" min="0" max="100" value="100">
     <span id="opacity-value"></span></label>
   <label class="row"><input type="checkbox" id="basemap" disabled> base map</label>
