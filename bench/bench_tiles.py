@@ -1,12 +1,15 @@
-"""Benchmark: geohpc.tiles vs gdal2tiles.py --xyz on the same 8-bit RGB GeoTIFF, in one run.
+"""Benchmark: geohpc.tiles vs gdal2tiles.py --xyz on the same 8-bit GeoTIFF, in one run.
 
 Usage:
-    PYTHONPATH=py .venv/bin/python bench/bench_tiles.py [--size 8000] [--zoom 0-14] [--processes 2] [--results]
+    PYTHONPATH=py .venv/bin/python bench/bench_tiles.py [--size 8000] [--zoom 0-14] [--processes 2]
+        [--kind rgb|grey|classes] [--results]
 
-Makes (once, reused) an RGB GeoTIFF of SIZE x SIZE px at 10 m in EPSG:32635 under bench/out/ with
-field-like content, times ``gdal2tiles.py --xyz --processes=N -z ZOOM`` and
-``python -m geohpc tiles --processes N``, then checks that both wrote the same z/x/y files and
-reports the mean absolute pixel difference where both tiles have data. ``--results`` writes
+Makes (once, reused) a GeoTIFF of SIZE x SIZE px at 10 m in EPSG:32635 under bench/out/ with
+field-like content (RGB; one grey band; or a class map with a colour table), times
+``gdal2tiles.py --xyz --processes=N -z ZOOM`` and ``python -m geohpc tiles --processes N``, then checks
+that both wrote the same z/x/y files, reports the mean absolute pixel difference where both tiles have
+data, and the bytes of both tile sets, with ours also re-encoded the way geohpc wrote PNGs before it
+picked the smallest PNG mode (8-bit RGB, RGBA where transparent). ``--results`` writes
 bench/RESULTS-tiles.md.
 """
 
@@ -29,12 +32,16 @@ OUT = BENCH / "out"
 LOADS: list[float] = []  # 1-minute load average before each timed command
 
 
-def make_input(size: int) -> Path:
-    """An RGB uint8 GeoTIFF of fields (flat colours, noise, smooth brightness), written in strips of blocks."""
+def make_input(size: int, kind: str = "rgb") -> Path:
+    """A uint8 GeoTIFF of fields (flat colours, noise, smooth brightness), written in strips of blocks.
+
+    ``rgb``: three bands; ``grey``: their mean, one band; ``classes``: the field's class 1-8, one band
+    with a colour table (no noise: a class map is flat).
+    """
     import rasterio
     from rasterio.transform import from_origin
 
-    path = OUT / f"tiles_rgb_{size}_raw.tif"
+    path = OUT / f"tiles_{kind}_{size}_raw.tif"
     if path.exists():
         return path
     OUT.mkdir(parents=True, exist_ok=True)
@@ -45,8 +52,14 @@ def make_input(size: int) -> Path:
     prof = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs="EPSG:32635",
                 transform=from_origin(300000.0, 5100000.0, 10.0, 10.0), tiled=True, blockxsize=512,
                 blockysize=512, photometric="RGB")
+    if kind != "rgb":
+        prof.update(count=1, photometric="MINISBLACK")
     tmp = path.with_suffix(".tmp.tif")
     with rasterio.open(tmp, "w", **prof) as dst:
+        if kind == "classes":
+            from geohpc.classify.classes import colormap
+
+            dst.write_colormap(1, colormap(list(range(1, 9))))
         for r0 in range(0, size, 512):
             h = min(512, size - r0)
             yy, xx = np.mgrid[r0:r0 + h, 0:size]
@@ -56,7 +69,13 @@ def make_input(size: int) -> Path:
             img = colours[fy, fx].astype(np.float32)
             img += (20 * np.sin(xx / 900.0) * np.cos(yy / 700.0))[..., None]
             img += rng.normal(0, 6, img.shape)
-            dst.write(np.clip(img, 0, 255).astype(np.uint8).transpose(2, 0, 1), window=((r0, r0 + h), (0, size)))
+            if kind == "classes":
+                dst.write((1 + (fy * 7 + fx * 3) % 8).astype(np.uint8)[None], window=((r0, r0 + h), (0, size)))
+                continue
+            img = np.clip(img, 0, 255).astype(np.uint8).transpose(2, 0, 1)
+            if kind == "grey":
+                img = img.mean(axis=0, dtype=np.float32).astype(np.uint8)[None]
+            dst.write(img, window=((r0, r0 + h), (0, size)))
     os.replace(tmp, path)
     return path
 
@@ -91,6 +110,36 @@ def tile_set(root: Path, ext: str = "png") -> set[tuple[int, int, int]]:
     for p in root.glob(f"[0-9]*/[0-9]*/[0-9]*.{ext}"):
         out.add((int(p.parent.parent.name), int(p.parent.name), int(p.stem)))
     return out
+
+
+def tree_bytes(root: Path, ext: str = "png") -> int:
+    """Total bytes of the z/x/y tiles under ``root``."""
+    return sum(p.stat().st_size for p in root.glob(f"[0-9]*/[0-9]*/[0-9]*.{ext}"))
+
+
+def before_bytes(root: Path) -> int:
+    """Bytes of the tiles under ``root`` encoded as geohpc did before it picked the smallest PNG mode.
+
+    That encoder: 8-bit RGB when opaque else RGBA, "Up" filter on every row, zlib level 2 Z_RLE.
+    """
+    import zlib
+
+    from PIL import Image
+
+    total = 0
+    for p in root.glob("[0-9]*/[0-9]*/[0-9]*.png"):
+        a = np.asarray(Image.open(p).convert("RGBA"))
+        a = a[..., :3] if bool((a[..., 3] == 255).all()) else a
+        h, w, c = a.shape
+        rows = np.ascontiguousarray(a).reshape(h, w * c)
+        raw = np.empty((h, w * c + 1), dtype=np.uint8)
+        raw[:, 0] = 2
+        raw[0, 1:] = rows[0]
+        np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])
+        co = zlib.compressobj(2, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
+        idat = co.compress(raw.tobytes()) + co.flush()
+        total += 8 + (12 + 13) + (12 + len(idat)) + 12  # signature, IHDR, IDAT, IEND (no file written)
+    return total
 
 
 def compare(a: Path, b: Path, tiles: set[tuple[int, int, int]]) -> dict[int, tuple[float, float, float, int]]:
@@ -186,19 +235,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=8000, help="raster side in px (default 8000; 2000 for a quick run)")
     ap.add_argument("--zoom", default="0-14")
     ap.add_argument("--processes", type=int, default=2)
+    ap.add_argument("--kind", default="rgb", choices=("rgb", "grey", "classes"),
+                    help="input: RGB, one grey band, or a class map with a colour table (default rgb)")
     ap.add_argument("--results", action="store_true", help="write bench/RESULTS-tiles.md")
     args = ap.parse_args(argv)
     if not shutil.which("gdal2tiles.py"):
         sys.exit("bench: gdal2tiles.py not found (apt-get install gdal-bin)")
-    src = make_input(args.size)
-    ours_dir, theirs_dir = OUT / f"tiles_ours_{args.size}", OUT / f"tiles_gdal2tiles_{args.size}"
+    src = make_input(args.size, args.kind)
+    tag = f"{args.size}" if args.kind == "rgb" else f"{args.kind}_{args.size}"
+    ours_dir, theirs_dir = OUT / f"tiles_ours_{tag}", OUT / f"tiles_gdal2tiles_{tag}"
     for d in (ours_dir, theirs_dir):
         shutil.rmtree(d, ignore_errors=True)
     clean = {k: v for k, v in os.environ.items() if k not in ("PROJ_DATA", "PROJ_LIB", "GDAL_DATA", "PYTHONPATH")}
-    print(f"input: {src} ({args.size}x{args.size} RGB uint8, 10 m, EPSG:32635), zooms {args.zoom}, "
+    print(f"input: {src} ({args.size}x{args.size} {args.kind} uint8, 10 m, EPSG:32635), zooms {args.zoom}, "
           f"{args.processes} processes", flush=True)
+    g_src = src
+    if args.kind == "classes":  # gdal2tiles refuses paletted files and says to expand them to RGBA first
+        g_src = OUT / f"tiles_classes_{args.size}_rgba.vrt"
+        subprocess.run(["gdal_translate", "-q", "-of", "VRT", "-expand", "rgba", str(src), str(g_src)], env=clean,
+                       check=True)
     g_s, g_mem = timed(["gdal2tiles.py", "--xyz", f"--processes={args.processes}", "-z", args.zoom,
-                        str(src), str(theirs_dir)], env=clean)
+                        str(g_src), str(theirs_dir)], env=clean)
     print(f"gdal2tiles.py --xyz : {g_s:7.1f} s  peak RSS {g_mem:.2f} GB", flush=True)
     ours_env = dict(clean, PYTHONPATH=str(REPO / "py"))
     o_s, o_mem = timed([sys.executable, "-m", "geohpc", "tiles", str(src), str(ours_dir), "--zoom", args.zoom,
@@ -219,8 +276,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{z:4d} {n:6d}  {d:16.2f}  {e:15.2f}  {100 * agree:8.2f} %")
     allw = sum(stats[z][0] * stats[z][3] for z in stats) / max(1, sum(stats[z][3] for z in stats))
     print(f"mean abs difference where both are opaque, all tiles (tile-weighted): {allw:.2f}")
+    sizes = {"ours": tree_bytes(ours_dir), "before": before_bytes(ours_dir), "gdal2tiles": tree_bytes(theirs_dir)}
+    print(f"bytes: ours {sizes['ours'] / 1e6:.2f} MB, ours before (RGB/RGBA PNG) {sizes['before'] / 1e6:.2f} MB, "
+          f"gdal2tiles {sizes['gdal2tiles'] / 1e6:.2f} MB; ours/gdal2tiles {sizes['ours'] / sizes['gdal2tiles']:.2f}, "
+          f"before/gdal2tiles {sizes['before'] / sizes['gdal2tiles']:.2f}, ours/before {sizes['ours'] / sizes['before']:.2f}")
     zmax = int(args.zoom.split("-")[-1])
-    reg = reference_error(src, {"geohpc.tiles": ours_dir, "gdal2tiles": theirs_dir}, ours & theirs, zmax)
+    reg = {} if args.kind == "classes" else reference_error(  # colours vs class codes: no reference
+        src, {"geohpc.tiles": ours_dir, "gdal2tiles": theirs_dir}, ours & theirs, zmax)
     for name, errs in reg.items():
         best_shift = min(errs, key=errs.get)
         print(f"registration at z{zmax} vs point-sampled source: {name}: error {errs[(0, 0)]:.1f} unshifted, "
@@ -228,13 +290,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.results:
         best = picture(ours_dir, theirs_dir, ours & theirs, BENCH / "RESULTS-tiles.png")
         print(f"picture: {BENCH / 'RESULTS-tiles.png'} (tile z/x/y {best[0]}/{best[1]}/{best[2]})")
-        write_results(args, src, g_s, g_mem, o_s, o_mem, p_s, ours, theirs, stats, allw, best, reg, zmax)
+        write_results(args, src, g_s, g_mem, o_s, o_mem, p_s, ours, theirs, stats, allw, best, reg, zmax, sizes)
     return 0
 
 
 def write_results(args: argparse.Namespace, src: Path, g_s: float, g_mem: float, o_s: float, o_mem: float,
                   p_s: float, ours: set, theirs: set, stats: dict, allw: float, best: tuple, reg: dict,
-                  zmax: int) -> None:
+                  zmax: int, sizes: dict[str, int]) -> None:
     """bench/RESULTS-tiles.md: machine, date, versions, numbers."""
     import psutil
 
@@ -248,13 +310,16 @@ Date: {time.strftime('%Y-%m-%d %H:%M %Z')}. Machine: {platform.machine()}, {psut
 {LOADS[1]:.1f} before ours), {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, {platform.platform()}.
 Versions: {', '.join(f'{k} {val}' for k, val in v.items())}.
 
-Input: `{src.name}`, {args.size}x{args.size} px RGB uint8, 10 m, EPSG:32635, 512x512 uncompressed tiles
-(made by `bench/bench_tiles.py`). Zooms {args.zoom}, {args.processes} processes each.
+Input: `{src.name}`, {args.size}x{args.size} px {args.kind} uint8, 10 m, EPSG:32635, 512x512 uncompressed tiles
+(made by `bench/bench_tiles.py --kind {args.kind}`). Zooms {args.zoom}, {args.processes} processes each.
 
-| tool | command | time | peak RSS (process tree) |
-|---|---|---|---|
-| gdal2tiles | `gdal2tiles.py --xyz --processes={args.processes} -z {args.zoom} SRC OUT` | {g_s:.1f} s | {g_mem:.2f} GB |
-| geohpc.tiles | `python -m geohpc tiles SRC OUT --zoom {args.zoom} --processes {args.processes}` | {o_s:.1f} s | {o_mem:.2f} GB |
+| tool | command | time | peak RSS (process tree) | tile bytes |
+|---|---|---|---|---|
+| gdal2tiles | `gdal2tiles.py --xyz --processes={args.processes} -z {args.zoom} SRC OUT` | {g_s:.1f} s | {g_mem:.2f} GB | {sizes['gdal2tiles'] / 1e6:.1f} MB |
+| geohpc.tiles | `python -m geohpc tiles SRC OUT --zoom {args.zoom} --processes {args.processes}` | {o_s:.1f} s | {o_mem:.2f} GB | {sizes['ours'] / 1e6:.1f} MB |
+
+Tile bytes: ours / gdal2tiles {sizes['ours'] / sizes['gdal2tiles']:.2f}; the same tiles written as geohpc did
+before it chose the smallest PNG mode (RGB/RGBA) take {sizes['before'] / 1e6:.1f} MB.
 
 **Ratio ours / gdal2tiles: {o_s / g_s:.2f}** (target <= 0.33). Packing the finished folder into one PMTiles
 archive afterwards (`--finalize --pmtiles`) took {p_s:.1f} s more.
@@ -286,7 +351,7 @@ for 1-pixel shifts shows which way, if any, a tool's tiles are displaced:
 `RESULTS-tiles.png`: tile {best[0]}/{best[1]}/{best[2]} (the zoom-12 tile with the most data edge) over grey:
 ours, gdal2tiles, and 4x their absolute difference.
 
-Reproduce: `PYTHONPATH=py .venv/bin/python bench/bench_tiles.py --size {args.size} --results`.
+Reproduce: `PYTHONPATH=py .venv/bin/python bench/bench_tiles.py --size {args.size} --kind {args.kind} --results`.
 """
     (BENCH / "RESULTS-tiles.md").write_text(text)
     print(f"wrote {BENCH / 'RESULTS-tiles.md'}")

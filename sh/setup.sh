@@ -22,13 +22,18 @@ python_venv() {
 }
 
 viewer_js() {
+  local stamp want
   [[ -f "${REPO}/viewer/package.json" ]] || return 0
-  [[ -d "${REPO}/viewer/node_modules" ]] && return 0
+  # reinstall when package-lock.json changes (a new package such as pmtiles), not only when missing
+  stamp="${REPO}/viewer/node_modules/.geohpc-installed"
+  want="$(sha256sum "${REPO}/viewer/package-lock.json" | cut -c1-16)"
+  [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && return 0
   if ! command -v npm >/dev/null 2>&1; then
     echo "setup: warning: npm not found, so the tile viewer has no Leaflet (apt-get install npm, then make setup)" >&2
     return 0
   fi
   npm ci --prefix "${REPO}/viewer" --no-audit --no-fund --silent
+  printf '%s\n' "$want" > "$stamp"
   echo "setup: viewer assets installed"
 }
 

@@ -190,10 +190,11 @@ def finalize_lock(out: Path) -> Iterator[bool]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def finalize(settings: Settings, out: Path, processes: int, make_pmtiles: bool, viewer: bool) -> dict[str, Any]:
+def finalize(settings: Settings, out: Path, processes: int, make_pmtiles: bool, viewer: bool,
+             basemap: str | None = None) -> dict[str, Any]:
     """Build zooms below the metatile zoom from their children, then the PMTiles archive and viewer."""
     from geohpc.products.tiles.pmtiles_out import write_pmtiles
-    from geohpc.products.tiles.viewer import write_viewer
+    from geohpc.products.tiles.viewer import DEFAULT_BASEMAP, write_viewer
 
     written = 0
     for z in range(meta_zoom(settings.minzoom, settings.maxzoom) - 1, settings.minzoom - 1, -1):
@@ -204,7 +205,7 @@ def finalize(settings: Settings, out: Path, processes: int, make_pmtiles: bool, 
         path, n = write_pmtiles(out, settings)
         result.update(pmtiles=str(path), pmtiles_tiles=n)
     if viewer:
-        result["viewer"] = str(write_viewer(out, settings))
+        result["viewer"] = str(write_viewer(out, settings, DEFAULT_BASEMAP if basemap is None else basemap or None))
     write_text_atomic(out / SHARD_DIR / "finalized", json.dumps(result) + "\n")
     return result
 
@@ -218,8 +219,11 @@ def build(src: str, out: Path, *, zoom: tuple[int, int], mode: str = "auto", ban
           fmt: str = "png", resampling: str = "bilinear", make_pmtiles: bool = False, viewer: bool = True,
           processes: int | None = None, shard: tuple[int, int] | None = None, finalize_only: bool = False,
           no_finalize: bool = False, skip_empty: bool = False, name: str | None = None,
-          percentiles: tuple[float, float] = (2.0, 98.0), budget: int = DEFAULT_BUDGET) -> dict[str, Any]:
+          percentiles: tuple[float, float] = (2.0, 98.0), budget: int = DEFAULT_BUDGET,
+          basemap: str | None = None) -> dict[str, Any]:
     """Make XYZ tiles of ``src`` in ``out`` (see the module docstring for the shard/finalize flow).
+
+    ``basemap`` is the viewer's base-map URL template (None: OpenStreetMap; ``""``: no base map).
 
     Returns
     -------
@@ -239,7 +243,7 @@ def build(src: str, out: Path, *, zoom: tuple[int, int], mode: str = "auto", ban
         if _finished_shard_count(out) is None:
             raise InputError(f"{out}: not every shard has finished (see {out / SHARD_DIR}); rerun the missing shards first")
         settings.minzoom = minzoom
-        summary.update(finalize(settings, out, nproc, make_pmtiles, viewer))
+        summary.update(finalize(settings, out, nproc, make_pmtiles, viewer, basemap))
     else:
         settings = prepare(src, out, minzoom, maxzoom, mode, bands, fmt, resampling, skip_empty, name,
                            percentiles, budget)
@@ -254,7 +258,7 @@ def build(src: str, out: Path, *, zoom: tuple[int, int], mode: str = "auto", ban
         else:
             with finalize_lock(out) as mine:
                 if mine:
-                    summary.update(finalize(settings, out, nproc, make_pmtiles, viewer))
+                    summary.update(finalize(settings, out, nproc, make_pmtiles, viewer, basemap))
                 else:
                     summary["finalize"] = "another shard is finalizing"
     summary["tiles"] = pyramid.count_tiles(settings)

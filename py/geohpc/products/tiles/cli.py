@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m geohpc tiles",
         description="Cut a raster into web-mercator XYZ tiles (z/x/y.png, XYZ not TMS) with lower zooms "
-        "built from their children, optionally one PMTiles archive, and an index.html Leaflet viewer.",
+        "built from their children, optionally one PMTiles archive, and an index.html Leaflet viewer "
+        "(legend, opacity, base map, click for values; serve it with python -m geohpc.products.tiles.serve OUT_DIR "
+        "for the PMTiles archive and values).",
         epilog="Array jobs: run --shard i/n for i in 0..n-1; the shard that finishes last builds the lower "
         "zooms, the archive and the viewer (or run --finalize by hand). A rerun skips finished tiles.",
     )
@@ -57,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pmtiles", action="store_true", help="also pack the tiles into OUT_DIR/<name>.pmtiles")
     p.add_argument("--no-viewer", dest="viewer", action="store_false", help="do not write index.html")
     p.add_argument("--name", default=None, help="layer name shown in the viewer (default: source file stem)")
+    p.add_argument("--basemap", default=None, metavar="URL",
+                   help="viewer base map, an XYZ URL template like https://host/{z}/{x}/{y}.png shown under the "
+                   "layer when it answers (default OpenStreetMap; 'none' for a plain background only)")
     p.add_argument("--skip-empty", action="store_true",
                    help="do not write tiles without any data pixel (gdal2tiles -x); default writes the full set")
     p.add_argument("--processes", type=int, default=None, help="worker processes (default: SLURM_CPUS_PER_TASK or all)")
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                         processes=args.processes, shard=parse_shard(args.shard) if args.shard else None,
                         finalize_only=args.finalize_only, no_finalize=args.no_finalize,
                         skip_empty=args.skip_empty, name=args.name, percentiles=_percentiles(args.percentiles),
-                        budget=mem)
+                        budget=mem, basemap="" if (args.basemap or "").lower() == "none" else args.basemap)
         for line in iter_summary_lines(summary):
             print(line)
         return 0

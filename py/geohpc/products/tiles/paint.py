@@ -122,6 +122,23 @@ def read_valid(
     return valid
 
 
+def class_labels(ds: rasterio.io.DatasetReader) -> dict[str, str]:
+    """Class names from the raster's ``GEOHPC_CLASSES`` tag (``{"1": "wheat", ...}``), or ``{}``.
+
+    A missing or malformed tag only costs the legend its names (the tiles are the product), so it
+    is not an error here; :func:`geohpc.classify.classes.classes_from_tags` is the strict reader.
+    """
+    import json
+
+    from geohpc.classify.classes import CLASSES_TAG
+
+    try:
+        raw = json.loads(ds.tags().get(CLASSES_TAG) or "{}")
+        return {str(int(k)): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+    except (ValueError, TypeError):
+        return {}
+
+
 def _sample_shape(ds: rasterio.io.DatasetReader, nbands: int, budget: int) -> tuple[int, int]:
     pixels = min(SAMPLE_PIXELS, max(4096, budget // max(1, nbands * 8)))
     scale = max(1.0, (ds.width * ds.height / pixels) ** 0.5)
@@ -172,6 +189,7 @@ def fit_render(ds: rasterio.io.DatasetReader, mode: str, bands: list[int],
             params["colors"] = {str(k): list(v) for k, v in cmap.items()}
         except ValueError:
             params["colors"] = {}
+        params["labels"] = class_labels(ds)
     if mode in ("rgb", "classes") and mk["kind"] == "none" and ds.dtypes[bands[0] - 1][0] != "f":
         return params  # nothing to fit and no pixel can be nodata: skip reading a sample
     shape = _sample_shape(ds, len(bands), budget)
