@@ -11,7 +11,7 @@
   var C = window.GEOHPC_TILES;
   var params = new URLSearchParams(window.location.search);
   var onFile = window.location.protocol === "file:";
-  var SERVE = "python -m geohpc.products.tiles.serve <this folder>";
+  var SERVE = "python -m geohpc tiles-serve <this folder>";
 
   function $(id) { return document.getElementById(id); }
   function esc(s) {

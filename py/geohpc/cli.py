@@ -53,6 +53,7 @@ COMMANDS: dict[str, Command] = {
     "synth-s12": Command(GROUPS[2], "geohpc.synth.s12", "synthetic Sentinel-1/2 series + STAC for the demo"),
     "synth-seg": Command(GROUPS[2], "geohpc.synth.seg", "synthetic segmentation scene (embeddings + labels)"),
     "tessera-model": Command(GROUPS[2], "geohpc.embed.model", "write a seeded TESSERA-style model file"),
+    "tiles-serve": Command(GROUPS[2], "geohpc.products.tiles.serve", "serve a tile folder on loopback with Range requests (PMTiles)"),
     "fit-curves": Command(GROUPS[2], "geohpc.segment.fit.metrics", "redraw curves.png from a fit run's metrics.csv"),
 }
 

@@ -367,7 +367,7 @@ def test_file_url_draws_tiles_and_says_how_to_get_values(tmp_path: Path, browser
     assert browser.js("document.querySelectorAll('.legend-row').length") == 3
     browser.click_at(*column_centre(out, 1))
     text = browser.wait("(t => t.includes('http') && t)(document.getElementById('value').innerText)")
-    assert "geohpc.products.tiles.serve" in text
+    assert "geohpc tiles-serve" in text
     browser.open((out / "index.html").as_uri() + "?pmtiles")  # the archive cannot be read from file://
     assert "Range requests" in browser.js("document.getElementById('note').innerText")
     assert browser.js("document.getElementById('source').innerText") == "tiles: z/x/y folder"  # still drawn

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m geohpc tiles",
         description="Cut a raster into web-mercator XYZ tiles (z/x/y.png, XYZ not TMS) with lower zooms "
         "built from their children, optionally one PMTiles archive, and an index.html Leaflet viewer "
-        "(legend, opacity, base map, click for values; serve it with python -m geohpc.products.tiles.serve OUT_DIR "
+        "(legend, opacity, base map, click for values; serve it with python -m geohpc tiles-serve OUT_DIR "
         "for the PMTiles archive and values).",
         epilog="Array jobs: run --shard i/n for i in 0..n-1; the shard that finishes last builds the lower "
         "zooms, the archive and the viewer (or run --finalize by hand). A rerun skips finished tiles.",

@@ -1,4 +1,4 @@
-"""``python -m geohpc.products.tiles.serve OUT_DIR``: serve a tile folder on loopback, with Range requests.
+"""``python -m geohpc tiles-serve OUT_DIR``: serve a tile folder on loopback, with Range requests.
 
 The viewer (``index.html``) works from ``file://`` and any static web server for the ``z/x/y`` tiles.
 Its PMTiles mode (``index.html?pmtiles``) and its click-for-value read bytes with ``fetch``, which
@@ -97,7 +97,7 @@ def serve(directory: Path, port: int = 0, bind: str = "127.0.0.1") -> ThreadingH
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: serve OUT_DIR until Ctrl-C and print the viewer's addresses."""
-    p = argparse.ArgumentParser(prog="python -m geohpc.products.tiles.serve", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m geohpc tiles-serve", description=__doc__.split("\n")[0])
     p.add_argument("out_dir", type=Path, help="the tiles' output folder (holds index.html)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")

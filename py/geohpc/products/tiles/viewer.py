@@ -9,7 +9,7 @@ The page works from ``file://`` and from any static web server: the ``z/x/y`` ti
 names and colours from the colour table and the ``GEOHPC_CLASSES`` tag) or colour bars (continuous
 modes), an opacity slider, and a base map when one answers (else the plain background). Two things
 need the page served over http, because browsers refuse ``fetch`` on ``file://``: the PMTiles archive
-(``index.html?pmtiles``, which also needs Range requests: ``python -m geohpc.products.tiles.serve``)
+(``index.html?pmtiles``, which also needs Range requests: ``python -m geohpc tiles-serve``)
 and the value under a click (read from the base-zoom tile's pixel, whatever its PNG mode).
 """
 
