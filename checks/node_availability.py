@@ -16,6 +16,9 @@ def check(ctx: PreflightContext) -> Result:
     part = ctx.resources.partition or ctx.site.get("PARTITION_GPU" if ctx.gpu else "PARTITION_CPU", "")
     if not part:
         return ok("no partition given: nothing to ask sinfo about")
+    if not ctx.is_local and not ctx.env.get("GEOHPC_SINFO_OUTPUT") and not ctx.work.exists():
+        return warn(f"SCRATCH {ctx.work} is not on this machine: this sinfo would describe another cluster",
+                    f"run make preflight on {site}'s login node (or sinfo -p {part} there)")
     try:
         text = command_output(ctx.env, "GEOHPC_SINFO_OUTPUT", ["sinfo", "-p", part])
     except (CommandUnavailable, OSError) as exc:

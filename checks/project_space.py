@@ -35,7 +35,7 @@ def written_paths(ctx: PreflightContext) -> list[tuple[str, str]]:
 
 def under(path: str, prefixes: list[str]) -> str | None:
     """The project-space prefix ``path`` lies under (after symlinks, where the path exists here), or None."""
-    real = os.path.realpath(path) if os.path.exists(path) else path
+    real = os.path.realpath(path)  # resolves the part that exists here (project-space symlinks into work)
     for pre in prefixes:
         p = pre.rstrip("/")
         if real == p or real.startswith(p + "/"):
