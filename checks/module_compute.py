@@ -65,13 +65,29 @@ def module_works(ctx: PreflightContext) -> tuple[bool | None, str]:
     return None, "no probe report says whether module works on the compute nodes"
 
 
+def _module_list(ctx: PreflightContext) -> list[str]:
+    return [m.strip() for k in ("MODULES", "PYTORCH_MODULES") for m in ctx.site.get(k, "").split(",") if m.strip()]
+
+
+def _purges(ctx: PreflightContext) -> bool:
+    """True when the job scripts run ``module purge`` before loading (saga.md: always purge first)."""
+    texts = [p.read_text(errors="replace") for p in [ctx.repo / "jobs" / "lib.sh",
+                                                      ctx.repo / "jobs" / f"{ctx.stage}.sbatch"] if p.is_file()]
+    return any(re.search(r"^\s*[^#\n]*\bmodule\s+purge\b", t, re.M) for t in texts)
+
+
 def check(ctx: PreflightContext) -> Result:
-    """Fail when the job needs module where it is broken; warn when that is unknown."""
+    """Fail when the job needs module where it is broken (or loads NRIS' stub PyTorch); warn when unknown."""
     needs = rendered_needs(ctx) + [f"module/SING_IMAGE in {w}" for w in script_needs(ctx)]
     if not needs:
         return ok("the job needs no module command and no SING_IMAGE")
     works, why = module_works(ctx)
     site = ctx.site.get("SITE_NAME", "?")
+    stub = [m for m in _module_list(ctx) if m.lower().startswith("pytorch/") and site in ("saga", "betzy")]
+    if stub and works is not False:
+        return fail(f"module {stub[0]} on {site}: the NRIS PyTorch module ships only CUDA stub libraries "
+                    "(libcurand.so.10, libcufft.so.10 missing), torch.cuda fails (saga.md)",
+                    "run GPU stages in the site's container (PYTORCH_SIF, apptainer --nv) or a venv with pip's torch")
     fix = (f"give the container path at submit time (PYTORCH_SIF=/path/to.sif in sites/{site}.env), empty "
            "PYTORCH_MODULES/MODULES, and set binds and paths in the site file instead of module load")
     if works is False:
@@ -80,4 +96,8 @@ def check(ctx: PreflightContext) -> Result:
     if works is None:
         return warn(f"the job needs {'; '.join(needs[:3])}; {why}",
                     f"make submit STAGE=probe SITE={site} to find out, or avoid module in jobs: {fix}")
+    if ctx.stage and rendered_needs(ctx) and not _purges(ctx):
+        return warn(f"the job loads modules ({'; '.join(needs[:2])}) without 'module purge' first: leftover "
+                    "modules cause cryptic library conflicts (saga.md, tips.md #7)",
+                    "module purge before module load in jobs/lib.sh")
     return ok(f"the job loads modules ({'; '.join(needs[:2])}) and module works there ({why})")

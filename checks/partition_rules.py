@@ -57,6 +57,16 @@ def broken_rules(ctx: PreflightContext, where: str, facts: dict[str, str]) -> li
     return broken
 
 
+def _partial_node(ctx: PreflightContext, part: str, facts: dict[str, str]) -> str:
+    """A job asking part of a node's GPUs on a whole-node partition (lumi.md #7: it sat in the queue)."""
+    gpus = facts.get("gpus", "")
+    want = ctx.resources.gpus or 0
+    if facts.get("whole_node", "").lower() == "yes" and gpus.isdigit() and 0 < want < int(gpus):
+        return (f"the job asks {want} of {gpus} GPUs on whole-node partition {part}: it is billed the whole node "
+                "and queues behind full-node jobs")
+    return ""
+
+
 def check(ctx: PreflightContext) -> Result:
     """Fail when the request breaks a partition or QOS rule; warn when the partition's rules are unknown."""
     site = ctx.site.get("SITE_NAME", "?")
@@ -75,6 +85,10 @@ def check(ctx: PreflightContext) -> Result:
         return fail(f"{'; '.join(broken)} (sites/{site}.env PART_/QOS_ facts)",
                     "ask what the partition allows: TIME= within its limit, no MEM= on whole-node partitions, "
                     "--nodes within its range; or PARTITION_CPU=/PARTITION_GPU= another partition on the make line")
+    partial = _partial_node(ctx, part, facts or {})
+    if partial:
+        return warn(partial, f"PARTITION_GPU={ctx.site.get('PARTITION_GPU') or 'small-g'} (partial nodes) on the make "
+                             "line, or ask the whole node (GPUS=<all of them>)")
     unknown = [f"PART_{part.upper().replace('-', '_')}"] if facts is None else []
     unknown += [f"QOS_{qos.upper()}"] if qos and qfacts is None else []
     if unknown:

@@ -63,7 +63,7 @@ def test_module_compute_scans_the_stage_script(make_ctx, run_check, tmp_path) ->
     assert r.status == "fail" and "jobs/my_lib.sh:2" in r.message
 
 
-def test_module_compute_passes_with_the_sif_known_at_submit(make_ctx, run_check) -> None:
+def test_module_compute_passes_with_the_sif_known_at_submit(make_ctx, run_check, tmp_path) -> None:
     sif = "/appl/local/containers/sif-images/lumi-pytorch-rocm-6.2.4-python-3.12-pytorch-v2.7.1.sif"
     ctx = make_ctx(site={**LUMI, "PYTORCH_SIF": sif, "PYTORCH_MODULES": "", "MODULES": ""}, stage="infer",
                    runtime="container", launch=f"singularity exec {sif} python3")
@@ -71,8 +71,21 @@ def test_module_compute_passes_with_the_sif_known_at_submit(make_ctx, run_check)
     # elsewhere: unknown without a probe report, fine when the probe saw module work
     saga = {"SITE_NAME": "saga", "MODULES": "Python/3.10.4-GCCcore-11.3.0"}
     assert run_check("module_compute", make_ctx(site=saga, stage="cog")).status == "warn"
-    r = run_check("module_compute", make_ctx(site=saga, stage="cog", probe={"module": {"usable": True}}))
+    jobs = tmp_path / "repo" / "jobs"
+    jobs.mkdir(parents=True)
+    (jobs / "lib.sh").write_text("load_modules() {\n  module purge\n  module load \"$1\"\n}\n")
+    works = {"module": {"usable": True}}
+    r = run_check("module_compute", make_ctx(site=saga, stage="cog", probe=works, repo=tmp_path / "repo"))
     assert r.status == "ok"
+    (jobs / "lib.sh").write_text("load_modules() {\n  module load \"$1\"\n}\n")
+    r = run_check("module_compute", make_ctx(site=saga, stage="cog", probe=works, repo=tmp_path / "repo"))
+    assert r.status == "warn" and "module purge" in r.message
+
+
+def test_module_compute_fails_on_the_nris_pytorch_module(make_ctx, run_check) -> None:
+    site = {"SITE_NAME": "saga", "MODULES": "PyTorch/1.12.1-foss-2022a-CUDA-11.7.0"}
+    r = run_check("module_compute", make_ctx(site=site, stage="cog", probe={"module": {"usable": True}}))
+    assert r.status == "fail" and "CUDA stub" in r.message
 
 
 # ------------------------------------------------------------------------------------------ rocm_binds
@@ -300,3 +313,39 @@ def test_node_availability_real_sinfo(make_ctx, run_check) -> None:
     assert r.status == "ok" and f"partition {part}:" in r.message
     ctx = make_ctx(env={"GEOHPC_SINFO_OUTPUT": str(CMDS / "sinfo.1.txt")}, resources=res(partition="gpu"))
     assert run_check("node_availability", ctx).status == "ok"
+
+
+def test_partition_rules_warn_on_part_of_a_whole_node(make_ctx, run_check) -> None:
+    """lumi.md #7: one GPU on standard-g (whole nodes) sat in the queue; small-g is the users' choice."""
+    site = {**LUMI, "PARTITION_GPU": "small-g", "PART_STANDARD_G": "maxtime:2-00:00:00,gpus:8,whole_node:yes",
+            "PART_SMALL_G": "maxtime:3-00:00:00,mem:yes,nodes:1-4,gpus:8,whole_node:no"}
+    r = run_check("partition_rules", make_ctx(site=site, gpu=True, resources=res(partition="standard-g", gpus=1,
+                                                                                 time_s=3600)))
+    assert r.status == "warn" and "1 of 8 GPUs on whole-node partition standard-g" in r.message
+    assert "PARTITION_GPU=small-g" in r.fix
+    r = run_check("partition_rules", make_ctx(site=site, gpu=True, resources=res(partition="small-g", gpus=1,
+                                                                                 time_s=3 * 86400)))
+    assert r.status == "ok"
+
+
+# ------------------------------------------------------------------------------------------ gpu_env
+def test_gpu_env_fails_without_the_allocator_setting(make_ctx, run_check, tmp_path) -> None:
+    (tmp_path / "repo" / "jobs").mkdir(parents=True)
+    ctx = make_ctx(site=LUMI, stage="fit", gpu=True, repo=tmp_path / "repo", resources=res(gpus=8),
+                   job_env={"WANDB_MODE": "disabled"})
+    r = run_check("gpu_env", ctx)
+    assert r.status == "fail" and "expandable_segments:True" in r.message and "~40 GB" in r.message
+    ctx.job_env = {"PYTORCH_HIP_ALLOC_CONF": "expandable_segments:True"}
+    r = run_check("gpu_env", ctx)
+    assert r.status == "fail" and "wandb hangs" in r.message
+
+
+def test_gpu_env_passes_when_the_job_sets_it(make_ctx, run_check, tmp_path) -> None:
+    jobs = tmp_path / "repo" / "jobs"
+    jobs.mkdir(parents=True)
+    (jobs / "gpu_env.sh").write_text("export PYTORCH_HIP_ALLOC_CONF=expandable_segments:True\n"
+                                     "export WANDB_MODE=disabled\nexport NCCL_SOCKET_IFNAME=hsn\n"
+                                     "export MIOPEN_USER_DB_PATH=\"/tmp/${USER}-miopen-cache-${SLURM_JOB_ID}\"\n")
+    ctx = make_ctx(site=LUMI, stage="fit", gpu=True, repo=tmp_path / "repo", resources=res(gpus=8))
+    assert run_check("gpu_env", ctx).status == "ok"
+    assert run_check("gpu_env", make_ctx(site=BETZY, stage="fit", gpu=True)).status == "ok"  # CUDA: not these rules

@@ -68,6 +68,7 @@ class PreflightContext:
     output_bytes: list[int] | None = None  # planned bytes of each pending item's output
     resources: Resources = field(default_factory=Resources)
     launch: str = ""  # GEOHPC_LAUNCH: venv python, or "singularity exec ... python3"
+    job_env: dict[str, str] = field(default_factory=dict)  # the rendered job.env (spec.env) the tasks source
     binds: list[str] = field(default_factory=list)
     runtime: str = "venv"
     downloads: bool = False
@@ -265,6 +266,7 @@ def _fill_stage(ctx: PreflightContext, name: str, items: list[str] | None, site:
     thr = ctx.params.get("THROTTLE", "")
     ctx.resources.throttle = throttle if throttle is not None else (int(thr) if thr.isdigit() else None)
     ctx.launch = ctx.env.get("GEOHPC_LAUNCH") or spec.env.get("GEOHPC_LAUNCH", "")
+    ctx.job_env = dict(spec.env)
     bind = spec.env.get("SINGULARITY_BIND") or spec.env.get("APPTAINER_BIND")
     if bind and not (ctx.env.get("SINGULARITY_BIND") or ctx.env.get("APPTAINER_BIND")):
         ctx.binds = split_binds(bind)
