@@ -349,3 +349,27 @@ def test_gpu_env_passes_when_the_job_sets_it(make_ctx, run_check, tmp_path) -> N
     ctx = make_ctx(site=LUMI, stage="fit", gpu=True, repo=tmp_path / "repo", resources=res(gpus=8))
     assert run_check("gpu_env", ctx).status == "ok"
     assert run_check("gpu_env", make_ctx(site=BETZY, stage="fit", gpu=True)).status == "ok"  # CUDA: not these rules
+
+
+# ------------------------------------------------------------------------------------------ deploy_excludes
+def _pkg_repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    (repo / "src" / "vcloud" / "data").mkdir(parents=True)
+    (repo / "src" / "vcloud" / "data" / "__init__.py").write_text("")
+    (repo / "data" / "big").mkdir(parents=True)
+    (repo / "src" / "vcloud" / "__pycache__").mkdir()
+    return repo
+
+
+def test_deploy_excludes_fail_when_data_is_not_anchored(make_ctx, run_check, checks, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(checks["deploy_excludes"].module, "deploy_excludes", lambda repo: ["data", "__pycache__/"])
+    r = run_check("deploy_excludes", make_ctx(repo=_pkg_repo(tmp_path)))
+    assert r.status == "fail" and "src/vcloud/data/" in r.message and "--exclude=/data" in r.fix
+
+
+def test_deploy_excludes_pass_when_anchored(make_ctx, run_check, checks, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(checks["deploy_excludes"].module, "deploy_excludes", lambda repo: ["/data", "__pycache__/"])
+    assert run_check("deploy_excludes", make_ctx(repo=_pkg_repo(tmp_path))).status == "ok"
+    # the real make deploy command is read, and it excludes the top-level data folder one way or the other
+    found = checks["deploy_excludes"].module.deploy_excludes(make_ctx().repo)
+    assert {"data", "/data"} & {p.rstrip("/") for p in found}

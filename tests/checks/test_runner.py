@@ -20,7 +20,7 @@ EXPECTED = {"quota", "purge", "memory", "env_override", "internet", "proj_mismat
             "token_expiry", "file_extensions", "array", "training_lints", "manifest",
             # issue 11: the field guide's pitfalls
             "module_compute", "rocm_binds", "partition_rules", "project_space", "deps_changed", "tmpdir_space",
-            "raster_orientation", "billing", "node_availability", "gpu_env"}
+            "raster_orientation", "billing", "node_availability", "gpu_env", "deploy_excludes"}
 
 
 def test_every_check_module_is_well_formed() -> None:
