@@ -373,3 +373,10 @@ def test_deploy_excludes_pass_when_anchored(make_ctx, run_check, checks, tmp_pat
     # the real make deploy command is read, and it excludes the top-level data folder one way or the other
     found = checks["deploy_excludes"].module.deploy_excludes(make_ctx().repo)
     assert {"data", "/data"} & {p.rstrip("/") for p in found}
+
+
+def test_env_override_leaves_proj_data_to_proj_mismatch_on_apptainer_sites(make_ctx, run_check) -> None:
+    """sure2.md: on apptainer sites PROJ_DATA is set on purpose; only a plain venv should not carry one."""
+    env = {"PROJ_DATA": "/usr/local/lib/python3.12/dist-packages/rasterio/proj_data"}
+    assert run_check("env_override", make_ctx(site=BETZY, env=env)).status == "ok"
+    assert run_check("env_override", make_ctx(env=env)).status == "warn"
