@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from geohpc.preflight.context import PreflightContext, Result, fail, ok, warn
+from geohpc.preflight.site_facts import probe_answer
 
 NAME = "module_compute"
 DESCRIPTION = "job script or launch needing module/SING_IMAGE on compute nodes where module is broken (LUMI: no lua5.3)"
@@ -54,11 +55,10 @@ def rendered_needs(ctx: PreflightContext) -> list[str]:
 
 def module_works(ctx: PreflightContext) -> tuple[bool | None, str]:
     """(works?, why): the probe report's answer first, then what the guide says of the site."""
-    probe = (ctx.probe or {}).get("module")
-    if isinstance(probe, dict) and isinstance(probe.get("usable"), bool):
-        return probe["usable"], f"probe report: {probe.get('error') or ('module works' if probe['usable'] else 'module fails')}"
-    if isinstance(probe, bool):
-        return probe, "probe report"
+    answer = probe_answer(ctx.probe, "module")
+    if isinstance(answer.get("usable"), bool):
+        said = answer.get("detail") or answer.get("error") or ("module works" if answer["usable"] else "module fails")
+        return answer["usable"], f"probe report: {said}"
     site = ctx.site.get("SITE_NAME", "")
     if site in BROKEN_SITES:
         return False, BROKEN_SITES[site]

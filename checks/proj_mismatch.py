@@ -13,6 +13,7 @@ import sqlite3
 from pathlib import Path
 
 from geohpc.preflight.context import PreflightContext, Result, fail, ok, warn
+from geohpc.preflight.site_facts import probe_answer
 
 NAME = "proj_mismatch"
 DESCRIPTION = "PROJ_DATA unset in apptainer jobs; PROJ_DATA/PROJ_LIB proj.db layout vs rasterio's and pyproj's"
@@ -94,6 +95,12 @@ def check(ctx: PreflightContext) -> Result:
     env_vals.update({k: v for k, v in container_env(ctx).items() if k in ("PROJ_DATA", "PROJ_LIB")})
     set_vars = [(k, env_vals[k]) for k in ("PROJ_DATA", "PROJ_LIB") if env_vals.get(k)]
     from_container = (ctx.site.get("PROJ_DATA_FROM") or "").strip().lower() == "container"
+    wrong = [probe_answer(ctx.probe, q) for q in ("utm_rasterio", "utm_pyproj", "epsg_lookup")]
+    wrong = [a for a in wrong if a.get("ok") is False]
+    if wrong:  # the probe ran the known transform where the job runs: the silent bug, seen
+        return fail(f"probe on {(ctx.probe or {}).get('host', 'the node')}: {wrong[0].get('detail', 'wrong answer')} "
+                    f"({len(wrong)} of 3 PROJ answers wrong; sure2.md bug 1)",
+                    _container_fix(ctx) if container else "unset PROJ_DATA/PROJ_LIB in the job, rerun the probe")
     if not set_vars:
         if container and from_container:
             return ok("PROJ_DATA is set at job start from the container's rasterio proj_data (PROJ_DATA_FROM=container)")

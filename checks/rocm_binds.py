@@ -10,6 +10,7 @@ available" or libfabric/CXI errors (lumi.md).
 from __future__ import annotations
 
 from geohpc.preflight.context import PreflightContext, Result, fail, ok
+from geohpc.preflight.site_facts import probe_answer
 
 NAME = "rocm_binds"
 DESCRIPTION = "SINGULARITY_BIND of a ROCm GPU stage vs emb-lumi.md's list (/var/spool/slurmd, /opt/cray, libcxi, ...)"
@@ -43,4 +44,9 @@ def check(ctx: PreflightContext) -> Result:
                     "'RuntimeError: No HIP GPUs available' or libfabric/CXI errors",
                     f"CONTAINER_BIND={','.join(ROCM_BINDS)} in sites/{ctx.site.get('SITE_NAME', '?')}.env "
                     "(what singularity-AI-bindings binds, without --rocm)")
+    seen = probe_answer(ctx.probe, "gpus")
+    if seen.get("ok") is False:
+        return fail(f"the bind list is complete, but the probe saw {seen.get('visible')} of {seen.get('asked')} GPUs "
+                    f"({seen.get('detail', '')})", "rerun the probe with FOR=<stage> on the GPU partition; check "
+                    "--rocm is absent and the container is the LUMI PyTorch image")
     return ok(f"SINGULARITY_BIND covers the {len(ROCM_BINDS)} paths of the documented ROCm bind list")

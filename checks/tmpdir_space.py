@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 
 from geohpc.preflight.context import PreflightContext, Result, fail, ok, warn
+from geohpc.preflight.site_facts import probe_answer
 from geohpc.util import human_bytes as human
 
 NAME = "tmpdir_space"
@@ -22,10 +23,9 @@ ASSUMED_MIN_GB = 10.0
 
 def free_bytes(ctx: PreflightContext, path: str) -> tuple[int | None, str]:
     """(free bytes, where the number comes from) for the job's TMPDIR."""
-    probe = ctx.probe or {}
-    tmp = probe.get("tmpdir")
-    if isinstance(tmp, dict) and isinstance(tmp.get("free_bytes"), int):
-        return tmp["free_bytes"], f"probe report ({tmp.get('path', path)} on {probe.get('host', 'the node')})"
+    tmp = probe_answer(ctx.probe, "tmpdir")
+    if isinstance(tmp.get("free_bytes"), int):
+        return tmp["free_bytes"], f"probe report ({tmp.get('path', path)} on {(ctx.probe or {}).get('host', 'the node')})"
     node_local = path == "/tmp" or path.startswith(tuple(p + "/" for p in NODE_LOCAL)) or path in NODE_LOCAL
     if ctx.is_local or not node_local:
         try:

@@ -380,3 +380,22 @@ def test_env_override_leaves_proj_data_to_proj_mismatch_on_apptainer_sites(make_
     env = {"PROJ_DATA": "/usr/local/lib/python3.12/dist-packages/rasterio/proj_data"}
     assert run_check("env_override", make_ctx(site=BETZY, env=env)).status == "ok"
     assert run_check("env_override", make_ctx(env=env)).status == "warn"
+
+
+# ------------------------------------------------------------------------------------------ probe answers
+def test_checks_read_the_probe_answers(make_ctx, run_check) -> None:
+    """The probe report's ``answers`` (module, tmpdir, gpus, the PROJ transforms) feed the checks."""
+    answers = {"module": {"ok": True, "usable": False, "detail": "module on the host: no: module: command not found"},
+               "tmpdir": {"ok": False, "path": "/tmp", "free_bytes": 1_500_000_000},
+               "gpus": {"ok": False, "asked": 8, "visible": 0, "detail": "0 of 8 GPUs visible"},
+               "utm_rasterio": {"ok": False, "detail": "rasterio: lon/lat (10.75, 59.91) -> EPSG:32632 (0.0, 0.0)"}}
+    probe = {"host": "nid005001", "answers": answers}
+    r = run_check("module_compute", make_ctx(site={"SITE_NAME": "saga", "MODULES": "x/1"}, stage="cog", probe=probe))
+    assert r.status == "fail" and "command not found" in r.message
+    r = run_check("tmpdir_space", make_ctx(site={**BETZY, "JOB_TMPDIR": "/tmp", "MIN_TMP_GB": "10"}, probe=probe))
+    assert r.status == "fail" and "nid005001" in r.message
+    r = run_check("rocm_binds", make_ctx(site=LUMI, stage="fit", runtime="container", binds=ROCM_BINDS, probe=probe))
+    assert r.status == "fail" and "0 of 8" in r.message
+    r = run_check("proj_mismatch", make_ctx(site={**BETZY, "PROJ_DATA_FROM": "container"}, stage="fit",
+                                            runtime="container", probe=probe))
+    assert r.status == "fail" and "EPSG:32632" in r.message and "1 of 3 PROJ answers wrong" in r.message

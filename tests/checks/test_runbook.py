@@ -13,8 +13,9 @@ TOPICS = ["GradScaler", "BatchNorm", "GLIBC", "PROJ", "Quota", "SAS token", "Env
 def probe_fields() -> set[str]:
     """Top-level keys of the probe report (the dict ``collect()`` in preflight/probe.py returns)."""
     src = (REPO / "py" / "geohpc" / "preflight" / "probe.py").read_text()
-    body = src.split("def collect(", 1)[1].split("\ndef ", 1)[0]
-    return set(re.findall(r'^\s+"([a-z_]+)":', body, re.M))
+    bodies = [b.split("\ndef ", 1)[0] for b in re.split(r"\ndef _?collect\(", src)[1:]]
+    pairs = [m for b in bodies for m in re.findall(r'^\s+"([a-z_]+)":|report\["([a-z_]+)"\]\s*=', b, re.M)]
+    return {key or assigned for key, assigned in pairs}
 
 
 def entries() -> dict[str, dict[str, str]]:

@@ -266,12 +266,12 @@ def _fill_stage(ctx: PreflightContext, name: str, items: list[str] | None, site:
     thr = ctx.params.get("THROTTLE", "")
     ctx.resources.throttle = throttle if throttle is not None else (int(thr) if thr.isdigit() else None)
     ctx.launch = ctx.env.get("GEOHPC_LAUNCH") or spec.env.get("GEOHPC_LAUNCH", "")
-    ctx.job_env = dict(spec.env)
     bind = spec.env.get("SINGULARITY_BIND") or spec.env.get("APPTAINER_BIND")
     if bind and not (ctx.env.get("SINGULARITY_BIND") or ctx.env.get("APPTAINER_BIND")):
         ctx.binds = split_binds(bind)
     ctx.outputs = [sctx.out_dir]
     ctx.inputs = [ctx.work / "outputs" / a for a in stage.after]
+    ctx.job_env = dict(spec.env)
     for key, value in ctx.params.items():
         if value and key != "OUT_DIR" and (key.endswith("_DIR") or key in ("INPUT", "INPUTS", "ITEMS")):
             ctx.inputs.append(Path(value) if Path(value).is_absolute() else ctx.work / value)

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from geohpc.core.slurm import parse_time_limit
 
@@ -82,6 +83,16 @@ def node_range(text: str) -> tuple[int | None, int | None]:
 def hours(seconds: int) -> str:
     """``90000`` -> ``'25 h'`` (walltimes in messages)."""
     return f"{seconds / 3600:g} h"
+
+
+def probe_answer(probe: Mapping[str, Any] | None, name: str) -> dict[str, Any]:
+    """One answer of the probe report: ``report["answers"][name]`` (issue 11's probe), else ``report[name]``
+    when that is a dict; ``{}`` when the report does not have it."""
+    report = probe or {}
+    found = (report.get("answers") or {}).get(name)
+    if not isinstance(found, dict):
+        found = report.get(name)
+    return found if isinstance(found, dict) else {}
 
 
 # ------------------------------------------------------------------------------------------ commands
