@@ -74,7 +74,8 @@ def check(ctx: PreflightContext) -> Result:
     cost, unit = est
     left = _left(ctx, rule, account, unit)
     if isinstance(left, str):
-        return warn(f"submit costs up to {cost:,.0f} {unit}; {left}", f"run make preflight on {site}'s login node")
+        bound = "at least" if rule == "nris" else "up to"
+        return warn(f"submit costs {bound} {cost:,.0f} {unit}; {left}", f"run make preflight on {site}'s login node")
     remaining, allocated = left
     bound = " at least" if rule == "nris" else " up to"
     msg = f"submit costs{bound} {cost:,.0f} {unit} ({ctx.resources.gpus or ctx.resources.cpus or 1} " \

@@ -160,8 +160,6 @@ def test_seeded_pitfalls_fail_exactly_their_check(tmp_path) -> None:
                     CONTAINER_BIND=f"{ROCM_BINDS},{tmp_path},{sys.prefix}") == {"container"}
     assert _failing(tmp_path, {}, SITE_NAME="lumi", GPU_VENDOR="rocm", CONTAINER_RUNTIME="singularity",
                     PYTORCH_SIF="/c/pt.sif", CONTAINER_BIND=f"/pfs,/scratch,{tmp_path},{sys.prefix}") == {"rocm_binds"}
-    assert _failing(tmp_path, {}, stage="probe", params={"MEM": "4G"}, PARTITION_CPU="normal",
-                    PART_NORMAL="maxtime:4-00:00:00,mem:no,nodes:4-") == {"partition_rules"}
 
 
 def test_run_preflight_api_for_submit(tmp_path, monkeypatch) -> None:
