@@ -48,7 +48,7 @@ def check(ctx: PreflightContext) -> Result:
     if free is None:
         return warn(f"free space of TMPDIR {path} unknown: {source}",
                     f"make submit STAGE=probe SITE={site}, then rerun make preflight")
-    need = (minimum if minimum is not None else ASSUMED_MIN_GB) * 1e9
+    need = (minimum if minimum is not None else ASSUMED_MIN_GB) * 2**30  # GiB, as the probe reads MIN_TMP_GB
     msg = f"TMPDIR {path}: {human(free)} free ({source})"
     fix = (f"point JOB_TMPDIR in sites/{site}.env at a roomy place (/dev/shm for many small files, a work-space "
            "tmp/ folder for big ones), or lower MIN_TMP_GB if the stage needs little")
