@@ -54,6 +54,6 @@ def check(ctx: PreflightContext) -> Result:
            "tmp/ folder for big ones), or lower MIN_TMP_GB if the stage needs little")
     if free < need:
         if minimum is None:
-            return warn(msg + f", under {ASSUMED_MIN_GB:g} GB (MIN_TMP_GB unset: the minimum is unknown)", fix)
-        return fail(msg + f", under MIN_TMP_GB={given}: temp files fill it ('No space left on device')", fix)
+            return warn(msg + f", under {ASSUMED_MIN_GB:g} GiB (MIN_TMP_GB unset: the minimum is unknown)", fix)
+        return fail(msg + f", under MIN_TMP_GB={given} GiB: temp files fill it ('No space left on device')", fix)
     return ok(msg + (f", MIN_TMP_GB={given}" if minimum is not None else ""))
