@@ -66,9 +66,11 @@ def check(ctx: PreflightContext) -> Result:
     rocm_site = ctx.site.get("GPU_VENDOR") == "rocm" or ctx.site.get("SITE_NAME") == "lumi"
     flags = rocm_flags(ctx) if rocm_site else []
     if flags:
-        return fail(f"'--rocm' in the container call ({', '.join(flags[:3])}): on LUMI it binds a host ROCm that "
-                    "does not match the container's (HIP errors, hangs, or no GPU found)",
-                    "drop --rocm: the LUMI PyTorch containers ship their own ROCm")
+        return fail(f"'--rocm' in the container call ({', '.join(flags[:3])}): on LUMI it injects the host's libdrm "
+                    "(built for GLIBC 2.33; the PyTorch container has 2.31): '/lib/x86_64-linux-gnu/libdrm.so.2: "
+                    "version `GLIBC_2.33' not found' before any Python runs",
+                    "drop --rocm: the LUMI PyTorch containers ship their own ROCm; bind emb-lumi.md's list instead "
+                    "(check rocm_binds)")
     home = ctx.env.get("HOME", "")
     binds = ctx.binds + ([home] if home else [])  # singularity/apptainer bind $HOME by default
     missing = [p for p in needed_paths(ctx) if not _covered(p, binds)]

@@ -48,7 +48,10 @@ def check(ctx: PreflightContext) -> Result:
         first = clashes[0].split("=", 1)[0]
         return fail(f"{len(clashes)} shell variable(s) shadow site values: {'; '.join(clashes)}",
                     f"unset {first} (check ~/.bashrc), or pass {first}=... on the make line to override on purpose")
-    data = [f"{k}={ctx.env[k]!r} (the venv's wheels bring their own)" for k in DATA_VARS if ctx.env.get(k)]
+    # apptainer jobs SET PROJ_DATA/GDAL_DATA to the container's rasterio data (sure2.md): proj_mismatch judges them
+    judged = ("PROJ_DATA", "PROJ_LIB", "GDAL_DATA") if ctx.site.get("CONTAINER_RUNTIME") == "apptainer" else ()
+    data = [f"{k}={ctx.env[k]!r} (the venv's wheels bring their own)" for k in DATA_VARS
+            if ctx.env.get(k) and k not in judged]
     if data:
         first = data[0].split("=", 1)[0]
         return warn(f"{'; '.join(data)}", f"unset {first} unless you know it matches rasterio/pyproj (see check proj_mismatch)")

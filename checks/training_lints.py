@@ -7,7 +7,7 @@ from geohpc.preflight.training_lints import lint_paths, python_files
 
 NAME = "training_lints"
 DESCRIPTION = ("static scan of training code: GradScaler+bf16, EMA buffers, DDP 'module.' keys, BatchNorm "
-               "batch<8, CatBoost predict_proba argmax labels")
+               "batch<8, CatBoost predict_proba argmax labels, len() of a WebLoader, DDP model in validation")
 STAGES = ("train", "fit", "classify", "predict")
 FIXES = {
     "gradscaler-bf16": "drop GradScaler under bf16 (use it only for float16: GradScaler(enabled=dtype == torch.float16))",
@@ -16,6 +16,8 @@ FIXES = {
     "ddp-state-dict": "save the unwrapped model: model.module.state_dict() (torch.compile: model._orig_mod)",
     "batchnorm-small-batch": "nn.SyncBatchNorm.convert_sync_batchnorm(model) before DDP, or GroupNorm, or a batch >= 8",
     "catboost-labels": "map indices through the model: model.classes_[proba.argmax(axis=1)] (or use model.predict)",
+    "webdataset-len": "IterableDatasets have no len(): steps_per_epoch = train_samples // batch_size",
+    "ddp-validate": "validate the unwrapped model: raw = model.module if hasattr(model, 'module') else model",
 }
 
 

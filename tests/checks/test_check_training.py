@@ -141,3 +141,42 @@ def test_compiled_model_state_dict_warns(make_ctx, run_check, tmp_path) -> None:
     _write(tmp_path, "import torch\nmodel = torch.compile(model)\ntorch.save(model.state_dict(), 'm.pt')\n")
     res = run_check("training_lints", make_ctx(train_paths=[tmp_path]))
     assert res.status == "warn" and "_orig_mod." in res.message
+
+
+# ---------------------------------------------------------------- issue 11: emb-errors.md's WebDataset and DDP bugs
+WDS_BUG = """
+import webdataset as wds
+train_loader = wds.WebLoader(wds.WebDataset("shards-{000..031}.tar"), batch_size=None, num_workers=4)
+steps_per_epoch = len(train_loader)
+"""
+WDS_FIXED = """
+import webdataset as wds
+train_loader = wds.WebLoader(wds.WebDataset("shards-{000..031}.tar"), batch_size=None, num_workers=4)
+steps_per_epoch = 50000 // 32
+"""
+DDP_VAL_BUG = """
+from torch.nn.parallel import DistributedDataParallel as DDP
+model = DDP(net)
+metrics = validate(model, val_loader)
+"""
+DDP_VAL_FIXED = """
+from torch.nn.parallel import DistributedDataParallel as DDP
+model = DDP(net)
+raw = model.module if hasattr(model, "module") else model
+metrics = validate(raw, val_loader)
+"""
+
+
+@pytest.mark.parametrize("rule,bug,fixed,severity", [
+    ("webdataset-len", WDS_BUG, WDS_FIXED, "fail"),
+    ("ddp-validate", DDP_VAL_BUG, DDP_VAL_FIXED, "warn"),
+])
+def test_guide_training_rules(tmp_path, make_ctx, run_check, rule, bug, fixed, severity) -> None:
+    bad, good = tmp_path / "bad.py", tmp_path / "good.py"
+    bad.write_text(bug)
+    good.write_text(fixed)
+    found = lint_paths([bad])
+    assert [(f.rule, f.severity) for f in found] == [(rule, severity)]
+    assert lint_paths([good]) == []
+    r = run_check("training_lints", make_ctx(stage="fit", train_paths=[bad]))
+    assert r.status == severity and f"[{rule}]" in r.message

@@ -10,11 +10,20 @@ TOPICS = ["GradScaler", "BatchNorm", "GLIBC", "PROJ", "Quota", "SAS token", "Env
           "Download timeouts", "File extension", "CatBoost", "Purge", "MaxArraySize", "OOM", "--rocm"]
 
 
+def probe_fields() -> set[str]:
+    """Top-level keys of the probe report (the dict ``collect()`` in preflight/probe.py returns)."""
+    src = (REPO / "py" / "geohpc" / "preflight" / "probe.py").read_text()
+    bodies = [b.split("\ndef ", 1)[0] for b in re.split(r"\ndef _?collect\(", src)[1:]]
+    pairs = [m for b in bodies for m in re.findall(r'^\s+"([a-z_]+)":|report\["([a-z_]+)"\]\s*=', b, re.M)]
+    return {key or assigned for key, assigned in pairs}
+
+
 def entries() -> dict[str, dict[str, str]]:
+    """Entries of every ``## Known errors...`` section (the original one and the field guide's)."""
     text = (REPO / "RUNBOOK.md").read_text()
-    errors = text.split("\n## Known errors", 1)[1].split("\n## ", 1)[0]
+    sections = [s for s in re.split(r"\n## ", text) if s.startswith("Known errors")]
     out: dict[str, dict[str, str]] = {}
-    for block in re.split(r"\n### ", errors)[1:]:
+    for block in [b for sec in sections for b in re.split(r"\n### ", sec)[1:]]:
         title, _, body = block.partition("\n")
         fields = {}
         for m in re.finditer(r"^- \*\*(Symptom|Cause|Fix|Check):\*\*\s*(.+?)(?=^- \*\*|\Z)", body, re.M | re.S):
@@ -30,13 +39,38 @@ def test_every_entry_is_complete_and_names_an_existing_check() -> None:
         assert m and m.group(1) == p.stem, p
         existing[p.stem] = p
     found = entries()
+    probe = probe_fields()
+    assert {"gpus", "glibc", "env"} <= probe
     assert len(found) >= 14
     for title, fields in found.items():
         assert set(fields) == {"Symptom", "Cause", "Fix", "Check"}, title
-        names = re.findall(r"`([a-z_]+)`", fields["Check"])
+        names = re.findall(r"`([a-z_]+(?::[a-z_]+)?)`", fields["Check"])
         assert names, f"{title}: Check names no check"
         for name in names:
-            assert name in existing, f"{title}: check {name!r} is not in checks/"
+            if name.startswith("probe:"):
+                assert name.split(":", 1)[1] in probe, f"{title}: {name!r} is not a field of the probe report"
+            else:
+                assert name in existing, f"{title}: check {name!r} is not in checks/"
+
+
+GUIDE_TOPICS = ["lua5.3", "No HIP GPUs available", "libfabric", "~40 GB", "WandB", "standard-g",
+                "vcloud.data", "GLIBC_2.33", "EPSG:5070", "No module named 'src'", "Disk quota exceeded",
+                "--mem", "--nodes", "devel", "/tmp", "cpu_count", "down or drained", "billing", "WebLoader",
+                "val_loss=NaN", "DDP", "NCCL", "bottom-up", "module purge", "PyTorch module"]
+
+
+def test_the_field_guide_errors_are_covered() -> None:
+    """Every error the guide's chapters list has an entry (sure2.md's ten bugs live in their own section)."""
+    text = " | ".join(f"{t} {f.get('Symptom', '')}" for t, f in entries().items())
+    missing = [t for t in GUIDE_TOPICS if t.lower() not in text.lower()]
+    assert not missing, missing
+
+
+def test_proj_entry_says_set_it_in_containers() -> None:
+    proj = next(f for t, f in entries().items() if t.startswith("PROJ"))
+    assert "PROJ_DATA_FROM=container" in proj["Fix"] and "silently wrong" in proj["Symptom"]
+    rocm = next(f for t, f in entries().items() if "--rocm" in t)
+    assert "libdrm.so.2: version `GLIBC_2.33' not found" in rocm["Symptom"]
 
 
 def test_the_fourteen_known_errors_are_covered() -> None:

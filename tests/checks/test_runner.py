@@ -14,8 +14,13 @@ from geohpc.preflight.runner import blocking, format_table, load_checks, main, r
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures"
+ROCM_BINDS = ("/var/spool/slurmd,/opt/cray,/usr/lib64/libcxi.so.1,/usr/lib64/libjansson.so.4,/pfs,/scratch,"
+              "/projappl,/project,/flash,/appl")
 EXPECTED = {"quota", "purge", "memory", "env_override", "internet", "proj_mismatch", "glibc", "container",
-            "token_expiry", "file_extensions", "array", "training_lints", "manifest"}
+            "token_expiry", "file_extensions", "array", "training_lints", "manifest",
+            # issue 11: the field guide's pitfalls
+            "module_compute", "rocm_binds", "partition_rules", "project_space", "deps_changed", "tmpdir_space",
+            "raster_orientation", "billing", "node_availability", "gpu_env", "deploy_excludes"}
 
 
 def test_every_check_module_is_well_formed() -> None:
@@ -152,7 +157,9 @@ def test_seeded_pitfalls_fail_exactly_their_check(tmp_path) -> None:
     assert _failing(tmp_path, {}, stage="probe", params={"MEM_ESTIMATE": "3G"}) == {"memory"}
     assert _failing(tmp_path, {"GEOHPC_LAUNCH": "singularity exec --rocm /c/pt.sif python3"}, SITE_NAME="lumi",
                     GPU_VENDOR="rocm", CONTAINER_RUNTIME="singularity", PYTORCH_SIF="/c/pt.sif",
-                    CONTAINER_BIND=f"{tmp_path},{sys.prefix}") == {"container"}
+                    CONTAINER_BIND=f"{ROCM_BINDS},{tmp_path},{sys.prefix}") == {"container"}
+    assert _failing(tmp_path, {}, SITE_NAME="lumi", GPU_VENDOR="rocm", CONTAINER_RUNTIME="singularity",
+                    PYTORCH_SIF="/c/pt.sif", CONTAINER_BIND=f"/pfs,/scratch,{tmp_path},{sys.prefix}") == {"rocm_binds"}
 
 
 def test_run_preflight_api_for_submit(tmp_path, monkeypatch) -> None:

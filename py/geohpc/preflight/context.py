@@ -68,6 +68,7 @@ class PreflightContext:
     output_bytes: list[int] | None = None  # planned bytes of each pending item's output
     resources: Resources = field(default_factory=Resources)
     launch: str = ""  # GEOHPC_LAUNCH: venv python, or "singularity exec ... python3"
+    job_env: dict[str, str] = field(default_factory=dict)  # the rendered job.env (spec.env) the tasks source
     binds: list[str] = field(default_factory=list)
     runtime: str = "venv"
     downloads: bool = False
@@ -270,6 +271,7 @@ def _fill_stage(ctx: PreflightContext, name: str, items: list[str] | None, site:
         ctx.binds = split_binds(bind)
     ctx.outputs = [sctx.out_dir]
     ctx.inputs = [ctx.work / "outputs" / a for a in stage.after]
+    ctx.job_env = dict(spec.env)
     for key, value in ctx.params.items():
         if value and key != "OUT_DIR" and (key.endswith("_DIR") or key in ("INPUT", "INPUTS", "ITEMS")):
             ctx.inputs.append(Path(value) if Path(value).is_absolute() else ctx.work / value)

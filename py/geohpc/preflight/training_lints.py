@@ -14,6 +14,10 @@ Rules (each from a bug that cost real GPU hours):
 - ``catboost-labels``: ``argmax`` over ``predict_proba(...)`` in a file that never reads ``classes_``:
   the argmax is a column index, not the class label (CatBoost orders classes its own way, and labels
   such as crop codes 1, 5, 33 are not 0..K-1).
+- ``webdataset-len``: ``len()`` of a WebDataset loader: an IterableDataset has no length
+  (``TypeError: object of type 'WebLoader' has no len()``, emb-errors.md); estimate steps from a sample count.
+- ``ddp-validate``: a ``DistributedDataParallel`` model passed to a validate/evaluate call: its hooks
+  interfere with no-grad validation (emb-errors.md); pass ``model.module``.
 """
 
 from __future__ import annotations
@@ -217,9 +221,44 @@ def _catboost_labels(path: Path, tree: ast.AST) -> list[Finding]:
     return out
 
 
+def _wrapped_ddp(tree: ast.AST) -> set[str]:
+    return {ast.unparse(t) for n in ast.walk(tree) if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+            and _name(n.value.func) in ("DistributedDataParallel", "DDP") for t in n.targets}
+
+
+def _webdataset(path: Path, tree: ast.AST) -> list[Finding]:
+    uses = any((isinstance(n, ast.Import) and any(a.name.split(".")[0] == "webdataset" for a in n.names))
+               or (isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "webdataset")
+               for n in ast.walk(tree))
+    if not uses:
+        return []
+    loaders = {ast.unparse(t) for n in ast.walk(tree) if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+               and _name(n.value.func) in ("WebLoader", "WebDataset", "DataPipeline") for t in n.targets}
+    out = []
+    for call in _calls(tree):
+        if _name(call.func) == "len" and call.args:
+            arg = ast.unparse(call.args[0])
+            if arg in loaders or "loader" in arg.lower():
+                out.append(Finding(path, call.lineno, "webdataset-len", "fail",
+                                   f"len({arg}) on a WebDataset loader: TypeError: object of type 'WebLoader' has no len()"))
+    return out
+
+
+def _ddp_validate(path: Path, tree: ast.AST) -> list[Finding]:
+    wrapped = _wrapped_ddp(tree)
+    out = []
+    for call in _calls(tree):
+        if _name(call.func).lower().startswith(("validat", "evaluat")) and call.args \
+                and ast.unparse(call.args[0]) in wrapped:
+            out.append(Finding(path, call.lineno, "ddp-validate", "warn",
+                               f"the DDP-wrapped {ast.unparse(call.args[0])} goes to {_name(call.func)}()"))
+    return out
+
+
 def lint_tree(path: Path, tree: ast.AST) -> list[Finding]:
     """All rule hits in one parsed file (the batch-norm rule is project-wide, see :func:`lint_paths`)."""
-    return _gradscaler(path, tree) + _ema(path, tree) + _ddp(path, tree) + _catboost_labels(path, tree)
+    return (_gradscaler(path, tree) + _ema(path, tree) + _ddp(path, tree) + _catboost_labels(path, tree)
+            + _webdataset(path, tree) + _ddp_validate(path, tree))
 
 
 def python_files(paths: Iterable[Path]) -> list[Path]:
