@@ -25,9 +25,11 @@ def deps_folders(ctx: PreflightContext) -> list[Path]:
     raw = [ctx.site.get("DEPS_DIR", "")]
     raw += ctx.site.get("CONTAINER_PYTHONPATH", "").replace(",", ":").split(":")
     raw += ctx.env.get("PYTHONPATH", "").split(":")
-    repo = str(ctx.repo.resolve())
-    out = [Path(p) for p in dict.fromkeys(r.strip() for r in raw) if p and p.startswith("/") and not p.startswith(repo)]
-    return out
+    # the checkout itself and its py/ (PYTHONPATH=<repo>/py in containers) are code, not a deps folder;
+    # a deps folder that happens to live under the checkout is still watched
+    own = {ctx.repo.resolve(), (ctx.repo / "py").resolve()}
+    return [Path(p) for p in dict.fromkeys(r.strip() for r in raw)
+            if p and p.startswith("/") and Path(p).resolve() not in own]
 
 
 def last_change(folder: Path) -> float:
