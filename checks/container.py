@@ -85,11 +85,13 @@ def check(ctx: PreflightContext) -> Result:
                     "'No such file or directory' inside the container",
                     f"add {','.join(tops)} to CONTAINER_BIND in sites/{ctx.site.get('SITE_NAME', '?')}.env")
     needs = _container_needs(ctx.stage)
-    if needs and not ctx.site.get("CONTAINER_PYTHONPATH"):
+    has_deps = any(ctx.site.get(k) for k in ("CONTAINER_PYTHONPATH", "DEPS_DIR", "DEPS_ROOT"))
+    if needs and not has_deps and ctx.site.get("PYTORCH_SIF") != ctx.site.get("CPU_SIF"):
         return fail(f"stage {ctx.stage} imports {needs} inside the PyTorch container, which has no GDAL: "
                     f"'{needs} is not importable in this runtime'",
-                    "set CONTAINER_PYTHONPATH to a deps venv made with the container's python (RUNBOOK: deps venv)")
-    if not ctx.site.get("PYTORCH_SIF") and not ctx.site.get("PYTORCH_MODULES"):
+                    "set DEPS_ROOT (make site-setup installs a deps folder with the container's python), or "
+                    "CONTAINER_PYTHONPATH to one (RUNBOOK: deps venv)")
+    if not ctx.site.get("PYTORCH_SIF"):
         return warn(f"site {ctx.site.get('SITE_NAME', '?')} uses {runtime} but PYTORCH_SIF is empty",
                     "set PYTORCH_SIF=/path/to/pytorch.sif in the site file")
     return ok(f"{var} covers the {len(needed_paths(ctx))} paths the stage touches")

@@ -12,17 +12,18 @@ import os
 from datetime import datetime
 from pathlib import Path
 
+from geohpc.core.runtime import deps_dir
 from geohpc.preflight.context import PreflightContext, Result, fail, ok, warn
 from geohpc.preflight.site_facts import CommandUnavailable, command_output, parse_squeue_starts
 
 NAME = "deps_changed"
-DESCRIPTION = "DEPS_DIR / CONTAINER_PYTHONPATH / PYTHONPATH folders modified after a running job started (squeue)"
+DESCRIPTION = "DEPS_DIR (or DEPS_ROOT/current) / CONTAINER_PYTHONPATH / PYTHONPATH folders modified after a running job started (squeue)"
 STAGES = "all"
 
 
 def deps_folders(ctx: PreflightContext) -> list[Path]:
     """The deps folders jobs import from: DEPS_DIR, CONTAINER_PYTHONPATH and PYTHONPATH entries outside the repo."""
-    raw = [ctx.site.get("DEPS_DIR", "")]
+    raw = [deps_dir(ctx.site)]
     raw += ctx.site.get("CONTAINER_PYTHONPATH", "").replace(",", ":").split(":")
     raw += ctx.env.get("PYTHONPATH", "").split(":")
     # the checkout itself and its py/ (PYTHONPATH=<repo>/py in containers) are code, not a deps folder;

@@ -31,29 +31,51 @@ manifest_item() {
   printf '%s\n' "$line"
 }
 
+# MODULES (rarely needed: every stage runs in the site's venv or container) load after a purge; a job
+# that needs them on a node without 'module' stops here (LUMI compute nodes: lua5.3 missing).
 load_modules() {
   local mods=() mod
-  [[ -n "${GEOHPC_MODULES:-}" ]] || return 0
-  IFS=',' read -r -a mods <<< "$GEOHPC_MODULES"
-  if ! command -v module >/dev/null 2>&1; then
-    echo "geohpc job: no 'module' command here; skipping modules ${GEOHPC_MODULES}" >&2
-    return 0
-  fi
+  [[ -n "${GEOHPC_MODULES:-${MODULES:-}}" ]] || return 0
+  IFS=',' read -r -a mods <<< "${GEOHPC_MODULES:-${MODULES:-}}"
+  command -v module >/dev/null 2>&1 || die "MODULES=${mods[*]} but 'module' does not work on this node: leave MODULES empty and run the stage in the site's container (CPU_SIF/PYTORCH_SIF)"
+  module purge
   for mod in "${mods[@]}"; do
     module load "$mod"
   done
   module list 2>&1 || true
 }
 
+# The site's GPU_ENV (job.env): %u and %j become the user and the job id; MIOpen caches are made per job.
+gpu_env_start() {
+  local name value
+  [[ -n "${GEOHPC_GPU_ENV:-}" ]] || return 0
+  for name in ${GEOHPC_GPU_ENV//,/ }; do
+    value="${!name//%u/${USER:-geohpc}}"
+    value="${value//%j/${SLURM_JOB_ID:-$$}}"
+    export "${name}=${value}"
+    [[ "$name" != MIOPEN_* || "$value" != /* ]] || mkdir -p "$value"
+    echo "== ${name}=${value}"
+  done
+}
+
 job_start() {
   require_env GEOHPC_REPO GEOHPC_STAGE GEOHPC_LAUNCH
   echo "== geohpc ${GEOHPC_STAGE} job ${SLURM_ARRAY_JOB_ID:-${SLURM_JOB_ID:-?}}_${SLURM_ARRAY_TASK_ID:-0} on $(hostname) at $(date -Is)"
   echo "== restart count ${SLURM_RESTART_COUNT:-0}, cpus ${SLURM_CPUS_PER_TASK:-?}, launch: ${GEOHPC_LAUNCH}"
+  echo "== runtime: ${GEOHPC_RUNTIME:-?}"
   cd "$GEOHPC_REPO" || die "cannot cd to $GEOHPC_REPO"
   load_modules
-  # container stages may add a deps venv built with the container's python (rasterio for predict)
-  export PYTHONPATH="${GEOHPC_REPO}/py${GEOHPC_CONTAINER_PYTHONPATH:+:${GEOHPC_CONTAINER_PYTHONPATH}}${PYTHONPATH:+:${PYTHONPATH}}"
+  export PYTHONPATH="${GEOHPC_REPO}/py${GEOHPC_DEPS:+:${GEOHPC_DEPS}}${GEOHPC_CONTAINER_PYTHONPATH:+:${GEOHPC_CONTAINER_PYTHONPATH}}${PYTHONPATH:+:${PYTHONPATH}}"
   export PYTHONUNBUFFERED=1
+  if [[ -n "${JOB_TMPDIR:-}" ]]; then  # the site's tmp on the right filesystem (Betzy's /tmp is 1.5 GB)
+    export TMPDIR="${JOB_TMPDIR}/geohpc-${SLURM_JOB_ID:-$$}" CPL_TMPDIR="${JOB_TMPDIR}/geohpc-${SLURM_JOB_ID:-$$}"
+    mkdir -p "$TMPDIR"
+  fi
+  gpu_env_start
+  # a GPU stage on a GPU site that sees fewer devices than it asked stops now, never runs on CPU
+  if (( ${GEOHPC_GPUS:-0} > 0 )) && [[ "${GPU_VENDOR:-none}" == cuda || "${GPU_VENDOR:-none}" == rocm ]]; then
+    run_py gpu-check --expect "$GEOHPC_GPUS"
+  fi
 }
 
 # the run's job environment (site values, GEOHPC_* paths), written by make submit
@@ -66,13 +88,15 @@ fi
 # run_py COMMAND ARGS...: python -m geohpc COMMAND through the launcher chosen at submit time (venv or container).
 # run_py -m MODULE ARGS... runs another module (torch.distributed.run for fit).
 run_py() {
-  local launch=() extra=()
+  local launch=() extra=() pass=() name
   read -r -a launch <<< "$GEOHPC_LAUNCH"
-  local i
-  for i in "${!launch[@]}"; do
-    # LUMI: the PyTorch container path comes from 'module load pytorch/...' as SING_IMAGE
-    [[ "${launch[$i]}" != "@SIF@" ]] || launch[i]="${PYTORCH_SIF:-${SING_IMAGE:?no SING_IMAGE: load the PyTorch module (PYTORCH_MODULES)}}"
-  done
+  if [[ "${GEOHPC_ISOLATED:-}" == 1 ]]; then
+    # --containall --cleanenv: the job-time variables reach the container only when passed one by one
+    for name in $(compgen -e | grep -E '^(SLURM_|GEOHPC_|OMP_NUM_THREADS$|TMPDIR$|CPL_TMPDIR$|PYTHONUNBUFFERED$)') ${GEOHPC_GPU_ENV//,/ }; do
+      pass+=(--env "${name}=${!name}")
+    done
+    launch=("${launch[@]:0:${#launch[@]}-2}" "${pass[@]}" "${launch[@]: -2}")
+  fi
   [[ -z "${GEOHPC_ARGS:-}" ]] || read -r -a extra <<< "$GEOHPC_ARGS"
   # signed URLs and tokens never reach the job log
   local argv=(-m geohpc "$@")

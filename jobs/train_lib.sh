@@ -23,7 +23,8 @@ train_nproc() {
   fi
 }
 
-# gpu_runtime_env NPROC: thread counts per rank; on ROCm a job-local MIOpen cache and the Slingshot NICs.
+# gpu_runtime_env NPROC: thread counts per rank. The GPU settings (allocator, MIOpen cache, RCCL/NCCL,
+# wandb) are the site's GPU_ENV, exported by job_start for every GPU job: one place per site.
 gpu_runtime_env() {
   local nproc="$1" cpus
   cpus="$(nproc)"  # the CPUs this process may really use (the local executor does not pin)
@@ -31,14 +32,6 @@ gpu_runtime_env() {
     cpus="$SLURM_CPUS_PER_TASK"
   fi
   export OMP_NUM_THREADS=$(( cpus / nproc > 0 ? cpus / nproc : 1 ))
-  if [[ "${GPU_VENDOR:-none}" == rocm ]]; then
-    # MIOpen's kernel database must not be shared between concurrent jobs (lock errors, corrupt caches)
-    export MIOPEN_USER_DB_PATH="/tmp/${USER:-geohpc}-miopen-${SLURM_JOB_ID:-$$}"
-    export MIOPEN_CUSTOM_CACHE_DIR="$MIOPEN_USER_DB_PATH"
-    mkdir -p "$MIOPEN_USER_DB_PATH"
-    # RCCL over the Slingshot interfaces (needed once a run spans nodes; harmless on one)
-    export NCCL_SOCKET_IFNAME=hsn
-  fi
   echo "== ranks ${nproc}, OMP_NUM_THREADS=${OMP_NUM_THREADS}, GPU_VENDOR=${GPU_VENDOR:-none}" \
     "${MIOPEN_USER_DB_PATH:+MIOPEN_USER_DB_PATH=${MIOPEN_USER_DB_PATH}} ${NCCL_SOCKET_IFNAME:+NCCL_SOCKET_IFNAME=${NCCL_SOCKET_IFNAME}}"
 }

@@ -8,7 +8,10 @@ the PyTorch container (numpy and torch only) never imports rasterio, and ``--hel
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 import sys
+from pathlib import Path
 from typing import NamedTuple
 
 
@@ -32,6 +35,7 @@ COMMANDS: dict[str, Command] = {
     "site": Command(GROUPS[0], "geohpc.core.site", "a site's resolved values and where each came from"),
     # stages: one a plan in geohpc/plans, same name as jobs/<stage>.sbatch
     "probe": Command(GROUPS[1], "geohpc.preflight.probe", "JSON report of what a job really gets"),
+    "gpu-check": Command(GROUPS[2], "geohpc.preflight.gpus", "exit 2 when torch sees fewer GPUs than the job asked"),
     "cog": Command(GROUPS[1], "geohpc.products.cog.cli", "GeoTIFF -> validated Cloud Optimized GeoTIFF"),
     "mosaic": Command(GROUPS[1], "geohpc.products.mosaic", "many COGs -> one VRT from headers (+ one COG)"),
     "tiles": Command(GROUPS[1], "geohpc.products.tiles.cli", "raster -> XYZ tiles, PMTiles and a viewer"),
@@ -77,6 +81,24 @@ def lookup(name: str) -> Command | None:
     return COMMANDS.get(name.replace("_", "-"))
 
 
+def proj_from_rasterio() -> None:
+    """``PROJ_DATA_FROM=container`` sites: point PROJ_DATA and GDAL_DATA at this runtime's own rasterio.
+
+    The node's old proj.db makes transforms silently wrong (sure2.md bug 1); the users' fix is to set
+    PROJ_DATA to the container's rasterio proj_data. Done before any module imports rasterio or pyproj,
+    without importing rasterio (``find_spec`` only locates the package).
+    """
+    if os.environ.get("GEOHPC_PROJ_FROM_RASTERIO") != "1":
+        return
+    spec = importlib.util.find_spec("rasterio")
+    if spec is None or not spec.origin:
+        return
+    pkg = Path(spec.origin).parent
+    for var, sub in (("PROJ_DATA", "proj_data"), ("GDAL_DATA", "gdal_data")):
+        if (pkg / sub).is_dir():
+            os.environ[var] = str(pkg / sub)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch ``argv[0]`` to its module's ``main(argv[1:])``."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -89,5 +111,6 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     sys.argv[0] = f"geohpc {args[0]}"
+    proj_from_rasterio()
     module = importlib.import_module(cmd.module)
     return int(module.main(args[1:]) or 0)

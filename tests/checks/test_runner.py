@@ -107,6 +107,7 @@ def _site(tmp_path: Path, **over: str) -> Path:
     scratch.mkdir(exist_ok=True)
     values = {"SITE_NAME": "saga", "ACCOUNT": "nn0000k", "SCRATCH": str(scratch),
               "PROJECT_DIR": str(tmp_path / "project"), "VENV": sys.prefix, "CONTAINER_RUNTIME": "none",
+              "REMOTE_DIR": str(tmp_path / "checkout"),
               "INTERNET": "no", "PURGE_DAYS": "21", "MAX_ARRAY_SIZE": "1001", "MAX_JOBS": "400",
               "QUOTA_CMD": "df", "GPU_VENDOR": "none"}
     values.update({k: v for k, v in over.items() if not k.startswith("_")})

@@ -62,39 +62,81 @@ def test_missing_and_blank_manifest(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "blank.txt:2: blank manifest line" in proc.stderr
 
 
+LUMI_SIF = "/appl/local/containers/sif-images/lumi-pytorch-rocm-6.2.4-python-3.12-pytorch-v2.7.1.sif"
+
+
 def test_lumi_dry_run_rendering() -> None:
     proc = make("submit", "STAGE=probe", "SITE=lumi", "DRY_RUN=1", "GPUS=8")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     sb = next(line for line in out.splitlines() if line.strip().startswith("sbatch "))
-    assert "--account=project_465002500" in sb and "--partition=standard-g" in sb
+    # small-g, the users' working partition, takes a one-node 8-GCD job (emb-lumi.md); standard-g is not chosen
+    assert "--account=project_465002500" in sb and "--partition=small-g" in sb
     assert "--gpus-per-node=8" in sb and "--array=0-1%200" in sb
     assert "--chdir=/scratch/project_465002500/romcrop/geohpc" in sb
-    assert "GEOHPC_LAUNCH='singularity exec @SIF@ python3'" in out
-    assert "SINGULARITY_BIND=/pfs,/scratch,/projappl,/project,/flash" in out
-    assert "GEOHPC_MODULES=pytorch/2.7" in out
+    # the container is fixed at submit time: no module, no @SIF@ placeholder, no --rocm
+    assert f"GEOHPC_LAUNCH='singularity exec {LUMI_SIF} python3'" in out
+    assert ("SINGULARITY_BIND=/var/spool/slurmd,/opt/cray,/usr/lib64/libcxi.so.1,/usr/lib64/libjansson.so.4,"
+            "/pfs,/scratch,/projappl,/project,/flash,/appl") in out
+    assert "GEOHPC_MODULES" not in out and "module load" not in out and "@SIF@" not in out
     assert "--rocm" not in out
+    assert "PYTORCH_HIP_ALLOC_CONF=expandable_segments:True" in out and "WANDB_MODE=disabled" in out
+    assert "MIOPEN_USER_DB_PATH=/tmp/%u-miopen-cache-%j" in out and "NCCL_SOCKET_IFNAME=hsn" in out
     assert "DRY_RUN=1  (command line)" in out
     assert "ACCOUNT=project_465002500  (site file)" in out
+
+
+def test_lumi_multi_node_job_goes_to_standard_g_and_says_why(tmp_path: Path) -> None:
+    proc = make("submit", "STAGE=probe", "SITE=lumi", "DRY_RUN=1", "PARTITION_GPU=dev-x,standard-g", "GPUS=8",
+                "PART_DEV_X=maxtime:00:05:00")
+    assert proc.returncode == 0, proc.stderr
+    sb = next(line for line in proc.stdout.splitlines() if line.strip().startswith("sbatch "))
+    assert "--partition=standard-g" in sb  # the probe's 10 minutes do not fit dev-x's 5
+    assert "first of PARTITION_GPU=dev-x,standard-g whose rules fit" in proc.stdout
 
 
 def test_saga_and_betzy_dry_run_rendering() -> None:
     saga = make("submit", "STAGE=probe", "SITE=saga", "DRY_RUN=1", "PYTORCH_SIF=/cluster/sif/torch.sif").stdout
     assert "--account=nn12037k" in saga and "--gpus-per-node" not in saga
-    assert "GEOHPC_LAUNCH='apptainer exec /cluster/sif/torch.sif python3'" in saga
-    assert "APPTAINER_BIND=/cluster" in saga
+    # sure2.md's apptainer exec line: project bound, PYTHONPATH with the deps folder, its --env set
+    assert ("GEOHPC_LAUNCH='apptainer exec --bind /cluster --env PYTHONPATH=/cluster/work/users/digifarm/sure/v1/"
+            "geohpc/py:/cluster/work/users/digifarm/sure/v1/geohpc-deps/current --env AWS_NO_SIGN_REQUEST=YES "
+            "--env GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR /cluster/sif/torch.sif python3'") in saga
+    assert "GEOHPC_PROJ_FROM_RASTERIO=1" in saga
     assert "PYTORCH_SIF=/cluster/sif/torch.sif  (command line)" in saga
     betzy = make("submit", "STAGE=probe", "SITE=betzy", "DRY_RUN=1", "GPUS=4", "ACCOUNT=nn9999k",
                  "SCRATCH=/cluster/work/users/me", "PYTORCH_SIF=/cluster/sif/t.sif").stdout
-    assert "--account=nn9999k" in betzy and "--gpus-per-node=4" in betzy
-    assert "apptainer exec --nv /cluster/sif/t.sif python3" in betzy
+    assert "--account=nn9999k" in betzy and "--gpus-per-node=4" in betzy and "--partition=accel" in betzy
+    assert "apptainer exec --nv --bind /cluster --env PYTHONPATH=" in betzy and "/cluster/sif/t.sif python3" in betzy
 
 
-def test_betzy_real_submit_refuses_unknown_account(tmp_path: Path) -> None:
-    proc = make("submit", "STAGE=probe", "SITE=betzy", f"OUT_DIR={tmp_path}")
+def test_betzy_normal_partition_refuses_mem_and_one_node(tmp_path: Path) -> None:
+    proc = make("submit", "STAGE=probe", "SITE=betzy", "PARTITION_CPU=normal", "FOR=stack", f"OUT_DIR={tmp_path}")
     assert proc.returncode == 2
-    assert "is empty in betzy.env: pass" in proc.stderr
-    assert not list(tmp_path.iterdir())
+    assert "partition normal takes no --mem" in proc.stderr and "below partition normal's minimum of 4" in proc.stderr
+    ours = [line for line in proc.stderr.splitlines() if not line.startswith("make")]
+    assert len(ours) == 1 and not list(tmp_path.iterdir())
+
+
+def test_a_site_value_a_stage_needs_is_refused_by_name(tmp_path: Path) -> None:
+    proc = make("submit", "STAGE=fit", "SITE=saga", "DRY_RUN=1", "GPUS=1")
+    assert proc.returncode == 2 and "PYTORCH_SIF is empty in sites/saga.env" in proc.stderr
+    proc = make("submit", "STAGE=probe", "FOR=infer", "SITE=saga", "DRY_RUN=1", "PYTORCH_SIF=/c/t.sif")
+    assert proc.returncode == 2 and "GPUS_PER_NODE is empty in sites/saga.env" in proc.stderr
+    proc = make("submit", "STAGE=probe", "SITE=betzy", "DRY_RUN=1", "REMOTE_DIR=")
+    assert proc.returncode == 2 and "REMOTE_DIR is empty in sites/betzy.env" in proc.stderr
+
+
+def test_walltime_over_the_partition_limit_is_capped_or_refused(tmp_path: Path) -> None:
+    # the probe's script asks 10 minutes; a partition allowing 5: the script's default is capped, and said
+    capped = make("submit", "STAGE=probe", "SITE=saga", "DRY_RUN=1", "QOS=devel", "PART_NORMAL=maxtime:00:05:00",
+                  "PYTORCH_SIF=/c/t.sif")
+    assert capped.returncode == 0, capped.stderr
+    assert "--qos=devel" in capped.stdout and "--time=00:05:00" in capped.stdout
+    assert "adjusted: --time capped at partition normal's limit 00:05:00" in capped.stdout
+    asked = make("submit", "STAGE=probe", "SITE=saga", "DRY_RUN=1", "QOS=devel", "TIME=03:00:00",
+                 "PYTORCH_SIF=/c/t.sif")
+    assert asked.returncode == 2 and "--time 3 h is over QOS devel's 02:00:00" in asked.stderr
 
 
 def test_secrets_are_redacted_and_stray_shell_params_ignored() -> None:
@@ -109,10 +151,15 @@ def test_secrets_are_redacted_and_stray_shell_params_ignored() -> None:
     assert "--mem=2G" not in proc.stdout
 
 
-def test_container_stage_that_reads_rasters_needs_a_deps_path() -> None:
+def test_container_stages_import_the_deps_folder_fixed_at_submit(tmp_path: Path) -> None:
     base = ["submit", "STAGE=predict", "SITE=lumi", "DRY_RUN=1", "EMBEDDINGS=x.tif", "MODEL=m.pt"]
     plain = make(*base)
-    assert "predict needs rasterio inside the PyTorch container" in plain.stdout
-    deps = make(*base, "CONTAINER_PYTHONPATH=/projappl/p/deps/site-packages")
-    assert "GEOHPC_CONTAINER_PYTHONPATH=/projappl/p/deps/site-packages" in deps.stdout
-    assert "needs rasterio" not in deps.stdout
+    assert plain.returncode == 0, plain.stderr
+    assert "GEOHPC_DEPS=/projappl/project_465002500/venvs/geohpc-deps/current" in plain.stdout
+    root = tmp_path / "deps"
+    (root / "v3").mkdir(parents=True)
+    (root / "current").symlink_to(root / "v3")
+    pinned = make(*base, f"DEPS_ROOT={root}", "CONTAINER_PYTHONPATH=/projappl/p/extra")
+    assert f"GEOHPC_DEPS={root / 'v3'}" in pinned.stdout  # the versioned folder, not the moving link
+    assert "GEOHPC_CONTAINER_PYTHONPATH=/projappl/p/extra" in pinned.stdout
+

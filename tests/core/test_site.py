@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from geohpc.core.site import REQUIRED_KEYS, load_site, parse_env_file, parse_makeflags, site_names
+from geohpc.core.site import REQUIRED_KEYS, SITES_DIR, load_site, parse_env_file, parse_makeflags, site_names
 from geohpc.errors import ConfigError
 
 
@@ -20,7 +20,7 @@ def test_real_sites_load_with_known_values(clean_env: None) -> None:
     assert {"local", "lumi", "saga", "betzy"} <= set(site_names())
     lumi = load_site("lumi", cli={}, env={})
     assert lumi.get("ACCOUNT") == "project_465002500"
-    assert lumi.get("PARTITION_GPU") == "standard-g"
+    assert lumi.get("PARTITION_GPU") == "small-g,standard-g"  # small-g first (lumi.md error 7, emb-lumi.md)
     assert lumi.int("GPUS_PER_NODE") == 8
     assert lumi.get("REMOTE") == "lumi2"
     assert "--rocm" not in lumi.get("CONTAINER_BIND")
@@ -29,7 +29,16 @@ def test_real_sites_load_with_known_values(clean_env: None) -> None:
     assert saga.int("MAX_ARRAY_SIZE") == 1000
     betzy = load_site("betzy", cli={}, env={})
     assert betzy.get("GPU_VENDOR") == "cuda" and betzy.int("GPUS_PER_NODE") == 4
-    assert betzy.get("ACCOUNT") == ""  # unknown stays empty, never invented
+    assert betzy.get("ACCOUNT") == "nn12037k" and betzy.get("PARTITION_CPU") == "preproc"
+    assert betzy.get("PART_NORMAL").startswith("maxtime:4-00:00:00,mem:no,nodes:4-")
+    assert saga.get("GPUS_PER_NODE") == "" and saga.get("PYTORCH_SIF") == ""  # unknown stays empty, never invented
+
+
+def test_every_site_file_line_names_its_source_chapter() -> None:
+    """Each non-local site file says which field-guide chapters its values come from."""
+    for name in ("lumi", "saga", "betzy"):
+        head = (SITES_DIR / f"{name}.env").read_text().split("SITE_NAME", 1)[0]
+        assert ".md" in head, name
 
 
 def test_precedence_and_sources(tmp_path: Path) -> None:

@@ -23,12 +23,13 @@ def make(*args: str) -> str:
 
 
 def job_view(out: str, slurm_gpus: str = "") -> dict[str, str]:
-    """Source the rendered job.env lines, then ask train_lib.sh what the fit job would launch."""
+    """Source the rendered job.env lines, export the site's GPU_ENV as job_start does, then ask
+    train_lib.sh what the fit job would launch."""
     exports = "\n".join(line.strip() for line in out.splitlines() if line.startswith("  export "))
     script = (f"{exports}\nexport SLURM_JOB_ID=123 SLURM_CPUS_PER_TASK=56 USER=me {slurm_gpus}\n"
               "nproc() { echo 64; }\n"  # a 64-core GPU node (the job caps threads at the CPUs it can use)
-              f'source "{REPO}/jobs/train_lib.sh"\n'
-              'n="$(train_nproc)"; gpu_runtime_env "$n" >/dev/null; rmdir "${MIOPEN_USER_DB_PATH:-/nonexistent}" 2>/dev/null\n'
+              f'source "{REPO}/jobs/lib.sh"; source "{REPO}/jobs/train_lib.sh"\n'
+              'gpu_env_start >/dev/null; n="$(train_nproc)"; gpu_runtime_env "$n" >/dev/null; rmdir "${MIOPEN_USER_DB_PATH:-/nonexistent}" 2>/dev/null\n'
               'echo "nproc=$n"; echo "ifname=${NCCL_SOCKET_IFNAME:-}"; echo "miopen=${MIOPEN_USER_DB_PATH:-}"\n'
               'echo "omp=$OMP_NUM_THREADS"; echo "launch=$GEOHPC_LAUNCH"')
     res = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
@@ -52,22 +53,25 @@ def test_fit_script_directives() -> None:
 def test_lumi_fit_rendering() -> None:
     out = make("submit", "STAGE=fit", "SITE=lumi", "DRY_RUN=1", "EPOCHS=40")
     sb = sbatch_line(out)
-    assert "--partition=standard-g" in sb and "--gpus-per-node=8" in sb and sb.endswith("jobs/fit.sbatch")
+    assert "--partition=small-g" in sb and "--gpus-per-node=8" in sb and sb.endswith("jobs/fit.sbatch")
     assert "--rocm" not in out
-    assert "GEOHPC_LAUNCH='singularity exec @SIF@ python3'" in out
-    assert "SINGULARITY_BIND=/pfs,/scratch,/projappl,/project,/flash" in out
+    assert "GEOHPC_LAUNCH='singularity exec /appl/local/containers/sif-images/lumi-pytorch-rocm-6.2.4-python-3.12-" \
+           "pytorch-v2.7.1.sif python3'" in out
+    assert "SINGULARITY_BIND=/var/spool/slurmd,/opt/cray," in out
     assert "export EPOCHS=40" in out
+    # fit asks 128G of a node: within small-g's 480G, so not capped
+    assert "--mem" not in sb
     v = job_view(out)
     assert v["nproc"] == "8" and v["omp"] == "7"
-    assert v["ifname"] == "hsn" and v["miopen"] == "/tmp/me-miopen-123"
+    assert v["ifname"] == "hsn" and v["miopen"] == "/tmp/me-miopen-cache-123"
 
 
 def test_betzy_fit_rendering() -> None:
     out = make("submit", "STAGE=fit", "SITE=betzy", "DRY_RUN=1", "ACCOUNT=nn9999k",
                "SCRATCH=/cluster/work/users/me", "PYTORCH_SIF=/cluster/sif/t.sif")
     sb = sbatch_line(out)
-    assert "--account=nn9999k" in sb and "--gpus-per-node=4" in sb
-    assert "apptainer exec --nv /cluster/sif/t.sif python3" in out and "APPTAINER_BIND=/cluster" in out
+    assert "--account=nn9999k" in sb and "--gpus-per-node=4" in sb and "--partition=accel" in sb
+    assert "apptainer exec --nv --bind /cluster --env PYTHONPATH=" in out and "/cluster/sif/t.sif python3" in out
     v = job_view(out)
     assert v["nproc"] == "4" and v["omp"] == "14" and v["ifname"] == "" and v["miopen"] == ""
     # GPUS=2 on the make line: Slurm sets SLURM_GPUS_ON_NODE=2 and torchrun follows it

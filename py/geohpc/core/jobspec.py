@@ -14,13 +14,21 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from geohpc.core.partitions import (
+    node_caps,
+    partition_facts,
+    pick_partition,
+    qos_facts,
+    rule_problems,
+    time_s,
+)
+from geohpc.core.runtime import Launch, deps_dir, gpu_env, launch_for, proj_env, resolve_path  # noqa: F401
 from geohpc.core.site import Site
 from geohpc.core.slurm import parse_mem_request, parse_time_limit
 from geohpc.core.stages import Stage, StageContext, job_values
 from geohpc.errors import ConfigError
 from geohpc.util import REPO
 
-SIF_PLACEHOLDER = "@SIF@"  # replaced in jobs/lib.sh by $SING_IMAGE after the PyTorch module is loaded
 TIME_RE = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^\d+$")
 MEM_RE = re.compile(r"^\d+[KMGT]?$")
 JOB_ID_RE = re.compile(r"^\d+(_\d+)?$")
@@ -28,45 +36,20 @@ JOB_ID_RE = re.compile(r"^\d+(_\d+)?$")
 CONTROL_PARAMS = {"DRY_RUN", "FORCE", "ITEMS", "AFTER", "THROTTLE", "MEM", "TIME", "CPUS", "RERUN", "GPUS", "ARGS"}
 
 
-def resolve_path(repo: Path, value: str) -> str:
-    """A site path: relative values are taken from the repo (local site), absolute kept."""
-    if not value:
-        return ""
-    p = Path(value)
-    return str(p if p.is_absolute() else (repo / p).resolve())
-
-
-def launcher(site: Site, stage: Stage, repo: Path, gpus: int = 0) -> tuple[str, list[str]]:
-    """The python launcher for the stage (venv python or a container call) and warnings about it."""
-    warnings: list[str] = []
-    venv = resolve_path(repo, site.get("VENV"))
-    venv_python = f"{venv}/bin/python" if venv else "python3"
-    runtime = site.get("CONTAINER_RUNTIME", "none")
-    if stage.runtime != "container" or runtime == "none":
-        return venv_python, warnings
-    sif = site.get("PYTORCH_SIF")
-    if not sif:
-        if site.get("PYTORCH_MODULES"):
-            sif = SIF_PLACEHOLDER
-        else:
-            warnings.append(f"PYTORCH_SIF is empty in {site.path.name}: pass PYTORCH_SIF=/path/to/pytorch.sif")
-            sif = "<PYTORCH_SIF>"
-    call = [runtime, "exec"]
-    if site.get("GPU_VENDOR") == "cuda" and gpus:
-        call.append("--nv")  # LUMI (rocm) deliberately gets no --rocm: it breaks with several ROCm versions
-    return " ".join([*call, sif, "python3"]), warnings
-
-
 def job_env(
-    site: Site, stage: Stage, repo: Path, run_dir: Path, params: Mapping[str, str], out_dir: Path, work: Path
-) -> tuple[dict[str, str], list[str]]:
+    site: Site, stage: Stage, repo: Path, run_dir: Path, params: Mapping[str, str], out_dir: Path, work: Path,
+    gpus: int = 0,
+) -> tuple[dict[str, str], Launch]:
     """The variables every task of the run sees (written to ``job.env``, sourced by jobs/lib.sh)."""
-    launch, warnings = launcher(site, stage, repo, gpus_for(site, stage, params))
+    launch = launch_for(site, stage, repo, params, gpus)
     env: dict[str, str] = {k: v for k, v in site.values.items() if v}
     env.update({k: v for k, v in params.items() if v and k.isupper() and k not in CONTROL_PARAMS})
     # the stage's parameters as the job sees them: declared defaults filled in, paths absolute
     env.update(job_values(stage, StageContext(stage=stage.name, site=site.values, params=params, repo=repo, work=work)))
-    container = stage.runtime == "container" and site.get("CONTAINER_RUNTIME", "none") != "none"
+    env.update(launch.env)
+    env.update(gpu_env(site, gpus))
+    env.update(proj_env(site))
+    deps = deps_dir(site)
     env.update(
         {
             "GEOHPC_REPO": str(repo),
@@ -76,24 +59,18 @@ def job_env(
             "GEOHPC_MANIFEST": str(run_dir / "manifest.txt"),
             "GEOHPC_OUT": str(out_dir),
             "GEOHPC_WORK": str(work),
-            "GEOHPC_LAUNCH": launch,
-            "GEOHPC_MODULES": site.get("PYTORCH_MODULES") if container else site.get("MODULES"),
+            "GEOHPC_LAUNCH": " ".join(launch.argv),
+            "GEOHPC_RUNTIME": launch.provided_by,
+            "GEOHPC_GPUS": str(gpus),  # the one GPU count: jobs read it where Slurm sets no SLURM_GPUS_ON_NODE
         }
     )
+    if deps:
+        env["GEOHPC_DEPS"] = deps
+    if site.get("CONTAINER_PYTHONPATH"):
+        env["GEOHPC_CONTAINER_PYTHONPATH"] = site.get("CONTAINER_PYTHONPATH").replace(",", ":")
     if params.get("ARGS"):
         env["GEOHPC_ARGS"] = params["ARGS"]
-    if container and site.get("CONTAINER_PYTHONPATH"):
-        env["GEOHPC_CONTAINER_PYTHONPATH"] = site.get("CONTAINER_PYTHONPATH").replace(",", ":")
-    elif container and stage.extra.get("container_needs"):
-        warnings.append(
-            f"stage {stage.name} needs {stage.extra['container_needs']} inside the PyTorch container: set "
-            "CONTAINER_PYTHONPATH=<site-packages of a deps venv made with the container's python> (RUNBOOK: deps venv)"
-        )
-    if container:
-        bind = site.get("CONTAINER_BIND")
-        if bind:
-            env["SINGULARITY_BIND" if site.get("CONTAINER_RUNTIME") == "singularity" else "APPTAINER_BIND"] = bind
-    return env, warnings
+    return env, launch
 
 
 def env_file_text(env: Mapping[str, str]) -> str:
@@ -114,10 +91,12 @@ class Resources:
     chunked: bool = True  # make submit splits arrays above MAX_ARRAY_SIZE
     partition: str = ""
     account: str = ""
+    nodes: int | None = None
+    qos: str = ""
 
 
 # sbatch options a spec may carry, in the order they are rendered around --array/--chdir/--export
-OPTIONS_BEFORE = ("account", "partition", "gpus-per-node")
+OPTIONS_BEFORE = ("account", "partition", "qos", "gpus-per-node")
 OPTIONS_AFTER = ("cpus-per-task", "mem", "time")
 
 
@@ -137,6 +116,7 @@ class JobSpec:
     directives: dict[str, str]  # the script's #SBATCH lines at render time
     env: dict[str, str]  # job.env
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what render adjusted, and why (printed by submit)
 
     @property
     def resources(self) -> Resources:
@@ -152,6 +132,8 @@ class JobSpec:
             gpus=int(gpus) if gpus.isdigit() else None,
             partition=merged.get("partition", ""),
             account=merged.get("account", ""),
+            nodes=int(merged["nodes"]) if merged.get("nodes", "").isdigit() else None,
+            qos=merged.get("qos", ""),
         )
 
     def command(self, env_file: Path | str, array: str, after: list[str] | None = None, offset: int = 0) -> list[str]:
@@ -172,11 +154,12 @@ class JobSpec:
     def with_overrides(self, params: Mapping[str, str]) -> tuple[JobSpec, list[str]]:
         """This spec with make-line MEM/TIME/CPUS/ACCOUNT/PARTITION_* applied; and what changed, as lines."""
         options = dict(self.options)
-        for key, opt in (("MEM", "mem"), ("TIME", "time"), ("CPUS", "cpus-per-task"), ("ACCOUNT", "account")):
+        for key, opt in (("MEM", "mem"), ("TIME", "time"), ("CPUS", "cpus-per-task"), ("ACCOUNT", "account"),
+                         ("QOS", "qos")):
             if params.get(key):
                 options[opt] = _checked(key, params[key])
         gpu = bool(options.get("gpus-per-node"))
-        part = params.get("PARTITION_GPU" if gpu else "PARTITION_CPU", "")
+        part = params.get("PARTITION_GPU" if gpu else "PARTITION_CPU", "").split(",")[0]
         if part:
             options["partition"] = part
         changed = [f"{k}: {self.options.get(k, '(script)')} -> {v}" for k, v in options.items()
@@ -191,7 +174,7 @@ class JobSpec:
     def from_json(cls, d: Mapping[str, object]) -> JobSpec:
         """Inverse of :meth:`to_json`."""
         return cls(**{k: d[k] for k in ("stage", "site", "script", "chdir", "options", "directives", "env")},
-                   warnings=list(d.get("warnings", [])))  # type: ignore[arg-type]
+                   warnings=list(d.get("warnings", [])), notes=list(d.get("notes", [])))  # type: ignore[arg-type]
 
 
 def _checked(key: str, value: str) -> str:
@@ -211,31 +194,90 @@ def render(
     """Render ``stage`` for ``site``: the one :class:`JobSpec` that submit, resubmit and preflight use.
 
     ``repo`` is the checkout the job sees (the remote one for a remote dry run); the job script's
-    ``#SBATCH`` lines are read from this checkout.
+    ``#SBATCH`` lines are read from this checkout. A value the stage needs and the site lacks is a
+    :class:`ConfigError` naming the key (never a silent fallback to this machine's paths).
     """
-    env, warnings = job_env(site, stage, repo, run_dir, params, out_dir, work)
+    if site.name != "local" and not site.get("REMOTE_DIR"):
+        raise ConfigError(f"REMOTE_DIR is empty in sites/{site.name}.env: the job's --chdir would be this "
+                          "checkout; give REMOTE_DIR=<the deployed checkout on the site>")
+    stage = effective_stage(stage, params)
+    gpus = gpus_for(site, stage, params)
+    env, launch = job_env(site, stage, repo, run_dir, params, out_dir, work, gpus)
     directives = sbatch_directives(repo_script(repo, stage))
     options: dict[str, str] = {}
     if site.get("ACCOUNT"):
         options["account"] = site.get("ACCOUNT")
-    gpus = gpus_for(site, stage, params)
-    partition = site.get("PARTITION_GPU" if gpus else "PARTITION_CPU")
-    if partition:
-        options["partition"] = partition
     if gpus:
         options["gpus-per-node"] = str(gpus)
-    env["GEOHPC_GPUS"] = str(gpus)  # the one GPU count: jobs read it where Slurm does not set SLURM_GPUS_ON_NODE
-    # a stage asking for more CPUs or memory than the site's nodes have would pend forever (PartitionConfig)
-    want, cap = directives.get("cpus-per-task", ""), node_cpus(site)
-    if want.isdigit() and cap and int(want) > cap:
-        options["cpus-per-task"] = str(cap)
-    want_mem, cap_mem = directives.get("mem", ""), node_mem_mb(site)
-    if want_mem and cap_mem and parse_mem_request(want_mem) >> 20 > cap_mem:
-        options["mem"] = f"{cap_mem}M"
     spec = JobSpec(stage=stage.name, site=site.name, script=str(repo / "jobs" / f"{stage.name}.sbatch"),
-                   chdir=str(repo), options=options, directives=directives, env=env, warnings=warnings)
-    spec, _ = spec.with_overrides({k: params[k] for k in ("MEM", "TIME", "CPUS") if params.get(k)})
+                   chdir=str(repo), options=options, directives=directives, env=env, warnings=[])
+    asked = {k: params[k] for k in ("MEM", "TIME", "CPUS") if params.get(k)}
+    if params.get("QOS") or site.get("QOS"):
+        asked["QOS"] = params.get("QOS") or site.get("QOS")
+    spec, _ = spec.with_overrides(asked)
+    res = spec.resources
+    partition, why = pick_partition(site.values, bool(gpus), nodes=res.nodes or 1, time=res.time_s,
+                                    gpus=gpus, mem=res.mem_bytes is not None)
+    if partition:
+        spec.options["partition"] = partition
+    if why:
+        spec.env["GEOHPC_PARTITION_WHY"] = why
+    spec = apply_rules(spec, site, params)
+    _cap_to_node(spec, site)
     return spec
+
+
+def effective_stage(stage: Stage, params: Mapping[str, str]) -> Stage:
+    """``make submit STAGE=probe FOR=infer``: the probe runs where infer runs (its runtime, GPUs, extras)."""
+    target = params.get("FOR", "")
+    if stage.name != "probe" or not target:
+        return stage
+    from dataclasses import replace as _replace
+
+    from geohpc.core.stages import get_stage
+
+    other = get_stage(target)
+    return _replace(stage, gpu=other.gpu, runtime=other.runtime, extra={**other.extra, **stage.extra})
+
+
+def apply_rules(spec: JobSpec, site: Site, params: Mapping[str, str]) -> JobSpec:
+    """Adjust or refuse a request that breaks its partition's or QOS's rules (``PART_*``, ``QOS_*``).
+
+    A walltime that comes from the job script and is over the limit is capped to the limit (said in the
+    spec's notes); anything the user asked on the make line, ``--mem`` on a no-mem partition, or a node
+    count outside the range is refused with one line.
+    """
+    res = spec.resources
+    for where, facts in ((f"partition {res.partition}", partition_facts(site.values, res.partition)),
+                         (f"QOS {res.qos}", qos_facts(site.values, res.qos) if res.qos else None)):
+        if not facts:
+            continue
+        limit = time_s(facts.get("maxtime", ""))
+        if limit and res.time_s and res.time_s > limit and not params.get("TIME"):
+            spec.options["time"] = facts["maxtime"]
+            spec.notes.append(f"--time capped at {where}'s limit {facts['maxtime']} (the script asks "
+                              f"{spec.directives.get('time')}; TIME= on the make line to choose)")
+            res = spec.resources
+        broken = rule_problems(where, facts, nodes=res.nodes or 1, time=res.time_s, gpus=res.gpus or 0,
+                               mem=res.mem_bytes is not None)
+        if broken:
+            raise ConfigError(f"{'; '.join(broken)} (sites/{site.name}.env PART_/QOS_ facts): ask what it allows, "
+                              "or another partition (PARTITION_CPU=/PARTITION_GPU= on the make line)")
+    return spec
+
+
+def _cap_to_node(spec: JobSpec, site: Site) -> None:
+    """A stage asking more CPUs or memory than the partition's nodes have would pend forever (PartitionConfig)."""
+    part_cpus, part_mem = node_caps(site.values, spec.resources.partition)
+    cap, cap_mem = part_cpus or node_cpus(site), part_mem or node_mem_mb(site)
+    merged = {**spec.directives, **spec.options}
+    want, want_mem = merged.get("cpus-per-task", ""), merged.get("mem", "")
+    if want.isdigit() and cap and int(want) > cap:
+        spec.options["cpus-per-task"] = str(cap)
+        spec.notes.append(f"--cpus-per-task {want} capped at the node's {cap}")
+    if want_mem and want_mem != "0" and cap_mem and parse_mem_request(want_mem) >> 20 > cap_mem:
+        spec.options["mem"] = f"{cap_mem}M"
+        spec.notes.append(f"--mem {want_mem} capped at the node's {cap_mem}M")
 
 
 def repo_script(repo: Path, stage: Stage) -> Path:
@@ -260,17 +302,28 @@ def node_cpus(site: Site) -> int:
 
 
 def gpus_for(site: Site, stage: Stage, params: Mapping[str, str]) -> int:
-    """GPUs a node for this stage: GPUS= on the make line, else all of the node's for a GPU stage."""
+    """GPUs a node for this stage: GPUS= on the make line, else all of the node's for a GPU stage.
+
+    A GPU stage on a GPU site whose GPUS_PER_NODE is unknown needs GPUS= (never a silent 0: the stage
+    would run on CPU).
+    """
     given = params.get("GPUS", "")
+    known = site.get("GPUS_PER_NODE") != ""
+    per_node = site.int("GPUS_PER_NODE")
     if given:
         if not given.isdigit():
             raise ConfigError(f"GPUS={given!r} is not a number of GPUs per node")
-        if int(given) > site.int("GPUS_PER_NODE"):
-            raise ConfigError(f"GPUS={given} but {site.path.name} has GPUS_PER_NODE={site.int('GPUS_PER_NODE')}")
+        if known and int(given) > per_node:
+            raise ConfigError(f"GPUS={given} but {site.path.name} has GPUS_PER_NODE={per_node}")
         return int(given)
-    if stage.gpu and stage.extra.get("gpus_per_node"):  # e.g. predict: one GPU a task, not the whole node
-        return min(int(stage.extra["gpus_per_node"]), site.int("GPUS_PER_NODE"))
-    return site.int("GPUS_PER_NODE") if stage.gpu else 0
+    if not stage.gpu:
+        return 0
+    if not known and site.get("GPU_VENDOR") in ("cuda", "rocm"):
+        raise ConfigError(f"GPUS_PER_NODE is empty in sites/{site.name}.env: stage {stage.name} needs GPUs; "
+                          "give GPUS=<n> on the make line")
+    if stage.extra.get("gpus_per_node"):  # e.g. predict: one GPU a task, not the whole node
+        return min(int(stage.extra["gpus_per_node"]), per_node)
+    return per_node
 
 
 def sbatch_directives(script: Path) -> dict[str, str]:

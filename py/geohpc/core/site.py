@@ -25,7 +25,12 @@ REQUIRED_KEYS = (
     "PROJECT_DIR VENV PYTORCH_SIF CONTAINER_RUNTIME CONTAINER_BIND MODULES INTERNET PURGE_DAYS "
     "MAX_ARRAY_SIZE MAX_JOBS QUOTA_CMD GDAL_CLI"
 ).split()
-OPTIONAL_KEYS = ("FLASH_PURGE_DAYS", "PYTORCH_MODULES", "MAX_WALLTIME", "CPUS_PER_NODE", "MEM_PER_NODE", "EXECUTOR", "CONTAINER_PYTHONPATH")
+# keys a site file may have, and that the make line may give even where the site file has none
+OPTIONAL_KEYS = (
+    "FLASH_PURGE_DAYS PYTORCH_MODULES MAX_WALLTIME CPUS_PER_NODE MEM_PER_NODE EXECUTOR CONTAINER_PYTHONPATH "
+    "CPU_SIF CONTAINER_ENV PROJ_DATA_FROM GPU_ENV DEPS_DIR DEPS_ROOT DEPS_REQUIREMENTS IMAGE_SOURCE MODELS_DIR "
+    "LOG_DIR JOB_TMPDIR MIN_TMP_GB PROJECT_SPACE RESCUE_DIR LINKS SSH_CONTROL BILLING ALLOC_CMD QOS"
+).split()
 CHOICES = {
     "GPU_VENDOR": {"cuda", "rocm", "none"},
     "CONTAINER_RUNTIME": {"singularity", "apptainer", "none"},
@@ -33,6 +38,9 @@ CHOICES = {
     "GDAL_CLI": {"yes", "no"},
     "QUOTA_CMD": {"lumi-quota", "dusage", "lfs", "df"},
     "EXECUTOR": {"auto", "slurm", "local"},
+    "PROJ_DATA_FROM": {"container"},
+    "BILLING": {"lumi", "nris"},
+    "SSH_CONTROL": {"yes", "no"},
 }
 INTEGER_KEYS = ("GPUS_PER_NODE", "PURGE_DAYS", "FLASH_PURGE_DAYS", "MAX_ARRAY_SIZE", "MAX_JOBS", "CPUS_PER_NODE")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -177,7 +185,7 @@ def load_site(
         else:
             values[key], sources[key] = "", SRC_UNSET
     for key, value in cli.items():  # optional keys given only on the command line
-        if key in OPTIONAL_KEYS and key not in values:
+        if (key in OPTIONAL_KEYS or key.startswith(("PART_", "QOS_"))) and key not in values:
             values[key], sources[key] = value, SRC_CLI
     _check_values(path, values, sources)
     return Site(name=name, path=path, values=values, sources=sources, shadowed=shadowed, file_values=dict(raw),

@@ -167,9 +167,8 @@ def print_dry_run(spec: JobSpec, commands: list[list[str]], site: Site, out: Tex
     print(f"DRY_RUN: {len(commands)} array(s), nothing submitted. sbatch command line(s):", file=out)
     for cmd in commands:
         print("  " + redact(shlex.join(cmd)), file=out)
-    launch = spec.env["GEOHPC_LAUNCH"]
-    print(f"python launcher: {launch}" + (" (@SIF@ = $SING_IMAGE after module load " + site.get("PYTORCH_MODULES")
-                                          + ")" if "@SIF@" in launch else ""), file=out)
+    print(f"python launcher: {redact(spec.env['GEOHPC_LAUNCH'])}", file=out)
+    print(f"runtime: {spec.env.get('GEOHPC_RUNTIME', '')}", file=out)
     print("job environment (job.env):", file=out)
     print("".join("  " + redact(line) for line in env_file_text(spec.env).splitlines(True)), end="", file=out)
 
@@ -203,6 +202,10 @@ def submit(
         chunk.command = spec.command(run.env_file, chunk.array_spec(thr), after, chunk.offset)
     for problem in problems:
         print(f"  warning: {problem}", file=out)
+    if spec.env.get("GEOHPC_PARTITION_WHY"):
+        print(f"  partition {spec.options.get('partition')}: {spec.env['GEOHPC_PARTITION_WHY']}", file=out)
+    for note in spec.notes:
+        print(f"  adjusted: {note}", file=out)
     if plan.dry_run:
         print_dry_run(spec, [c.command for c in chunks], site, out)
         return None

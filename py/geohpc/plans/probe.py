@@ -1,4 +1,4 @@
-"""probe: a JSON report of what a job really gets (host, CPUs, memory, GPUs, Python, GDAL, PROJ)."""
+"""probe: a JSON report of what a job really gets, in the runtime of stage FOR (or the PyTorch container)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from geohpc.core.stages import Stage, StageContext
 
 def _manifest(ctx: StageContext) -> list[str]:
     n = int(ctx.param("N"))
-    return [f"probe-{i:04d}" for i in range(n)]
+    target = ctx.param("FOR")
+    return [f"probe-{target + '-' if target else ''}{i:04d}" for i in range(n)]
 
 
 def _output(item: str, ctx: StageContext) -> Path:
@@ -18,10 +19,10 @@ def _output(item: str, ctx: StageContext) -> Path:
 
 STAGE = Stage(
     name="probe",
-    summary="report the job environment (CPUs, memory, GPUs, Python, GDAL/PROJ) as JSON",
+    summary="report the job environment (CPUs, memory, GPUs, PROJ, glibc, module, TMPDIR) as JSON",
     build_manifest=_manifest,
     output_for=_output,
-    # the container is where GPUs and torch are seen; on a site without one this is the venv
+    # RERUN=1 probes again; FOR=<stage> runs it where that stage runs (runtime, GPUs, partition); else the PyTorch container
     runtime="container",
-    defaults={"N": "2"},
+    defaults={"N": "2", "FOR": ""},
 )

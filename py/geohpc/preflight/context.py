@@ -158,16 +158,27 @@ def sbatch_resources(script: Path, params: Mapping[str, str]) -> Resources:
     return res
 
 
-def read_probe(work: Path, params: Mapping[str, str]) -> dict[str, Any] | None:
-    """The probe stage's report (``<SCRATCH>/outputs/probe/probe-0000.json`` or PROBE_REPORT=)."""
-    path = Path(params.get("PROBE_REPORT") or work / "outputs" / "probe" / "probe-0000.json")
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+def read_probe(work: Path, params: Mapping[str, str], stage: str | None = None) -> dict[str, Any] | None:
+    """The site's last probe report: PROBE_REPORT=, else the newest ``<SCRATCH>/outputs/probe/*.json``,
+    preferring one probed for ``stage`` (``make submit STAGE=probe FOR=<stage>``)."""
+    if params.get("PROBE_REPORT"):
+        paths = [Path(params["PROBE_REPORT"])]
+    else:
+        folder = work / "outputs" / "probe"
+        paths = sorted(folder.glob("probe-*.json"), key=lambda p: p.stat().st_mtime, reverse=True) \
+            if folder.is_dir() else []
+    reports = []
+    for path in paths:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            reports.append(data)
+    for data in reports:
+        if stage and data.get("for") == stage:
+            return data
+    return reports[0] if reports else None
 
 
 def split_binds(text: str) -> list[str]:
@@ -212,7 +223,7 @@ def build_context(
     resolved.setdefault("SITE_NAME", Path(site_name).stem if site_name.endswith(".env") else site_name)
     ctx = PreflightContext(site=resolved, stage=stage, site_file=site_file, make_line=make_line,
                            params=params, env=env, repo=repo)
-    ctx.probe = read_probe(ctx.work, params)
+    ctx.probe = read_probe(ctx.work, params, stage)
     binds = env.get("SINGULARITY_BIND") or env.get("APPTAINER_BIND") or resolved.get("CONTAINER_BIND", "")
     ctx.binds = split_binds(binds)
     ctx.train_paths = [Path(p) for p in params["TRAIN_CODE"].split(",")] if params.get("TRAIN_CODE") \

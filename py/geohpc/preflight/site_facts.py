@@ -19,7 +19,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from geohpc.core.slurm import parse_time_limit
+from geohpc.core.partitions import (  # noqa: F401  (the partition facts live in core; checks import them here)
+    has_partition_data,
+    hours,
+    node_range,
+    parse_facts,
+    partition_facts,
+    qos_facts,
+    time_s,
+)
+from geohpc.core.slurm import parse_time_limit  # noqa: F401
 
 # sinfo node states that take no new jobs (a trailing * ~ # ! % $ @ ^ - is a flag on the state)
 UNAVAILABLE = ("down", "drain", "drained", "draining", "drng", "fail", "failing", "maint", "inval",
@@ -29,60 +38,6 @@ UNAVAILABLE = ("down", "drain", "drained", "draining", "drng", "fail", "failing"
 
 class CommandUnavailable(Exception):
     """The site command is not on PATH here, failed, or timed out; the message says which."""
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Z0-9]", "_", name.upper())
-
-
-def parse_facts(text: str) -> dict[str, str]:
-    """``maxtime:3-00:00:00,mem:yes,nodes:1-4`` -> ``{'maxtime': '3-00:00:00', 'mem': 'yes', 'nodes': '1-4'}``."""
-    out: dict[str, str] = {}
-    for part in text.split(","):
-        key, sep, value = part.strip().partition(":")
-        if sep and key:
-            out[key.strip().lower()] = value.strip()
-    return out
-
-
-def partition_facts(site: Mapping[str, str], partition: str) -> dict[str, str] | None:
-    """The ``PART_<NAME>`` facts of ``partition`` (None when the site has no such key or it is empty)."""
-    value = str(site.get(f"PART_{_slug(partition)}", "")).strip()
-    return parse_facts(value) if value else None
-
-
-def qos_facts(site: Mapping[str, str], qos: str) -> dict[str, str] | None:
-    """The ``QOS_<NAME>`` facts of ``qos`` (None when unknown)."""
-    value = str(site.get(f"QOS_{_slug(qos)}", "")).strip()
-    return parse_facts(value) if value else None
-
-
-def has_partition_data(site: Mapping[str, str]) -> bool:
-    """True when the site file carries any ``PART_*`` or ``QOS_*`` facts."""
-    return any(k.startswith(("PART_", "QOS_")) and str(v).strip() for k, v in site.items())
-
-
-def time_s(text: str) -> int | None:
-    """A Slurm time in seconds, None when empty or not a time."""
-    try:
-        return parse_time_limit(text) if text.strip() else None
-    except (ValueError, IndexError):
-        return None
-
-
-def node_range(text: str) -> tuple[int | None, int | None]:
-    """``1-4`` -> (1, 4); ``4-`` -> (4, None); ``4`` -> (4, 4); junk -> (None, None)."""
-    m = re.fullmatch(r"\s*(\d*)\s*(-?)\s*(\d*)\s*", text or "")
-    if not m or not (m.group(1) or m.group(3)):
-        return None, None
-    lo = int(m.group(1)) if m.group(1) else None
-    hi = int(m.group(3)) if m.group(3) else (lo if not m.group(2) else None)
-    return lo, hi
-
-
-def hours(seconds: int) -> str:
-    """``90000`` -> ``'25 h'`` (walltimes in messages)."""
-    return f"{seconds / 3600:g} h"
 
 
 def probe_answer(probe: Mapping[str, Any] | None, name: str) -> dict[str, Any]:
