@@ -88,14 +88,16 @@ fi
 # run_py COMMAND ARGS...: python -m geohpc COMMAND through the launcher chosen at submit time (venv or container).
 # run_py -m MODULE ARGS... runs another module (torch.distributed.run for fit).
 run_py() {
-  local launch=() extra=() pass=() name
+  local launch=() extra=() name
   read -r -a launch <<< "$GEOHPC_LAUNCH"
   if [[ "${GEOHPC_ISOLATED:-}" == 1 ]]; then
-    # --containall --cleanenv: the job-time variables reach the container only when passed one by one
-    for name in $(compgen -e | grep -E '^(SLURM_|GEOHPC_|OMP_NUM_THREADS$|TMPDIR$|CPL_TMPDIR$|PYTHONUNBUFFERED$)') ${GEOHPC_GPU_ENV//,/ }; do
-      pass+=(--env "${name}=${!name}")
+    # --containall --cleanenv: the job-time variables reach the container only through an env file
+    local envfile="${TMPDIR:-/tmp}/geohpc-env-${SLURM_JOB_ID:-$$}-${SLURM_ARRAY_TASK_ID:-0}"
+    : > "$envfile" && chmod 600 "$envfile"
+    for name in $(compgen -e | grep -E '^(SLURM_|GEOHPC_|OMP_NUM_THREADS$|TMPDIR$|CPL_TMPDIR$|PYTHONUNBUFFERED$)' | grep -vx GEOHPC_LAUNCH) ${GEOHPC_GPU_ENV//,/ }; do
+      printf '%s=%q\n' "$name" "${!name}" >> "$envfile"
     done
-    launch=("${launch[@]:0:${#launch[@]}-2}" "${pass[@]}" "${launch[@]: -2}")
+    launch=("${launch[@]:0:${#launch[@]}-2}" --env-file "$envfile" "${launch[@]: -2}")
   fi
   [[ -z "${GEOHPC_ARGS:-}" ]] || read -r -a extra <<< "$GEOHPC_ARGS"
   # signed URLs and tokens never reach the job log
