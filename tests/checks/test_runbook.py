@@ -87,3 +87,13 @@ def test_daily_operations_use_the_make_targets() -> None:
         assert target in text, target
     for site in ("### LUMI", "### Saga and Betzy", "### local"):
         assert site in text
+
+
+def test_sure2_ten_bugs_are_covered() -> None:
+    """sure2.md's bugs: 1, 2, 3, 5, 7, 9, 10 as entries with checks; 4, 6, 8 in the run-time table."""
+    text = (REPO / "RUNBOOK.md").read_text()
+    titles = " | ".join(entries())
+    for words in ("HDF error", "ThreadPoolExecutor", "Stale file handle", "0 bytes", "--containall", "empty for hours"):
+        assert words in titles, words
+    for bug in (4, 6, 8):
+        assert f"sure2.md bug {bug})" in text, bug

@@ -20,7 +20,8 @@ EXPECTED = {"quota", "purge", "memory", "env_override", "internet", "proj_mismat
             "token_expiry", "file_extensions", "array", "training_lints", "manifest",
             # issue 11: the field guide's pitfalls
             "module_compute", "rocm_binds", "partition_rules", "project_space", "deps_changed", "tmpdir_space",
-            "raster_orientation", "billing", "node_availability", "gpu_env", "deploy_excludes"}
+            "raster_orientation", "billing", "node_availability", "gpu_env", "deploy_excludes", "cache_leftovers",
+            "thread_safety"}
 
 
 def test_every_check_module_is_well_formed() -> None:
