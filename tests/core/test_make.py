@@ -163,3 +163,23 @@ def test_container_stages_import_the_deps_folder_fixed_at_submit(tmp_path: Path)
     assert f"GEOHPC_DEPS={root / 'v3'}" in pinned.stdout  # the versioned folder, not the moving link
     assert "GEOHPC_CONTAINER_PYTHONPATH=/projappl/p/extra" in pinned.stdout
 
+
+
+def test_download_on_a_partition_without_internet_is_refused(tmp_path: Path) -> None:
+    items = tmp_path / "items.json"
+    items.write_text('{"type": "FeatureCollection", "features": [{"id": "S2A_1"}]}')
+    for site in ("saga", "betzy"):
+        proc = make("submit", "STAGE=download", f"SITE={site}", "DRY_RUN=1", f"STAC={items}",
+                    "BBOX=600000,4999360,600640,5000000")
+        assert proc.returncode == 2 and "nodes have no internet" in proc.stderr, site
+    ok = make("submit", "STAGE=download", "SITE=lumi", "DRY_RUN=1", f"STAC={items}", "BBOX=600000,4999360,600640,5000000")
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_probe_runs_in_the_cpu_environment_where_a_site_has_no_pytorch_container() -> None:
+    proc = make("submit", "STAGE=probe", "SITE=saga", "DRY_RUN=1")
+    assert proc.returncode == 0, proc.stderr
+    assert "runtime: CPU environment (rasterio, GDAL): apptainer /cluster/work/users/digifarm/sure/v0/containers/" \
+           "romcrop.sif" in proc.stdout
+    gpu = make("submit", "STAGE=probe", "SITE=betzy", "DRY_RUN=1", "FOR=fit")
+    assert "--partition=accel" in gpu.stdout and "--gpus-per-node=4" in gpu.stdout and "--nv" in gpu.stdout

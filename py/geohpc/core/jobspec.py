@@ -200,7 +200,7 @@ def render(
     if site.name != "local" and not site.get("REMOTE_DIR"):
         raise ConfigError(f"REMOTE_DIR is empty in sites/{site.name}.env: the job's --chdir would be this "
                           "checkout; give REMOTE_DIR=<the deployed checkout on the site>")
-    stage = effective_stage(stage, params)
+    stage = effective_stage(stage, params, site)
     gpus = gpus_for(site, stage, params)
     env, launch = job_env(site, stage, repo, run_dir, params, out_dir, work, gpus)
     directives = sbatch_directives(repo_script(repo, stage))
@@ -222,25 +222,31 @@ def render(
         spec.options["partition"] = partition
     if why:
         spec.env["GEOHPC_PARTITION_WHY"] = why
-    spec = apply_rules(spec, site, params)
+    spec = apply_rules(spec, site, params, stage)
     _cap_to_node(spec, site)
     return spec
 
 
-def effective_stage(stage: Stage, params: Mapping[str, str]) -> Stage:
-    """``make submit STAGE=probe FOR=infer``: the probe runs where infer runs (its runtime, GPUs, extras)."""
-    target = params.get("FOR", "")
-    if stage.name != "probe" or not target:
-        return stage
-    from dataclasses import replace as _replace
+def effective_stage(stage: Stage, params: Mapping[str, str], site: Site | None = None) -> Stage:
+    """``make submit STAGE=probe FOR=infer``: the probe runs where infer runs (its runtime, GPUs, extras).
 
+    Without FOR the probe runs in the PyTorch container, or in the CPU environment on a site that has none.
+    """
+    if stage.name != "probe":
+        return stage
+    target = params.get("FOR", "")
+    if not target:
+        if site is not None and not site.get("PYTORCH_SIF") and site.get("CONTAINER_RUNTIME", "none") != "none":
+            return replace(stage, runtime="venv")
+        return stage
     from geohpc.core.stages import get_stage
 
     other = get_stage(target)
-    return _replace(stage, gpu=other.gpu, runtime=other.runtime, extra={**other.extra, **stage.extra})
+    return replace(stage, gpu=other.gpu, runtime=other.runtime, downloads=other.downloads,
+                   extra={**other.extra, **stage.extra})
 
 
-def apply_rules(spec: JobSpec, site: Site, params: Mapping[str, str]) -> JobSpec:
+def apply_rules(spec: JobSpec, site: Site, params: Mapping[str, str], stage: Stage | None = None) -> JobSpec:
     """Adjust or refuse a request that breaks its partition's or QOS's rules (``PART_*``, ``QOS_*``).
 
     A walltime that comes from the job script and is over the limit is capped to the limit (said in the
@@ -260,6 +266,9 @@ def apply_rules(spec: JobSpec, site: Site, params: Mapping[str, str]) -> JobSpec
             res = spec.resources
         broken = rule_problems(where, facts, nodes=res.nodes or 1, time=res.time_s, gpus=res.gpus or 0,
                                mem=res.mem_bytes is not None)
+        if stage is not None and stage.downloads and facts.get("internet", "").lower() == "no":
+            broken.append(f"stage {stage.name} downloads, and {where}'s nodes have no internet (pre-stage the data "
+                          "with SITE=local or on the login node)")
         if broken:
             raise ConfigError(f"{'; '.join(broken)} (sites/{site.name}.env PART_/QOS_ facts): ask what it allows, "
                               "or another partition (PARTITION_CPU=/PARTITION_GPU= on the make line)")
@@ -318,11 +327,12 @@ def gpus_for(site: Site, stage: Stage, params: Mapping[str, str]) -> int:
         return int(given)
     if not stage.gpu:
         return 0
-    if not known and site.get("GPU_VENDOR") in ("cuda", "rocm"):
+    if not known and site.get("GPU_VENDOR") in ("cuda", "rocm") and not stage.extra.get("gpus_per_node"):
         raise ConfigError(f"GPUS_PER_NODE is empty in sites/{site.name}.env: stage {stage.name} needs GPUs; "
                           "give GPUS=<n> on the make line")
     if stage.extra.get("gpus_per_node"):  # e.g. predict: one GPU a task, not the whole node
-        return min(int(stage.extra["gpus_per_node"]), per_node)
+        want = int(stage.extra["gpus_per_node"])
+        return min(want, per_node) if known else want
     return per_node
 
 
