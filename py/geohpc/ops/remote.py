@@ -88,6 +88,11 @@ def checkout(site: Site) -> str:
     return str(REPO) if is_local(site) else require(site, "REMOTE_DIR", "the deployed checkout")
 
 
+def resolve(site: Site, value: str) -> str:
+    """:func:`site_path` of ``value``, asking for REMOTE_DIR only when ``value`` is relative."""
+    return site_path(value, "" if value.startswith("/") else checkout(site))
+
+
 def is_under(path: str, space: str) -> bool:
     """True when ``path`` is ``space`` or below it (lexically, ``..`` resolved)."""
     if not space:
@@ -131,7 +136,9 @@ def run(cmd: list[str], what: str, where: str, script: str | None = None) -> sub
     ours = [ln for ln in lines if ln.startswith(SCRIPT_PREFIX)]
     if proc.returncode == SCRIPT_ERROR and ours:
         raise ConfigError(f"{what} on {where}: {redact(ours[-1][len(SCRIPT_PREFIX):])}")
-    last = redact(lines[-1]) if lines else "no output"
+    # the first line names the cause (rsync's closing "rsync error: ... (code N)" and broken pipes follow it)
+    causes = [ln for ln in lines if not ln.startswith("rsync error:") and "Broken pipe" not in ln]
+    last = redact((causes or lines or ["no output"])[0])
     hint = "check this machine's rsync and paths" if where == "this machine" else f"check 'ssh {where}' works"
     raise ServiceError(f"{what}: {cmd[0]} to {where} exited {proc.returncode}: {last} ({hint})")
 
