@@ -74,7 +74,7 @@ resubmit: ## send again only the failed or missing items of a run: STAGE=x [RUN=
 purge-guard: ## list files at risk of the site's purge, by folder, with bytes and days left
 	$(guard_site)@$(PY_RUN) purge_guard --site "$(SITE)" list
 
-rescue: ## copy at-risk files to the site's PROJECT_DIR with rsync and verify the copy
+rescue: ## copy at-risk files to RESCUE_DIR (never under PROJECT_SPACE) with rsync and verify; none safe: make fetch
 	$(guard_site)@$(PY_RUN) purge_guard --site "$(SITE)" rescue
 
 ##@ Local test bed
