@@ -48,10 +48,10 @@ image: ## build the site's CPU_SIF from IMAGE_SOURCE (docker archive or .def), o
 	$(guard_site)@$(PY_RUN) image --site "$(SITE)" $(dry_run)
 
 push: ## rsync a model or checkpoint to the site's MODELS_DIR: FILE=path (an old different copy is kept) [DRY_RUN=1]
-	$(guard_site)$(guard_file)@$(PY_RUN) push --site "$(SITE)" --file "$(FILE)" $(dry_run)
+	$(guard_site)$(guard_file)@$(PY_RUN) push --site "$(SITE)" $(dry_run)
 
 fetch: ## rsync a stage's results into fetched/SITE/STAGE: STAGE=x [ONLY=reports|'*.tif,*.json' OUT_DIR=] [DRY_RUN=1]
-	$(guard_site)$(guard_stage)@$(PY_RUN) fetch --site "$(SITE)" --stage "$(STAGE)" --only "$(ONLY)" --out-dir "$(OUT_DIR)" $(dry_run)
+	$(guard_site)$(guard_stage)@$(PY_RUN) fetch --site "$(SITE)" --stage "$(STAGE)" $(dry_run)
 
 preflight: ## run the checks in checks/ for a site [STAGE=x] [ARGS='--json' or '--only quota']
 	$(guard_site)$(guard_stage_opt)@$(PY_RUN) preflight --site "$(SITE)" $(if $(STAGE),--stage "$(STAGE)") $(ARGS)

@@ -63,14 +63,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m geohpc fetch", description=__doc__.splitlines()[0])
     remote.add_site_args(ap)
     ap.add_argument("--stage", required=True)
-    ap.add_argument("--only", default="", help="'reports' or comma-separated globs")
-    ap.add_argument("--out-dir", default="", help="the stage's OUT_DIR on the site (default <SCRATCH>/outputs/<stage>)")
+    ap.add_argument("--only", default=None, help="'reports' or comma-separated globs (default: ONLY= of the make line)")
+    ap.add_argument("--out-dir", default=None,
+                    help="the stage's OUT_DIR on the site (default: OUT_DIR= of the make line, else <SCRATCH>/outputs/<stage>)")
     ap.add_argument("--dest", type=Path, default=None, help="local folder (default fetched/<site>/<stage>)")
     args = ap.parse_args(argv)
 
     def work() -> int:
-        print(fetch(args.site, args.stage, only=args.only, out_dir=args.out_dir, dest=args.dest, dry_run=args.dry_run,
-                    ssh_config=args.ssh_config, cli=remote.cli_values(args.set)))
+        cli = remote.cli_values(args.set)  # ONLY= and OUT_DIR= come from the make line, never through a shell
+        only = cli.get("ONLY", "") if args.only is None else args.only
+        out_dir = cli.get("OUT_DIR", "") if args.out_dir is None else args.out_dir
+        print(fetch(args.site, args.stage, only=only, out_dir=out_dir, dest=args.dest, dry_run=args.dry_run,
+                    ssh_config=args.ssh_config, cli=cli))
         return 0
 
     return run_cli(work, "geohpc.fetch")

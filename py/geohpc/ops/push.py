@@ -52,12 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m geohpc push --site lumi --file model.pt [--dry-run]``."""
     ap = argparse.ArgumentParser(prog="python -m geohpc push", description=__doc__.splitlines()[0])
     remote.add_site_args(ap)
-    ap.add_argument("--file", type=Path, required=True, help="the model or checkpoint (file or folder)")
+    ap.add_argument("--file", type=Path, default=None, help="the model or checkpoint, file or folder (default: FILE= of the make line)")
     args = ap.parse_args(argv)
 
     def work() -> int:
-        print(push(args.site, args.file, dry_run=args.dry_run, ssh_config=args.ssh_config,
-                   cli=remote.cli_values(args.set)))
+        cli = remote.cli_values(args.set)
+        file = args.file or Path(cli.get("FILE", ""))
+        if not str(file) or str(file) == ".":
+            raise InputError("no FILE given: make push SITE=x FILE=path/to/model.pt")
+        print(push(args.site, file, dry_run=args.dry_run, ssh_config=args.ssh_config, cli=cli))
         return 0
 
     return run_cli(work, "geohpc.push")
