@@ -129,3 +129,27 @@ def test_make_push_and_fetch_guards() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "saga:/cluster/work/users/digifarm/sure/v0/outputs/validate/" in proc.stdout
     assert "fetched/saga/validate/" in proc.stdout
+
+
+def test_make_push_and_fetch_over_ssh_read_the_make_line(tmp_path: Path) -> None:
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"weights")
+    models = tmp_path / "site" / "models"
+    proc = make("push", "SITE=local", "REMOTE=geohpc-loopback", f"MODELS_DIR={models}", f"FILE={model}")
+    assert proc.returncode == 0, proc.stderr
+    assert (models / "m.pt").read_bytes() == b"weights"
+    scratch = tmp_path / "site" / "work"
+    _outputs(scratch)
+    dry = make("fetch", "SITE=local", "REMOTE=geohpc-loopback", f"SCRATCH={scratch}", "STAGE=validate",
+               "ONLY=*.csv,*.md", "OUT_DIR=outputs/validate", "DRY_RUN=1")
+    assert dry.returncode == 0, dry.stderr
+    assert "'--include=*.csv' '--include=*.md' '--exclude=*'" in dry.stdout
+    assert f"geohpc-loopback:{scratch}/outputs/validate/" in dry.stdout
+
+
+def test_local_site_without_remote_copies_here(tmp_path: Path) -> None:
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"w")
+    proc = geohpc("push", "--file", str(model), remote="", MODELS_DIR=str(tmp_path / "models"))
+    assert proc.returncode == 0, proc.stderr
+    assert "this machine" in proc.stdout and (tmp_path / "models" / "m.pt").read_bytes() == b"w"
