@@ -185,7 +185,9 @@ def test_no_untracked_secret_reaches_the_remote(tmp_path: Path) -> None:
     proc = deploy(src, str(remote))
     assert proc.returncode == 0, proc.stderr
     found = sorted(str(p.relative_to(remote)) for p in remote.rglob("*") if p.is_file() or p.is_symlink())
-    assert found == [".geohpc-deployed", "Makefile", "py/pkg/__init__.py", "sites/local.env"]
+    assert found == [".geohpc-deployed", ".geohpc-deployed.files", "Makefile", "py/pkg/__init__.py", "sites/local.env"]
+    shipped = (remote / ".geohpc-deployed.files").read_text().split()
+    assert sorted(shipped) == ["Makefile", "py/pkg/__init__.py", "sites/local.env"]
     leaked = [name for name in SECRETS if (remote / name).exists()]
     assert leaked == []
     assert f"{len(SECRETS)} untracked files stay here" in proc.stdout
@@ -204,3 +206,27 @@ def test_deploy_of_a_folder_that_is_not_a_checkout_is_refused(tmp_path: Path) ->
     assert proc.returncode == 2 and "not a git checkout" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_delete_removes_only_what_an_earlier_deploy_shipped(tmp_path: Path) -> None:
+    src, remote = tmp_path / "src", tmp_path / "remote" / "proj" / "geohpc"
+    (src / "py" / "gone").mkdir(parents=True)
+    (src / "py" / "a.py").write_text("A = 1\n")
+    (src / "py" / "gone" / "g.py").write_text("G = 1\n")
+    (src / "sites").mkdir()
+    (src / "sites" / "local.env").write_text("SITE_NAME=local\n")
+    git_checkout(src, "py", "sites")
+    assert deploy(src, str(remote)).returncode == 0
+    # what the site has of its own: secrets made there, notes, a site override, caches
+    for name, text in {".env": "TOKEN=x", "notes/todo.md": "mine", "sites/lumi.local.env": "ACCOUNT=x",
+                       "py/__pycache__/a.cpython-311.pyc": "pyc", "py/gone/scratch.txt": "mine too"}.items():
+        (remote / name).parent.mkdir(parents=True, exist_ok=True)
+        (remote / name).write_text(text)
+    subprocess.run(["git", "-C", str(src), "rm", "-qf", "py/gone/g.py"], check=True)
+    proc = deploy(src, str(remote))
+    assert proc.returncode == 0, proc.stderr
+    assert "0 updated, 1 deleted" in proc.stdout and "- py/gone/g.py" in proc.stdout
+    assert not (remote / "py" / "gone" / "g.py").exists()
+    for name in (".env", "notes/todo.md", "sites/lumi.local.env", "py/__pycache__/a.cpython-311.pyc",
+                 "py/gone/scratch.txt"):
+        assert (remote / name).is_file(), name

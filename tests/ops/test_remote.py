@@ -37,11 +37,17 @@ def test_prepare_control_makes_the_socket_folder_private(tmp_path: Path, monkeyp
     assert stat.S_IMODE((tmp_path / ".ssh" / "sockets").stat().st_mode) == 0o700
 
 
-def test_deploy_excludes_are_anchored_and_protect_site_files(tmp_path: Path) -> None:
+def test_deploy_excludes_are_anchored_and_protect_the_site(tmp_path: Path) -> None:
     cmd = deploy.rsync_command(tmp_path, "saga", "/cluster/work/x/geohpc", dry_run=False)
     excludes = [a.split("=", 1)[1] for a in cmd if a.startswith("--exclude=")]
     assert "/data" in excludes and all(e.startswith("/") for e in excludes)
-    assert "--filter=P *.local.env" in cmd and "--filter=P /viewer/node_modules/" in cmd  # no local JS: keep theirs
+    assert cmd[-3] == "--filter=P *"  # no list of what an earlier deploy shipped: nothing may be deleted
+
+
+def test_delete_rules_allow_only_files_no_longer_shipped() -> None:
+    rules = deploy.delete_rules(["py/a.py", "py/old/x.py", "py/we[i]rd*.py", "viewer/node_modules/l.js"],
+                                ["py/a.py", "py/new.py"])
+    assert rules.splitlines() == ["R /py/old/x.py", "R /py/we\\[i]rd\\*.py", "R /py/old/", "P *"]
 
 
 def test_generated_scripts_are_shellcheck_clean(tmp_path: Path) -> None:

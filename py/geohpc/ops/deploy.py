@@ -2,11 +2,14 @@
 
 What travels is an ALLOW-LIST: the files git tracks in the checkout (``git ls-files``), plus the tile
 viewer's vendored JS (``viewer/node_modules``, installed by make setup: compute nodes have no npm). They are
-staged into a temporary tree (hard links, or copies across file systems) and that tree is rsynced with
-``--delete``, so an untracked file (a key, a token, an ``.envrc``) can never leave, whatever its name.
-Code removed locally is removed remotely, but the top-level ``/data /outputs /logs /runs /.venv /project``
-are excluded (anchored: a nested ``py/pkg/data/`` travels) and rsync never deletes excluded paths, and
-files the site makes itself (caches, ``*.local.env``, ``fetched/``, ``build/``) are protected from deletion.
+staged into a temporary tree (hard links, or copies across file systems) and that tree is rsynced, so an
+untracked file (a key, a token, an ``.envrc``) can never leave, whatever its name.
+
+``--delete`` removes only files an earlier deploy put there and git no longer tracks: each deploy ships its
+list (``.geohpc-deployed.files``), and the next one marks just those paths deletable (rsync ``R`` rules)
+and protects everything else (``P *``): the site's own files (``.env``, notes, caches, ``*.local.env``) are
+never deleted. The top-level ``/data /outputs /logs /runs /.venv /project`` are excluded, anchored (a nested
+``py/pkg/data/`` travels), and so neither sent nor touched.
 """
 
 from __future__ import annotations
@@ -28,9 +31,7 @@ from geohpc.ops import remote as ssh_io
 # anchored at the repo root; no trailing slash: a remote data/ that is a symlink (to project storage) is protected too
 PROTECTED = ("data", "outputs", "logs", "runs", ".venv", "project", ".geohpc-deployed")
 MARKER = ".geohpc-deployed"  # written remotely after each deploy: this folder is a deployed checkout
-# never deleted on the site although they are not in the allow-list: what the site writes itself
-KEEP_REMOTE = ("__pycache__/", "*.pyc", ".pytest_cache/", ".ruff_cache/", "*.egg-info/", "*.local.env", "/build/",
-               "/fetched/", "/bench/out/")
+MANIFEST = ".geohpc-deployed.files"  # shipped with each deploy: the files it put there
 VENDORED = ("viewer/node_modules",)  # untracked but shipped (make setup installs them; no npm on compute nodes)
 ALIAS_RE = ssh_io.ALIAS_RE
 
@@ -67,18 +68,34 @@ def remote_guard_command(remote_dir: str) -> str:
 
 
 def rsync_command(src: Path, remote: str, remote_dir: str, *, dry_run: bool, ssh_config: str = "",
-                  site: Site | None = None) -> list[str]:
-    """The rsync argument list that mirrors the staged tree ``src`` onto ``remote:remote_dir``."""
+                  site: Site | None = None, rules: Path | None = None) -> list[str]:
+    """The rsync argument list that mirrors the staged tree ``src`` onto ``remote:remote_dir``.
+
+    ``rules`` is the filter file of :func:`delete_rules`; without it nothing on the remote is deleted.
+    """
     # --checksum: an edit that keeps the size within the same second must still travel (code is small)
     cmd = ["rsync", "-rlptz", "--checksum", "--delete", "--itemize-changes", "--stats",
            "-e", ssh_io.rsync_shell(site, ssh_config)]
     if dry_run:
         cmd.append("--dry-run")
     cmd += [f"--exclude=/{p}" for p in PROTECTED]  # excluded: never sent, never deleted
-    keep = KEEP_REMOTE + tuple(f"/{v}/" for v in VENDORED if not (src / v).is_dir())
-    cmd += [f"--filter=P {p}" for p in keep]
+    cmd.append(f"--filter=merge {rules}" if rules else "--filter=P *")
     cmd += [f"{src}/", f"{remote}:{remote_dir.rstrip('/')}/"]
     return cmd
+
+
+def _pattern(path: str) -> str:
+    """``path`` as a literal rsync pattern (a backslash escapes only in a pattern with a wildcard)."""
+    return "".join(f"\\{c}" if c in "*?[\\" else c for c in path) if any(c in path for c in "*?[") else path
+
+
+def delete_rules(previous: list[str], current: list[str]) -> str:
+    """rsync filter rules: the files the last deploy shipped that are no longer shipped may go; nothing else."""
+    kept = {str(p) for f in current for p in Path(f).parents}
+    gone = sorted(f for f in set(previous) - set(current) if f and not f.startswith(tuple(f"{v}/" for v in VENDORED)))
+    dirs = sorted({str(p) for f in gone for p in Path(f).parents if str(p) != "."} - kept)
+    lines = [f"R /{_pattern(f)}" for f in gone] + [f"R /{_pattern(d)}/" for d in dirs] + ["P *"]
+    return "\n".join(lines) + "\n"
 
 
 def _git(src: Path, *args: str) -> list[str]:
@@ -117,6 +134,8 @@ def summarize(itemized: str) -> str:
     new = updated = deleted = 0
     changed: list[str] = []
     for line in itemized.splitlines():
+        if line[12:] == MANIFEST:  # deploy's own list, not the user's code
+            continue
         if line.startswith("*deleting"):
             deleted += 1
             changed.append("- " + line.split(None, 1)[1])
@@ -144,7 +163,10 @@ def deploy(
     untracked = _git(src, "ls-files", "--others", "--exclude-standard")
     ssh_io.prepare_control(site)  # even a dry run connects (the guard, rsync --dry-run)
     ssh = [*ssh_io.ssh_argv(site, ssh_config), remote]
-    if "NOT_A_CHECKOUT" in ssh_io.run([*ssh, remote_guard_command(remote_dir)], "deploy", remote).stdout:
+    manifest = shlex.quote(f"{remote_dir.rstrip('/')}/{MANIFEST}")
+    probe = f"{remote_guard_command(remote_dir)}; if [ -f {manifest} ]; then cat -- {manifest}; fi"
+    answer = ssh_io.run([*ssh, probe], "deploy", remote).stdout.splitlines()
+    if "NOT_A_CHECKOUT" in answer:
         raise ConfigError(
             f"{remote}:{remote_dir} holds files but no geohpc checkout (no sites/local.env): deploy --delete would "
             "remove them; choose an empty folder or the repo's own folder as REMOTE_DIR"
@@ -153,7 +175,10 @@ def deploy(
         stage = Path(tmp) / "tree"
         stage.mkdir()
         stage_tree(src, files, stage)
-        cmd = rsync_command(stage, remote, remote_dir, dry_run=dry_run, ssh_config=ssh_config, site=site)
+        (stage / MANIFEST).write_text("".join(f"{f}\n" for f in files))
+        rules = Path(tmp) / "rules"
+        rules.write_text(delete_rules(answer, files))
+        cmd = rsync_command(stage, remote, remote_dir, dry_run=dry_run, ssh_config=ssh_config, site=site, rules=rules)
         if not dry_run:  # make the target folder first (rsync creates only the last level)
             ssh_io.run([*ssh, "mkdir", "-p", "--", remote_dir], "deploy", remote)
         proc = ssh_io.run(cmd, "deploy", remote)
