@@ -2,7 +2,7 @@
 
 What it makes, in order (each step says what it did):
 
-- the folders: ``LOG_DIR``, ``JOB_TMPDIR``, ``MODELS_DIR`` and ``<SCRATCH>/outputs`` (never under PROJECT_SPACE);
+- the folders: ``LOG_DIR`` (default: the checkout's ``logs/``, where jobs write), ``JOB_TMPDIR``, ``MODELS_DIR`` and ``<SCRATCH>/outputs`` (never under PROJECT_SPACE);
 - the ``LINKS`` (``link=target,...``) between project and work space: a link that exists is kept, a real
   folder in its place is left alone (emb-betzy.md: "These already exist -- do NOT recreate");
 - on sites without a container, the ``VENV`` as ``make setup`` makes it (from the deployed checkout);
@@ -33,7 +33,9 @@ fail() { echo "geohpc: $*" >&2; exit 3; }"""
 def folders(site: Site, base: str) -> list[tuple[str, str]]:
     """``(key, path)`` of the folders to make; empty keys are skipped (printed as such)."""
     scratch = remote.site_path(remote.require(site, "SCRATCH", "outputs/ lives under it"), base)
-    out = [(k, remote.site_path(site.get(k), base)) for k in ("LOG_DIR", "JOB_TMPDIR", "MODELS_DIR")]
+    # jobs write --output=logs/... under their --chdir (the checkout): that is the logs folder unless LOG_DIR says
+    out = [("LOG_DIR", remote.site_path(site.get("LOG_DIR", "logs"), base))]
+    out += [(k, remote.site_path(site.get(k), base)) for k in ("JOB_TMPDIR", "MODELS_DIR")]
     out.append(("SCRATCH", f"{scratch}/outputs"))
     for key, path in out:
         if path:
