@@ -15,9 +15,11 @@ valid = $(and $(filter 1,$(words $(1))),$(filter $(1),$(2)))
 guard_site = $(if $(call valid,$(SITE),$(VALID_SITES)),,$(error unknown SITE '$(SITE)': valid sites are $(VALID_SITES)))
 guard_stage = $(if $(call valid,$(STAGE),$(VALID_STAGES)),,$(error unknown STAGE '$(STAGE)': valid stages are $(VALID_STAGES)))
 guard_stage_opt = $(if $(STAGE),$(guard_stage))
+guard_file = $(if $(and $(FILE),$(wildcard $(FILE))),,$(error FILE='$(FILE)' does not exist here: give FILE=path/to/model.pt (a file or a folder)))
+dry_run = $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
 
 .PHONY: help setup test lint demo slurm-up slurm-down sshd-up sshd-down deploy submit status throttle cancel \
-	resubmit preflight purge-guard rescue bench s3-up s3-down
+	resubmit preflight purge-guard rescue bench s3-up s3-down site-setup image push fetch
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,7 +39,19 @@ lint: ## shellcheck sh/ and jobs/, ruff py/ and tests/
 
 ##@ Working on a site (SITE=local|lumi|saga|betzy)
 deploy: ## rsync the repo to the site's REMOTE:REMOTE_DIR [DRY_RUN=1] (never touches data/ outputs/ logs/ runs/)
-	$(guard_site)@$(PY_RUN) deploy --site "$(SITE)" $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
+	$(guard_site)@$(PY_RUN) deploy --site "$(SITE)" $(dry_run)
+
+site-setup: ## make the site's folders, LINKS, venv and a NEW deps folder v<N+1> (current flips; old kept) [DRY_RUN=1]
+	$(guard_site)@$(PY_RUN) site-setup --site "$(SITE)" $(dry_run)
+
+image: ## build the site's CPU_SIF from IMAGE_SOURCE (docker archive or .def), on the site [DRY_RUN=1]
+	$(guard_site)@$(PY_RUN) image --site "$(SITE)" $(dry_run)
+
+push: ## rsync a model or checkpoint to the site's MODELS_DIR: FILE=path (an old different copy is kept) [DRY_RUN=1]
+	$(guard_site)$(guard_file)@$(PY_RUN) push --site "$(SITE)" $(dry_run)
+
+fetch: ## rsync a stage's results into fetched/SITE/STAGE: STAGE=x [ONLY=reports|'*.tif,*.json' OUT_DIR=] [DRY_RUN=1]
+	$(guard_site)$(guard_stage)@$(PY_RUN) fetch --site "$(SITE)" --stage "$(STAGE)" $(dry_run)
 
 preflight: ## run the checks in checks/ for a site [STAGE=x] [ARGS='--json' or '--only quota']
 	$(guard_site)$(guard_stage_opt)@$(PY_RUN) preflight --site "$(SITE)" $(if $(STAGE),--stage "$(STAGE)") $(ARGS)
@@ -60,7 +74,7 @@ resubmit: ## send again only the failed or missing items of a run: STAGE=x [RUN=
 purge-guard: ## list files at risk of the site's purge, by folder, with bytes and days left
 	$(guard_site)@$(PY_RUN) purge_guard --site "$(SITE)" list
 
-rescue: ## copy at-risk files to the site's PROJECT_DIR with rsync and verify the copy
+rescue: ## copy at-risk files to RESCUE_DIR (never under PROJECT_SPACE) with rsync and verify; none safe: make fetch
 	$(guard_site)@$(PY_RUN) purge_guard --site "$(SITE)" rescue
 
 ##@ Local test bed

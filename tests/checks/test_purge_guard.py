@@ -119,3 +119,73 @@ def test_cli_no_purge_site(tmp_path, capsys) -> None:
     site.write_text(f"SITE_NAME=local\nSCRATCH={tmp_path}\nPURGE_DAYS=0\n")
     assert main(["--site", str(site)]) == 0
     assert "nothing is purged" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ rescue target (never under PROJECT_SPACE)
+def _site(tmp_path: Path, root: Path, **values: str) -> Path:
+    site = tmp_path / "saga.env"
+    lines = ["SITE_NAME=saga", f"SCRATCH={root}", "PURGE_DAYS=5", *(f"{k}={v}" for k, v in values.items())]
+    site.write_text("\n".join(lines) + "\n")
+    return site
+
+
+def _files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+
+
+def test_rescue_goes_to_rescue_dir(tree, tmp_path, capsys) -> None:
+    root, _ = tree
+    space = tmp_path / "cluster" / "projects"
+    site = _site(tmp_path, root, RESCUE_DIR=str(tmp_path / "safe" / "rescue"), PROJECT_DIR=str(space / "nn1"),
+                 PROJECT_SPACE=str(space))
+    assert main(["--site", str(site), "rescue"]) == 0
+    assert (tmp_path / "safe" / "rescue" / "outputs" / "tiles" / "z" / "1.png").is_file()
+    assert _files(space) == []
+    assert f"into {tmp_path / 'safe' / 'rescue'}" in capsys.readouterr().err
+
+
+def test_project_dir_fallback_only_outside_project_space(tree, tmp_path, capsys) -> None:
+    root, _ = tree
+    site = _site(tmp_path, root, PROJECT_DIR=str(tmp_path / "home-project"), PROJECT_SPACE=str(tmp_path / "cluster"))
+    assert main(["--site", str(site), "rescue"]) == 0
+    assert (tmp_path / "home-project" / "rescue" / "outputs" / "cog" / "a.tif").is_file()
+
+
+def test_no_safe_target_is_one_line_suggesting_fetch(tree, tmp_path, capsys) -> None:
+    root, _ = tree
+    space = tmp_path / "cluster" / "projects"
+    (space / "nn1").mkdir(parents=True)
+    site = _site(tmp_path, root, PROJECT_DIR=str(space / "nn1"), PROJECT_SPACE=str(space), RESCUE_DIR="")
+    capsys.readouterr()
+    assert main(["--site", str(site), "rescue"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no safe rescue target" in err[0] and "make fetch SITE=" in err[0]
+    assert _files(space) == [] and list(space.rglob("*")) == [space / "nn1"]  # nothing written there
+
+
+def test_rescue_dir_through_a_symlink_into_project_space_is_refused(tree, tmp_path, capsys) -> None:
+    root, _ = tree
+    space = tmp_path / "cluster" / "projects"
+    (space / "nn1").mkdir(parents=True)
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "keep").symlink_to(space / "nn1")  # looks like work space, lands in project space
+    site = _site(tmp_path, root, RESCUE_DIR=str(tmp_path / "work" / "keep" / "rescue"), PROJECT_SPACE=str(space))
+    capsys.readouterr()
+    assert main(["--site", str(site), "rescue"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "resolves under PROJECT_SPACE" in err[0] and "make fetch" in err[0]
+    assert _files(space) == []
+    assert main(["--site", str(site), "rescue", "--dest", str(tmp_path / "work" / "keep")]) == 2  # --dest too
+    assert _files(space) == []
+
+
+def test_make_rescue_on_nris_without_a_target_refuses(tmp_path) -> None:
+    import subprocess
+
+    from geohpc.util import REPO
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "GEOHPC_"))}
+    proc = subprocess.run(["make", "-s", "rescue", "SITE=saga", "PROJECT_SPACE=/cluster/projects", "RESCUE_DIR="],
+                          cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode != 0
+    assert "no safe rescue target" in proc.stderr and "make fetch SITE=saga STAGE=" in proc.stderr

@@ -1,4 +1,4 @@
-"""purge_guard: find files the work-storage purge will delete soon, and rescue them to PROJECT_DIR.
+"""purge_guard: find files the work-storage purge will delete soon, and rescue them to a safe place.
 
 A file's age is the newest of its ctime, mtime and atime (the NRIS rule; on LUMI the same reading is
 the conservative one). A file is *at risk* when ``PURGE_DAYS - age <= margin``; ``/flash`` paths use
@@ -8,7 +8,11 @@ the conservative one). A file is *at risk* when ``PURGE_DAYS - age <= margin``; 
 Usage::
 
     python -m geohpc purge-guard --site saga list          # at-risk files grouped by folder
-    python -m geohpc purge-guard --site saga rescue        # rsync them to PROJECT_DIR/rescue, verify
+    python -m geohpc purge-guard --site saga rescue        # rsync them to RESCUE_DIR, verify
+
+The rescue target is ``RESCUE_DIR``, else ``PROJECT_DIR/rescue``, and never a folder under
+``PROJECT_SPACE`` (NRIS ``/cluster/projects``: tiny quota, rsync fails there; emb-betzy.md), with paths
+resolved (symlinks included). Where no safe target exists the rescue refuses and says to ``make fetch``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,13 +174,51 @@ def rescue(files: list[AtRisk], root: Path, dest: Path) -> int:
     return len(rel)
 
 
+def _real(path: str | Path) -> Path:
+    return Path(os.path.realpath(os.path.expanduser(str(path))))
+
+
+def under_space(path: Path, space: str) -> bool:
+    """True when ``path`` is ``space`` or below it, as given or with symlinks resolved (either side)."""
+    if not space:
+        return False
+    sp, p = Path(os.path.normpath(space)), Path(os.path.normpath(path))
+    return any(s == q or s in q.parents for s in (sp, _real(sp)) for q in (p, _real(p)))
+
+
+def rescue_target(site: Mapping[str, str], site_name: str, dest: Path | None, resolve: Callable[[str], Path | None]) -> Path:
+    """Where ``rescue`` may write: ``dest``, else RESCUE_DIR, else PROJECT_DIR/rescue; never under PROJECT_SPACE.
+
+    Raises ConfigError (one line, suggesting ``make fetch``) when no safe target exists.
+    """
+    space = str(site.get("PROJECT_SPACE", "") or "")
+    fetch = f"bring the results home instead: make fetch SITE={site_name} STAGE=<stage>"
+    if dest is not None:
+        if under_space(dest, space):
+            raise ConfigError(f"--dest {dest} is under PROJECT_SPACE={space}, where the guide says never to write data: {fetch}")
+        return dest
+    rescue_dir, project = resolve("RESCUE_DIR"), resolve("PROJECT_DIR")
+    for key, path in (("RESCUE_DIR", rescue_dir), ("PROJECT_DIR", project / "rescue" if project else None)):
+        if path is None:
+            continue
+        if not under_space(path, space):
+            return path
+        if key == "RESCUE_DIR":
+            raise ConfigError(f"RESCUE_DIR={path} (sites/{site_name}.env) resolves under PROJECT_SPACE={space}: "
+                              f"never rescue there; set RESCUE_DIR to a safe space, or {fetch}")
+    why = (f"RESCUE_DIR is empty and PROJECT_DIR is under PROJECT_SPACE={space}" if project
+           else "RESCUE_DIR and PROJECT_DIR are empty")
+    raise ConfigError(f"site {site_name} has no safe rescue target ({why}; the guide says never to write data there): {fetch}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``list`` at-risk files grouped by folder, or ``rescue`` them to PROJECT_DIR."""
     ap = argparse.ArgumentParser(prog="python -m geohpc purge-guard", description=__doc__.splitlines()[0])
     ap.add_argument("action", choices=["list", "rescue"], nargs="?", default="list")
     ap.add_argument("--site", default="local", help="site name (sites/<name>.env)")
     ap.add_argument("--root", type=Path, default=None, help="folder to scan (default: the site's SCRATCH)")
-    ap.add_argument("--dest", type=Path, default=None, help="rescue target (default: PROJECT_DIR/rescue)")
+    ap.add_argument("--dest", type=Path, default=None,
+                    help="rescue target (default: RESCUE_DIR, else PROJECT_DIR/rescue; never under PROJECT_SPACE)")
     ap.add_argument("--margin", type=float, default=DEFAULT_MARGIN_DAYS, help="days of warning (default 7)")
     ap.add_argument("--json", action="store_true", help="print the folders as JSON")
     args = ap.parse_args(argv)
@@ -190,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             value = site.get(key, "")
             return None if not value else (REPO / Path(value).expanduser()).resolve()
 
+        dest = rescue_target(site, args.site, args.dest, site_path) if args.action == "rescue" else None
         root = args.root or site_path("SCRATCH")
         if root is None or not root.exists():
             raise ConfigError(f"scan root {root!s} is not on this machine: run make purge-guard on the site's "
@@ -208,11 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{left:7.1f}d  {n:6d} files  {human_bytes(b):>10}  {d}")
             print(f"purge-guard: {summary(files)} (purge after {days:g} days, margin {args.margin:g})",
                   file=sys.stderr)
-        if args.action == "rescue" and files:
-            project = site_path("PROJECT_DIR")
-            if args.dest is None and project is None:
-                raise ConfigError(f"no PROJECT_DIR in sites/{args.site}.env: set it, or give --dest")
-            dest = args.dest or project / "rescue"  # type: ignore[operator]
+        if dest is not None and files:
             n = rescue(files, root, dest.expanduser())
             print(f"purge-guard: rescued and verified {n} files into {dest}", file=sys.stderr)
         return 0
