@@ -74,10 +74,8 @@ run_py() {
     [[ "${launch[$i]}" != "@SIF@" ]] || launch[i]="${PYTORCH_SIF:-${SING_IMAGE:?no SING_IMAGE: load the PyTorch module (PYTORCH_MODULES)}}"
   done
   [[ -z "${GEOHPC_ARGS:-}" ]] || read -r -a extra <<< "$GEOHPC_ARGS"
-  # signed URLs and tokens never reach the job log
   local argv=(-m geohpc "$@")
   [[ "$1" != "-m" ]] || argv=("$@")
-  echo "== $(date -Is) python ${argv[*]}" | sed -E 's/([?&](sig|se|st|sv|sp|X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token)=)[^&[:space:]]+/\1REDACTED/g'
-
-  "${launch[@]}" "${argv[@]}" "${extra[@]}"
+  # python -m geohpc prints the '== <ts> python -m geohpc ...' log line itself, through geohpc.util.redact
+  GEOHPC_JOB_LOG=1 "${launch[@]}" "${argv[@]}" "${extra[@]}"
 }

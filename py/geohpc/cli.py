@@ -8,7 +8,10 @@ the PyTorch container (numpy and torch only) never imports rasterio, and ``--hel
 from __future__ import annotations
 
 import importlib
+import os
+import shlex
 import sys
+from datetime import datetime
 from typing import NamedTuple
 
 
@@ -77,9 +80,20 @@ def lookup(name: str) -> Command | None:
     return COMMANDS.get(name.replace("_", "-"))
 
 
+def job_log_line(args: list[str]) -> str:
+    """``== <ts> python -m geohpc <argv>`` for the job log, secrets redacted (jobs/lib.sh run_py asks for it)."""
+    from geohpc.util import redact
+
+    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+    return f"== {stamp} python -m geohpc {redact(shlex.join(args))}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch ``argv[0]`` to its module's ``main(argv[1:])``."""
     args = list(sys.argv[1:] if argv is None else argv)
+    # GEOHPC_JOB_LOG=1 (set by run_py): log the command once, redacted; torchrun's workers: rank 0 only
+    if os.environ.pop("GEOHPC_JOB_LOG", "") == "1" and os.environ.get("LOCAL_RANK", "0") == "0":
+        print(job_log_line(args), file=sys.stderr, flush=True)
     if not args or args[0] in ("-h", "--help", "help"):
         print(help_text())
         return 0 if args else 2
