@@ -90,7 +90,11 @@ def job_log_line(args: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Dispatch ``argv[0]`` to its module's ``main(argv[1:])``."""
+    from geohpc.util import RedactingStream
+
     args = list(sys.argv[1:] if argv is None else argv)
+    if argv is None and not isinstance(sys.stderr, RedactingStream):
+        sys.stderr = RedactingStream(sys.stderr)  # every message a command prints on stderr goes through redact
     # GEOHPC_JOB_LOG=1 (set by run_py): log the command once, redacted; torchrun's workers: rank 0 only
     if os.environ.pop("GEOHPC_JOB_LOG", "") == "1" and os.environ.get("LOCAL_RANK", "0") == "0":
         print(job_log_line(args), file=sys.stderr, flush=True)

@@ -74,6 +74,32 @@ def redact(text: str) -> str:
     return text
 
 
+class RedactingStream:
+    """A text stream that writes through :func:`redact`, line by line (``python -m geohpc`` wraps stderr in it,
+    so argparse errors, warnings and tracebacks carry no secret either)."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._buf = ""
+
+    def write(self, text: str) -> int:
+        self._buf += text
+        cut = max(self._buf.rfind("\n"), self._buf.rfind("\r"))
+        if cut >= 0:
+            done, self._buf = self._buf[: cut + 1], self._buf[cut + 1 :]
+            self._raw.write(redact(done))
+        return len(text)
+
+    def flush(self) -> None:
+        if self._buf:
+            self._raw.write(redact(self._buf))
+            self._buf = ""
+        self._raw.flush()
+
+    def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding, buffer, ...
+        return getattr(self._raw, name)
+
+
 def work_path(value: str | os.PathLike[str], work: str | os.PathLike[str] | None = None) -> str:
     """The one rule for a path a user gives a stage: absolute paths, URLs and ``/vsi`` paths as given;
     relative ones under the work dir (``work``, else $GEOHPC_WORK, else the current directory).

@@ -77,12 +77,13 @@ def run_spec(run: Run, repo: Path, cli: dict[str, str], env: dict[str, str], out
 
 
 def resubmit(repo: Path, stage_name: str, run_name: str, cli: dict[str, str], env: dict[str, str],
-             out: TextIO = sys.stdout) -> Run:
+             out: TextIO | None = None) -> Run:
     """Send again only the failed or missing items of a run, replaying the run's job spec.
 
     Resources, account, partition and the job environment are the original run's; a value given on the
     make line (MEM=, TIME=, CPUS=, ACCOUNT=, PARTITION_*=, THROTTLE=) overrides it, and is printed.
     """
+    out = out or sys.stdout
     stage = get_stage(stage_name)
     damaged: list[DamagedRun] = []
     run = find_run(repo, stage.name, run_name, report=damaged)
