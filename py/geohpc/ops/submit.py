@@ -28,6 +28,7 @@ from geohpc.core.runs import PRIVATE, Attempt, DamagedRun, Run, find_run, new_ru
 from geohpc.core.site import REPO, SRC_CLI, Site, load_site, parse_makeflags
 from geohpc.core.stages import Stage, StageContext, get_stage, read_manifest
 from geohpc.errors import ConfigError, InputError, run_cli
+from geohpc.ops.status import run_context
 from geohpc.util import redact, write_json_atomic, write_text_atomic
 
 # make variables that are not site keys but steer a submission; read from the make line or the shell
@@ -107,8 +108,6 @@ def in_flight_items(repo: Path, stage: Stage, damaged: list[DamagedRun] | None =
     An item's identity is its input and its output: the same items with another OUT_DIR are other work.
     Damaged run folders are appended to ``damaged`` and skipped.
     """
-    from geohpc.ops.status import run_context
-
     owners: dict[str, tuple[str, str]] = {}
     runs, bad = scan_runs(repo, stage.name)
     if damaged is not None:
