@@ -97,14 +97,20 @@ def resubmit(repo: Path, stage_name: str, run_name: str, cli: dict[str, str], en
     site = load_site(run.site, cli=cli, env=env)
     params, _ = collect_params(site, cli, env)
     spec, changed = run_spec(run, repo, cli, env, out).with_overrides(cli)
-    chunks = plan_chunks(lines, site.int("MAX_ARRAY_SIZE") or None)
+    recorded = run.job_env()  # the site values the run was submitted with (make-line ones included)
+
+    def limit(key: str) -> int | None:
+        value = cli.get(key) or recorded.get(key, "")
+        return int(value) if value.isdigit() and int(value) > 0 else (site.int(key) or None)
+
+    chunks = plan_chunks(lines, limit("MAX_ARRAY_SIZE"))
     first = run.attempts[0].throttle if run.attempts else None
     given = parse_throttle(params.get("THROTTLE"))
     if given and given != first:
         changed.append(f"throttle: {first or '(none)'} -> {given}")
     for line in changed:
         print(f"  override from the make line: {line}", file=out)
-    thr = effective_throttle(given or first, site.int("MAX_JOBS") or None, len(chunks))
+    thr = effective_throttle(given or first, limit("MAX_JOBS"), len(chunks))
     executor = run.attempts[-1].executor if run.attempts else "slurm"
     for c in chunks:
         c.command = spec.command(run.env_file, c.array_spec(thr), [], c.offset)
