@@ -15,8 +15,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 
 R = "REDACTED"
-# query parameters whose value is a credential (SAS, signed URLs, OAuth and API keys), in any position:
-# after ?, &, ; or their URL-encoded forms, or at the start of a word (a bare ``sig=...`` argument)
+# query parameters whose value is a credential (SAS, signed URLs, OAuth and API keys), in any position of the
+# query: after ?, &, ; or their URL-encoded forms
 _QUERY_NAMES = (r"sig|signature|se|sv|sp|st|spr|srt|ss|skoid|sktid|skt|ske|sks|skv|x-amz-[a-z-]+|x-goog-[a-z-]+"
                 r"|awsaccesskeyid|token|access_token|id_token|refresh_token|auth|auth_token|key|apikey|api_key|api-key"
                 r"|password|passwd|pwd|secret|client_secret|sharedaccesssignature|accountkey|sharedaccesskey")
@@ -44,7 +44,10 @@ _SECRET_PATTERNS: list[tuple[re.Pattern[str], Any]] = [
                 r"[^\s\"',]+", re.I), rf"\1{R}"),
     (re.compile(r"\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}", re.I), rf"\1{R}"),
     # signed-URL and SAS query parameters, any position
-    (re.compile(rf"((?:[?&;]|%26|%3F|^|(?<=[\s\"'(,=]))(?:{_QUERY_NAMES})(?:=|%3D))[^&\s\"'#;<>]+", re.I), rf"\1{R}"),
+    (re.compile(rf"((?:[?&;]|%26|%3F)(?:{_QUERY_NAMES})(?:=|%3D))[^&\s\"'#;<>]+", re.I), rf"\1{R}"),
+    # a signature outside a query string too: a bare "sig=..." argument or value
+    (re.compile(rf"((?:^|(?<=[\s\"'(,=]))(?:sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token)"
+                rf"(?:=|%3D))(?!{R}\b)[^&\s\"'#;<>]+", re.I), rf"\1{R}"),
     # secret values in env lines, config files ("name = value") and JSON ("name": "value")
     (re.compile(rf"\b((?:{_SECRET_NAME})[\"']?\s*=\s*)(?!{R}\b)({_VALUE})", re.I), _keep_quotes),
     (re.compile(rf"((?:\b[A-Z0-9_]*(?:TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY)[A-Z0-9_]*"

@@ -68,7 +68,7 @@ def test_each_secret_form_is_redacted(form: str) -> None:
 @pytest.mark.parametrize("text", [
     "/scratch/project_465002500/outputs/tokens/x.tif", "export GEOHPC_OUT=/scratch/p/outputs/cog",
     "MIN_TMP_GB=10 TIME=04:00:00 MEM=8G", "no tokens: check the path", "https://earth-search.aws/v1/search?limit=5",
-    "BLOCKSIZE=512 COG_MEM=1G keyboard=us",
+    "BLOCKSIZE=512 COG_MEM=1G keyboard=us", "ss=3 st=4 sp=r (not a query string)",
 ])
 def test_ordinary_text_is_left_alone(text: str) -> None:
     assert redact(text) == text
