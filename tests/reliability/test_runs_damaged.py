@@ -46,6 +46,9 @@ DAMAGE = {
     "job.env purged": (_remove("job.env"), "job.env missing"),
     "job.env garbage": (_write("job.env", "export A='never closed\n"), "job.env unreadable"),
     "plan.json purged": (_remove("plan.json"), "no plan.json"),
+    "plan.json of a stage that is gone": (_write("plan.json", json.dumps({"stage": "nosuch", "site": "local",
+                                                                          "attempts": []})),
+                                          "unknown stage 'nosuch' in plan.json"),
 }
 
 
@@ -78,6 +81,25 @@ def test_damaged_run_is_named_and_skipped(case: str, runs_dir: Path, tmp_path: P
     assert ok_submit, printed
     assert ok_latest, latest
     assert ok_named, named
+
+
+def test_a_damaged_local_task_state_counts_as_missing(runs_dir: Path, tmp_path: Path, capsys) -> None:
+    run, _ = submit_here("probe", ITEMS=str(_items(tmp_path, "s0", "s1")), EXECUTOR="local",
+                         OUT_DIR=str(tmp_path / "out"))
+    assert run is not None
+    (tmp_path / "out" / "s1.json").unlink()  # its output is gone too, so the task state decides
+    next((run.path / "local").glob("*_1.json")).write_text("{half a state")
+    rc = status.main([])
+    got = capsys.readouterr()
+    ok = rc == 0 and "1/2" in got.out and "missing=1" in got.out and "Traceback" not in got.err
+    record("bad_input", "status", "damaged local task state file", ok)
+    assert ok, got
+
+
+def _items(tmp_path: Path, *names: str) -> Path:
+    path = tmp_path / "items.txt"
+    path.write_text("".join(f"{n}\n" for n in names))
+    return path
 
 
 def _refused(stage: str, needle: list[str], runs_dir: Path, out_dir: Path, case: str, **cli: str) -> None:

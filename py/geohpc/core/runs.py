@@ -173,6 +173,10 @@ def load_run(path: Path) -> Run:
                     raise ValueError("bad chunk")
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
         raise DamagedRun(path, "plan.json unreadable") from None
+    from geohpc.core.stages import stage_names
+
+    if run.stage not in stage_names():
+        raise DamagedRun(path, f"unknown stage {run.stage!r} in plan.json")
     for name, check in (("manifest.txt", run.items), ("job.env", run.job_env)):
         if not (path / name).is_file():
             raise DamagedRun(path, f"{name} missing")
