@@ -93,17 +93,15 @@ run_py() {
   if [[ "${GEOHPC_ISOLATED:-}" == 1 ]]; then
     # --containall --cleanenv: the job-time variables reach the container only through an env file
     local envfile="${TMPDIR:-/tmp}/geohpc-env-${SLURM_JOB_ID:-$$}-${SLURM_ARRAY_TASK_ID:-0}"
-    : > "$envfile" && chmod 600 "$envfile"
+    (umask 077 && printf 'GEOHPC_JOB_LOG=1\n' > "$envfile")
     for name in $(compgen -e | grep -E '^(SLURM_|GEOHPC_|OMP_NUM_THREADS$|TMPDIR$|CPL_TMPDIR$|PYTHONUNBUFFERED$)' | grep -vx GEOHPC_LAUNCH) ${GEOHPC_GPU_ENV//,/ }; do
       printf '%s=%q\n' "$name" "${!name}" >> "$envfile"
     done
     launch=("${launch[@]:0:${#launch[@]}-2}" --env-file "$envfile" "${launch[@]: -2}")
   fi
   [[ -z "${GEOHPC_ARGS:-}" ]] || read -r -a extra <<< "$GEOHPC_ARGS"
-  # signed URLs and tokens never reach the job log
   local argv=(-m geohpc "$@")
   [[ "$1" != "-m" ]] || argv=("$@")
-  echo "== $(date -Is) python ${argv[*]}" | sed -E 's/([?&](sig|se|st|sv|sp|X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token)=)[^&[:space:]]+/\1REDACTED/g'
-
-  "${launch[@]}" "${argv[@]}" "${extra[@]}"
+  # python -m geohpc prints the '== <ts> python -m geohpc ...' log line itself, through geohpc.util.redact
+  GEOHPC_JOB_LOG=1 "${launch[@]}" "${argv[@]}" "${extra[@]}"
 }

@@ -10,7 +10,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import shlex
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
@@ -103,9 +105,24 @@ def proj_from_rasterio() -> None:
             os.environ[var] = str(pkg / sub)
 
 
+def job_log_line(args: list[str]) -> str:
+    """``== <ts> python -m geohpc <argv>`` for the job log, secrets redacted (jobs/lib.sh run_py asks for it)."""
+    from geohpc.util import redact
+
+    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+    return f"== {stamp} python -m geohpc {redact(shlex.join(args))}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch ``argv[0]`` to its module's ``main(argv[1:])``."""
+    from geohpc.util import RedactingStream
+
     args = list(sys.argv[1:] if argv is None else argv)
+    if argv is None and not isinstance(sys.stderr, RedactingStream):
+        sys.stderr = RedactingStream(sys.stderr)  # every message a command prints on stderr goes through redact
+    # GEOHPC_JOB_LOG=1 (set by run_py): log the command once, redacted; torchrun's workers: rank 0 only
+    if os.environ.pop("GEOHPC_JOB_LOG", "") == "1" and os.environ.get("LOCAL_RANK", "0") == "0":
+        print(job_log_line(args), file=sys.stderr, flush=True)
     if not args or args[0] in ("-h", "--help", "help"):
         print(help_text())
         return 0 if args else 2

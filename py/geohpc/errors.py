@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from geohpc.util import redact
+
 EXIT_USER_ERROR = 2
 
 
@@ -33,7 +35,7 @@ def run_cli(func: Callable[[], int | None], prog: str) -> int:
     try:
         rc = func()
     except GeohpcError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {redact(str(exc))}", file=sys.stderr)  # no secret in a message
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

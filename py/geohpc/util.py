@@ -14,19 +14,93 @@ from typing import Any
 # the checkout: py/geohpc/util.py -> the repo root (jobs/, sites/, checks/ live there)
 REPO = Path(__file__).resolve().parents[2]
 
-_SECRET_PATTERNS = [
-    # SAS tokens and signed URLs: the query string carries the signature.
-    (re.compile(r"([?&](?:sig|se|sv|sp|st|spr|srt|ss|skoid|sktid|skt|ske|sks|skv)=)[^&\s\"']+", re.I), r"\1REDACTED"),
-    (re.compile(r"([?&]X-Amz-(?:Signature|Credential|Security-Token)=)[^&\s\"']+", re.I), r"\1REDACTED"),
-    (re.compile(r"((?:AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN|AZURE_STORAGE_SAS_TOKEN|[A-Z_]*TOKEN|[A-Z_]*SECRET[A-Z_]*|[A-Z_]*PASSWORD)=)\S+"), r"\1REDACTED"),
+R = "REDACTED"
+# query parameters whose value is a credential (SAS, signed URLs, OAuth and API keys), in any position of the
+# query: after ?, &, ; or their URL-encoded forms
+_QUERY_NAMES = (r"sig|signature|se|sv|sp|st|spr|srt|ss|skoid|sktid|skt|ske|sks|skv|x-amz-[a-z-]+|x-goog-[a-z-]+"
+                r"|awsaccesskeyid|token|access_token|id_token|refresh_token|auth|auth_token|key|apikey|api_key|api-key"
+                r"|password|passwd|pwd|secret|client_secret|sharedaccesssignature|accountkey|sharedaccesskey")
+# variable names that hold a secret in env lines, config files and JSON ("export AWS_SECRET_ACCESS_KEY=...")
+_SECRET_NAME = (r"[A-Za-z0-9_]*(?:TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?|SAS_URL"
+                r"|SAS)[A-Za-z0-9_]*|[A-Za-z0-9_]*_KEY|KEY")
+_VALUE = r"(?:'[^']*'|\"[^\"]*\"|[^\s\"',;}]+)"
+
+
+
+def _keep_quotes(m: re.Match[str]) -> str:
+    """``NAME='value'`` -> ``NAME='REDACTED'``: the quoting survives, so JSON and shell lines stay valid."""
+    value = m.group(2)
+    q = value[0] if value[:1] in ("'", '"') else ""
+    return f"{m.group(1)}{q}{R}{q}"
+
+
+_SECRET_PATTERNS: list[tuple[re.Pattern[str], Any]] = [
+    # PEM private keys, whole
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.S), f"<{R} PRIVATE KEY>"),
+    # https://user:password@host
+    (re.compile(r"\b([a-z][a-z0-9+.-]*://[^/\s:@'\"]*:)[^@\s/'\"]+@", re.I), rf"\1{R}@"),
+    # Authorization / Proxy-Authorization headers and bare bearer tokens
+    (re.compile(r"((?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?(?:(?:bearer|basic|token|digest|aws4-hmac-sha256)\s+)?)"
+                r"[^\s\"',]+", re.I), rf"\1{R}"),
+    (re.compile(r"\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}", re.I), rf"\1{R}"),
+    # signed-URL and SAS query parameters, any position
+    (re.compile(rf"((?:[?&;]|%26|%3F)(?:{_QUERY_NAMES})(?:=|%3D))[^&\s\"'#;<>]+", re.I), rf"\1{R}"),
+    # a signature outside a query string too: a bare "sig=..." argument or value
+    (re.compile(rf"((?:^|(?<=[\s\"'(,=]))(?:sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token)"
+                rf"(?:=|%3D))(?!{R}\b)[^&\s\"'#;<>]+", re.I), rf"\1{R}"),
+    # secret values in env lines, config files ("name = value") and JSON ("name": "value")
+    (re.compile(rf"\b((?:{_SECRET_NAME})[\"']?\s*=\s*)(?!{R}\b)({_VALUE})", re.I), _keep_quotes),
+    (re.compile(rf"((?:\b[A-Z0-9_]*(?:TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY)[A-Z0-9_]*"
+                rf"|[\"'](?i:{_SECRET_NAME})[\"'])\s*:\s*)(?!{R}\b)({_VALUE})"), _keep_quotes),
+    # well-known token shapes wherever they appear
+    (re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA)[0-9A-Z]{16}\b"), f"AKIA{R}"),
+    (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"), f"gh_{R}"),
+    (re.compile(r"\bglpat-[A-Za-z0-9_-]{20,}"), f"glpat-{R}"),
+    (re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"), f"xox-{R}"),
+    (re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"), f"AIza{R}"),
+    (re.compile(r"\bhf_[A-Za-z0-9]{30,}\b"), f"hf_{R}"),
+    (re.compile(r"\bnpm_[A-Za-z0-9]{36}\b"), f"npm_{R}"),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"), f"<{R} JWT>"),
 ]
 
 
 def redact(text: str) -> str:
-    """Return ``text`` with SAS signatures, signed-URL credentials and secret env values masked."""
+    """Return ``text`` with every credential form we know masked: SAS and signed-URL signatures (``sig=``,
+    ``X-Amz-*``) in any position, ``token=``/``key=``-style query values, ``user:password@`` in URLs,
+    ``Authorization``/``Bearer`` values, secret-named env and config values, and well-known token shapes
+    (AWS key ids, GitHub, GitLab, Slack, Google, Hugging Face, JWTs, PEM private keys).
+
+    The one redaction of geohpc: every message, log line and printed job environment goes through it.
+    """
     for pattern, repl in _SECRET_PATTERNS:
         text = pattern.sub(repl, text)
     return text
+
+
+class RedactingStream:
+    """A text stream that writes through :func:`redact`, line by line (``python -m geohpc`` wraps stderr in it,
+    so argparse errors, warnings and tracebacks carry no secret either)."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._buf = ""
+
+    def write(self, text: str) -> int:
+        self._buf += text
+        cut = max(self._buf.rfind("\n"), self._buf.rfind("\r"))
+        if cut >= 0:
+            done, self._buf = self._buf[: cut + 1], self._buf[cut + 1 :]
+            self._raw.write(redact(done))
+        return len(text)
+
+    def flush(self) -> None:
+        if self._buf:
+            self._raw.write(redact(self._buf))
+            self._buf = ""
+        self._raw.flush()
+
+    def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding, buffer, ...
+        return getattr(self._raw, name)
 
 
 def work_path(value: str | os.PathLike[str], work: str | os.PathLike[str] | None = None) -> str:
@@ -92,11 +166,12 @@ def parse_size(text: str) -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike[str], suffix: str | None = None, mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` only if the block succeeds.
 
     The temporary file lives in the target's directory (same filesystem, so the rename is
     atomic and scratch, not a RAM-backed /tmp, holds the bytes). On error it is removed.
+    ``mode`` (e.g. ``0o600`` for files that hold secrets) replaces the usual umask-derived mode.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +181,9 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        if tmp_path.exists():  # mkstemp makes 0600; give outputs the usual umask-derived mode
+        if tmp_path.exists() and mode is not None:
+            os.chmod(tmp_path, mode)
+        elif tmp_path.exists():  # mkstemp makes 0600; give outputs the usual umask-derived mode
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp_path, 0o666 & ~umask)
@@ -117,12 +194,12 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
         raise
 
 
-def write_text_atomic(target: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``target`` through a temporary file and a rename."""
-    with atomic_path(target) as tmp:
+def write_text_atomic(target: str | os.PathLike[str], text: str, mode: int | None = None) -> None:
+    """Write ``text`` to ``target`` through a temporary file and a rename (``mode``: see :func:`atomic_path`)."""
+    with atomic_path(target, mode=mode) as tmp:
         tmp.write_text(text)
 
 
-def write_json_atomic(target: str | os.PathLike[str], data: Any) -> None:
+def write_json_atomic(target: str | os.PathLike[str], data: Any, mode: int | None = None) -> None:
     """Write ``data`` as indented JSON to ``target`` atomically."""
-    write_text_atomic(target, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    write_text_atomic(target, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", mode=mode)

@@ -24,9 +24,11 @@ from geohpc.classify.tuning import (
     label_map,
     load_samples,
     open_study,
+    owner_tag,
     plot_history,
     plot_importance,
     random_split,
+    recover_killed_trials,
     spatial_split,
 )
 from geohpc.embed.rasters import work_path
@@ -86,8 +88,11 @@ def train(samples: str, out_dir: Path, *, trials: int = 20, iterations: int = 30
     journal = journal or out_dir / "study.journal"
     fp = fingerprint(study_name, features, classes, len(df), block_size, val_frac, seed, iterations)
     study = open_study(journal, study_name, fp, seed + 7919 * task_index)
+    lost = recover_killed_trials(study, task_index)
+    owner = owner_tag(task_index)
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("owner", owner)  # a rerun after a kill finds its dead trial by this
         params = {**base, "depth": trial.suggest_int("depth", 3, 6),
                   "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
                   "l2_leaf_reg": trial.suggest_float("l2_leaf_reg", 1.0, 10.0, log=True)}
@@ -100,6 +105,9 @@ def train(samples: str, out_dir: Path, *, trials: int = 20, iterations: int = 30
         return float(acc)
 
     done = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+    if done or lost:
+        print(f"geohpc.train: resumed study {study_name}: {done} trial(s) complete, {lost} lost to a killed run "
+              "(re-run)", file=sys.stderr, flush=True)
     if done < trials:
         stop = optuna.study.MaxTrialsCallback(trials, states=(TrialState.COMPLETE,))
         study.optimize(objective, n_trials=trials - done, callbacks=[stop])
@@ -115,6 +123,8 @@ def train(samples: str, out_dir: Path, *, trials: int = 20, iterations: int = 30
                           "n_train": int(sp_train.sum()), "n_val": int((~sp_train).sum())},
         "random": {**_evaluate(random_model, X[~rn_train], y[~rn_train], classes), "n_train": int(rn_train.sum()), "n_val": int((~rn_train).sum())},
         "excluded_classes": excluded, "trials_complete": len(complete), "best_trial": best.number,
+        # a resumed study says so, and how many in-flight trials the kill cost (they were run again)
+        "resumed": bool(done or lost), "trials_complete_at_start": done, "trials_lost": lost,
         # a killed task leaves its in-flight trial RUNNING in the journal (journals have no heartbeat); it never counts
         "trials_running_or_stale": sum(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False)),
         "best_value": best.value, "final_iterations": final_iters, "study": study_name, "journal": str(journal),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -141,8 +143,9 @@ def open_study(journal: Path, name: str, fp: str, seed: int) -> Any:
         raise InputError(f"{journal}: journal belongs to study {', '.join(names)!s}, not {name!r}; give STUDY={names[0]} to "
                          "resume it, or a new JOURNAL= path for this study")
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
-    # A resumed or parallel worker gets its own seed, so it does not repeat the trials already run.
-    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.get_trials(deepcopy=False)))
+    # Each trial's draws depend on the seed and the number of complete trials only: a killed study that is
+    # resumed proposes the same next trial as an uninterrupted one (parallel tasks differ by their seed).
+    study.sampler = resumable_sampler(seed)
     have = study.user_attrs.get("fingerprint")
     if have is None:
         study.set_user_attr("fingerprint", fp)
@@ -150,6 +153,62 @@ def open_study(journal: Path, name: str, fp: str, seed: int) -> Any:
         raise InputError(f"{journal}: study {name!r} was tuned on other samples or settings (fingerprint {have} != {fp}); "
                          "give a new STUDY= or JOURNAL= for this data")
     return study
+
+
+def resumable_sampler(seed: int) -> Any:
+    """A TPE sampler reseeded before every trial from ``seed`` and the count of complete trials.
+
+    Optuna's own seeded sampler draws from one stream for the life of a process, so a study resumed after
+    a kill would propose other trials than an uninterrupted run; this one proposes the same ones.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    class ResumableTPESampler(optuna.samplers.TPESampler):
+        def before_trial(self, study: Any, trial: Any) -> None:
+            n = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+            draw = (seed * 1_000_003 + n) % (2**32)
+            self._rng.rng.seed(draw)
+            self._random_sampler._rng.rng.seed(draw)
+            super().before_trial(study, trial)
+
+    return ResumableTPESampler(seed=seed)
+
+
+def owner_tag(task_index: int) -> dict[str, Any]:
+    """Who runs a trial (stored on it): the array task, the host and the process."""
+    return {"task": task_index, "host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_killed_trials(study: Any, task_index: int) -> int:
+    """Mark FAIL the RUNNING trials a killed earlier run of this task left behind; return how many (lost).
+
+    A trial is this task's dead one when its owner is the same array task and it ran on another host
+    (Slurm runs one instance of an array task at a time) or its process is gone. Other tasks' trials,
+    still running in parallel, are left alone.
+    """
+    from optuna.trial import TrialState
+
+    lost = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.user_attrs.get("owner")
+        if not isinstance(owner, dict) or owner.get("task") != task_index:
+            continue
+        if owner.get("host") == socket.gethostname() and _alive(int(owner.get("pid", 0))) and owner.get("pid") != os.getpid():
+            continue
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        lost += 1
+    return lost
 
 
 def plot_history(study: Any, path: Path) -> None:

@@ -116,7 +116,12 @@ def local_states(run_dir: Path) -> dict[str, TaskInfo]:
     """The recorded outcome of every local task of a run, keyed ``<job>_<task>``."""
     out: dict[str, TaskInfo] = {}
     for f in (run_dir / "local").glob("*.json"):
-        d = json.loads(f.read_text())
+        try:
+            d = json.loads(f.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue  # a damaged state file: that task counts as missing, and resubmit runs it again
+        if not isinstance(d, dict):
+            continue
         jid = f.stem
         out[jid] = TaskInfo(
             job_id=jid,

@@ -1,13 +1,16 @@
 """The records of a submission: ``runs/<stage>/<timestamp>/`` with the manifest, plan and job ids.
 
 ``plan.json`` holds one entry per attempt (the first submit, then each resubmit), each with its arrays
-(offset, indices, job id, the exact sbatch command line). ``make status`` and ``make resubmit`` read it.
+(offset, indices, job id, the sbatch command line, redacted). ``make status`` and ``make resubmit`` read it.
+A run folder whose plan.json or spec.json is unreadable, or whose manifest.txt or job.env is gone (the purge),
+is *damaged*: :func:`scan_runs` names it and every command skips it, never a traceback.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +18,27 @@ from typing import Any
 
 from geohpc.core.arrays import Chunk
 from geohpc.errors import ConfigError
-from geohpc.util import write_json_atomic
+from geohpc.util import redact, write_json_atomic
 
 RUNS_DIR = "runs"
+PRIVATE = 0o600  # run files that may carry values (job.env, spec.json, commands): owner only
+
+
+class DamagedRun(ConfigError):
+    """A run folder that cannot be read back: ``runs/<stage>/<ts>: damaged (<what>)``."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path, self.what = path, what
+        super().__init__(f"{run_label(path)}: damaged ({what})")
+
+    def skipped(self) -> str:
+        """The line status, submit and resubmit print for it."""
+        return f"{self}; skipped"
+
+
+def run_label(path: Path) -> str:
+    """``runs/<stage>/<ts>`` for a run folder (its last three path parts)."""
+    return "/".join(path.parts[-3:])
 
 
 def runs_root(repo: Path) -> Path:
@@ -41,7 +62,8 @@ class Attempt:
             "executor": self.executor,
             "throttle": self.throttle,
             "submitted": self.submitted,
-            "chunks": [c.to_json() for c in self.chunks],
+            # the record names what ran, never a value: the command is replayed from spec.json, not from here
+            "chunks": [{**c.to_json(), "command": [redact(a) for a in c.command]} for c in self.chunks],
         }
 
     @classmethod
@@ -83,6 +105,15 @@ class Run:
         """The manifest lines."""
         return self.manifest.read_text().splitlines()
 
+    def job_env(self) -> dict[str, str]:
+        """The ``export K=V`` lines of the run's job.env (what every task of the run sees)."""
+        env: dict[str, str] = {}
+        for line in self.env_file.read_text().splitlines():
+            if line.startswith("export "):
+                key, _, value = line[len("export ") :].partition("=")
+                env[key] = (shlex.split(value) or [""])[0]
+        return env
+
     def job_ids(self) -> list[str]:
         """Every job id of every attempt."""
         return [c.job_id for a in self.attempts for c in a.chunks if c.job_id]
@@ -92,6 +123,7 @@ class Run:
         write_json_atomic(
             self.path / "plan.json",
             {"stage": self.stage, "site": self.site, "attempts": [a.to_json() for a in self.attempts]},
+            mode=PRIVATE,
         )
 
     def line_owner(self) -> dict[int, tuple[str, str, str]]:
@@ -122,27 +154,88 @@ def new_run(repo: Path, stage: str, site: str) -> Run:
 
 
 def load_run(path: Path) -> Run:
-    """Read a run folder's plan.json."""
+    """Read a run folder: plan.json, and check that manifest.txt, job.env and spec.json read back.
+
+    Raises :class:`DamagedRun` (a one-line :class:`ConfigError`) naming what is wrong.
+    """
     plan = path / "plan.json"
     if not plan.is_file():
+        if path.is_dir() and any(path.iterdir()):
+            raise DamagedRun(path, "no plan.json")
         raise ConfigError(f"{path}: no plan.json here; pick a run from 'make status'")
-    d = json.loads(plan.read_text())
-    return Run(path=path, stage=d["stage"], site=d["site"], attempts=[Attempt.from_json(a) for a in d["attempts"]])
+    try:
+        d = json.loads(plan.read_text())
+        run = Run(path=path, stage=str(d["stage"]), site=str(d["site"]),
+                  attempts=[Attempt.from_json(a) for a in d["attempts"]])
+        for a in run.attempts:
+            for c in a.chunks:
+                if not isinstance(c.offset, int) or not all(isinstance(i, int) for i in c.indices):
+                    raise ValueError("bad chunk")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+        raise DamagedRun(path, "plan.json unreadable") from None
+    from geohpc.core.stages import stage_names
+
+    if run.stage not in stage_names():
+        raise DamagedRun(path, f"unknown stage {run.stage!r} in plan.json")
+    for name, check in (("manifest.txt", run.items), ("job.env", run.job_env)):
+        if not (path / name).is_file():
+            raise DamagedRun(path, f"{name} missing")
+        try:
+            check()
+        except (OSError, UnicodeDecodeError, ValueError):
+            raise DamagedRun(path, f"{name} unreadable") from None
+    if run.spec_file.exists():
+        from geohpc.core.jobspec import JobSpec  # lazy: jobspec pulls in the site and slurm modules
+
+        try:
+            JobSpec.from_json(json.loads(run.spec_file.read_text()))
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+            raise DamagedRun(path, "spec.json unreadable") from None
+    return run
+
+
+def scan_runs(repo: Path, stage: str | None = None) -> tuple[list[Run], list[DamagedRun]]:
+    """All readable runs (of one stage), oldest first, and the damaged run folders found beside them."""
+    root = runs_root(repo)
+    folders = [p for p in root.glob(f"{stage}/*" if stage else "*/*") if p.is_dir()]
+    runs: list[tuple[float, str, Run]] = []
+    damaged: list[DamagedRun] = []
+    for folder in sorted(folders):
+        try:
+            run = load_run(folder)
+        except DamagedRun as exc:
+            damaged.append(exc)
+            continue
+        except ConfigError:  # an empty folder: a refused submit that could not tidy up
+            continue
+        try:
+            mtime = (folder / "plan.json").stat().st_mtime
+        except OSError:
+            continue
+        runs.append((mtime, str(folder), run))
+    return [r for _, _, r in sorted(runs, key=lambda t: (t[0], t[1]))], damaged
 
 
 def list_runs(repo: Path, stage: str | None = None) -> list[Run]:
-    """All runs (of one stage), oldest first."""
-    root = runs_root(repo)
-    pattern = f"{stage}/*/plan.json" if stage else "*/*/plan.json"
-    return [load_run(p.parent) for p in sorted(root.glob(pattern), key=lambda p: (p.stat().st_mtime, str(p)))]
+    """All readable runs (of one stage), oldest first; damaged ones are left out (see :func:`scan_runs`)."""
+    return scan_runs(repo, stage)[0]
 
 
-def find_run(repo: Path, stage: str, run: str = "") -> Run:
-    """The run named ``run`` (a folder name or path) of ``stage``, else its latest run."""
+def find_run(repo: Path, stage: str, run: str = "", report: list[DamagedRun] | None = None) -> Run:
+    """The run named ``run`` (a folder name or path) of ``stage``, else its latest readable run.
+
+    Damaged runs passed over on the way are appended to ``report``; a damaged named run is an error.
+    """
     if run:
         path = Path(run) if "/" in run else runs_root(repo) / stage / run
-        return load_run(path)
-    runs = list_runs(repo, stage)
+        try:
+            return load_run(path)
+        except DamagedRun as exc:
+            raise ConfigError(f"{exc}; it cannot be resubmitted: submit its items again "
+                              "with make submit, or pick another run from make status") from None
+    runs, damaged = scan_runs(repo, stage)
+    if report is not None:
+        report.extend(damaged)
     if not runs:
         raise ConfigError(f"no runs of stage {stage} under {runs_root(repo) / stage}; submit one first")
     return runs[-1]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from geohpc.errors import ConfigError, run_cli
-from geohpc.util import REPO
+from geohpc.util import REPO, redact
 
 SITES_DIR = REPO / "sites"
 
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.get:
             print(site.get(args.get))
         else:
-            print(f"site {site.name} ({site.path}):\n{site.report()}")
+            print(f"site {site.name} ({site.path}):\n{redact(site.report())}")  # values on the make line may be secret
         return 0
 
     return run_cli(work, "geohpc.site")

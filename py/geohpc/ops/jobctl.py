@@ -2,7 +2,9 @@
 
 Resubmit re-plans from the run's own manifest: only the items that failed, timed out, ran out of memory,
 were cancelled or never produced their output are sent again, as a compact array list per chunk
-(``--array=3,7,12-15%4``) reusing the run's job environment.
+(``--array=3,7,12-15%4``), replaying the run's rendered job spec (``spec.json``: resources, account,
+partition) and job environment, with the run's throttle; a make-line value overrides, and is printed.
+Damaged run folders are named and skipped; resubmitting a damaged run is a one-line error.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import TextIO
 from geohpc.core import slurm
 from geohpc.core.arrays import effective_throttle, parse_throttle, plan_chunks
 from geohpc.core.jobspec import JOB_ID_RE, JobSpec, render
-from geohpc.core.runs import Attempt, Run, find_run, list_runs
+from geohpc.core.runs import Attempt, DamagedRun, Run, find_run, list_runs
 from geohpc.core.site import REPO, load_site, parse_makeflags
 from geohpc.core.stages import get_stage
 from geohpc.errors import ConfigError, run_cli
@@ -61,10 +63,12 @@ def cancel(repo: Path, job: str = "", stage: str = "") -> list[str]:
     return ids
 
 
-def run_spec(run: Run, repo: Path, cli: dict[str, str], env: dict[str, str]) -> JobSpec:
+def run_spec(run: Run, repo: Path, cli: dict[str, str], env: dict[str, str], out: TextIO = sys.stdout) -> JobSpec:
     """The job spec the run was submitted with (``spec.json``); runs recorded before it existed re-render."""
     if run.spec_file.is_file():
         return JobSpec.from_json(json.loads(run.spec_file.read_text()))
+    print(f"  {run.path.name} has no spec.json (recorded before it existed): re-rendered from {run.site}.env "
+          "and this make line", file=out)
     site = load_site(run.site, cli=cli, env=env)
     params, _ = collect_params(site, cli, env)
     ctx = run_context(run)
@@ -73,14 +77,18 @@ def run_spec(run: Run, repo: Path, cli: dict[str, str], env: dict[str, str]) -> 
 
 
 def resubmit(repo: Path, stage_name: str, run_name: str, cli: dict[str, str], env: dict[str, str],
-             out: TextIO = sys.stdout) -> Run:
+             out: TextIO | None = None) -> Run:
     """Send again only the failed or missing items of a run, replaying the run's job spec.
 
     Resources, account, partition and the job environment are the original run's; a value given on the
     make line (MEM=, TIME=, CPUS=, ACCOUNT=, PARTITION_*=, THROTTLE=) overrides it, and is printed.
     """
+    out = out or sys.stdout
     stage = get_stage(stage_name)
-    run = find_run(repo, stage.name, run_name)
+    damaged: list[DamagedRun] = []
+    run = find_run(repo, stage.name, run_name, report=damaged)
+    for bad in damaged:
+        print(bad.skipped(), file=out)
     status = run_status(run)
     lines = status.lines_in(*RETRY)
     if not lines:
@@ -88,13 +96,21 @@ def resubmit(repo: Path, stage_name: str, run_name: str, cli: dict[str, str], en
         return run
     site = load_site(run.site, cli=cli, env=env)
     params, _ = collect_params(site, cli, env)
-    spec, changed = run_spec(run, repo, cli, env).with_overrides(cli)
+    spec, changed = run_spec(run, repo, cli, env, out).with_overrides(cli)
+    recorded = run.job_env()  # the site values the run was submitted with (make-line ones included)
+
+    def limit(key: str) -> int | None:
+        value = cli.get(key) or recorded.get(key, "")
+        return int(value) if value.isdigit() and int(value) > 0 else (site.int(key) or None)
+
+    chunks = plan_chunks(lines, limit("MAX_ARRAY_SIZE"))
+    first = run.attempts[0].throttle if run.attempts else None
+    given = parse_throttle(params.get("THROTTLE"))
+    if given and given != first:
+        changed.append(f"throttle: {first or '(none)'} -> {given}")
     for line in changed:
         print(f"  override from the make line: {line}", file=out)
-    chunks = plan_chunks(lines, site.int("MAX_ARRAY_SIZE") or None)
-    first = run.attempts[0].throttle if run.attempts else None
-    thr = effective_throttle(parse_throttle(params.get("THROTTLE")) or first, site.int("MAX_JOBS") or None,
-                             len(chunks))
+    thr = effective_throttle(given or first, limit("MAX_JOBS"), len(chunks))
     executor = run.attempts[-1].executor if run.attempts else "slurm"
     for c in chunks:
         c.command = spec.command(run.env_file, c.array_spec(thr), [], c.offset)

@@ -8,7 +8,6 @@ time and MaxRSS against the requested memory give a right-sizing hint.
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
 import sys
 from collections import Counter
@@ -18,7 +17,7 @@ from pathlib import Path
 from geohpc.core import slurm
 from geohpc.core.jobspec import sbatch_directives
 from geohpc.core.local_executor import local_states
-from geohpc.core.runs import Run, list_runs
+from geohpc.core.runs import Run, scan_runs
 from geohpc.core.site import REPO
 from geohpc.core.slurm import TaskInfo
 from geohpc.core.stages import StageContext, get_stage
@@ -47,14 +46,8 @@ class RunStatus:
 
 
 def read_job_env(run: Run) -> dict[str, str]:
-    """The ``export K=V`` lines of a run's job.env."""
-    env: dict[str, str] = {}
-    if run.env_file.is_file():
-        for line in run.env_file.read_text().splitlines():
-            if line.startswith("export "):
-                key, _, value = line[len("export ") :].partition("=")
-                env[key] = (shlex.split(value) or [""])[0]
-    return env
+    """The ``export K=V`` lines of a run's job.env (``{}`` when it is gone)."""
+    return run.job_env() if run.env_file.is_file() else {}
 
 
 def run_context(run: Run) -> StageContext:
@@ -168,7 +161,9 @@ def wait(stage: str, poll_s: float = 3.0, timeout_s: float = 6 * 3600) -> int:
     """Block until the latest run of ``stage`` has nothing pending or running; 1 if any item failed."""
     import time
 
-    runs = list_runs(REPO, stage or None)
+    runs, damaged = scan_runs(REPO, stage or None)
+    for bad in damaged:
+        print(bad.skipped(), file=sys.stderr)
     if not runs:
         print(f"no runs of {stage or 'any stage'} yet: make submit STAGE=<stage> SITE=<site>", file=sys.stderr)
         return 1
@@ -205,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         if args.wait:
             return wait(args.stage)
-        runs = list_runs(REPO, args.stage or None)
+        runs, damaged = scan_runs(REPO, args.stage or None)
+        for bad in damaged:  # a damaged or half-purged run folder is named, never a traceback
+            print(bad.skipped())
         if not args.all:
             latest: dict[str, Run] = {}
             for r in runs:

@@ -1,6 +1,7 @@
 """``make submit``: write the manifest, plan the arrays, render sbatch from the site, submit, record.
 
-Only items whose output is missing are submitted; arrays are chunked below the site's MAX_ARRAY_SIZE and
+Planning refuses two items that map to one output, however the items were given. Only items whose output
+is missing, and that no earlier run still has queued for the same output, are submitted; arrays are chunked below the site's MAX_ARRAY_SIZE and
 throttled with ``%N``; everything (manifest, job environment, exact command lines, job ids) is recorded
 under ``runs/<stage>/<timestamp>/``. ``DRY_RUN=1`` prints the command lines and the job environment and
 submits nothing.
@@ -23,10 +24,11 @@ from geohpc.core import slurm
 from geohpc.core.arrays import effective_throttle, parse_throttle, plan_chunks
 from geohpc.core.jobspec import JOB_ID_RE, JobSpec, env_file_text, render, resolve_path
 from geohpc.core.local_executor import run_chunk
-from geohpc.core.runs import Attempt, Run, find_run, list_runs, new_run
+from geohpc.core.runs import PRIVATE, Attempt, DamagedRun, Run, find_run, new_run, scan_runs
 from geohpc.core.site import REPO, SRC_CLI, Site, load_site, parse_makeflags
 from geohpc.core.stages import Stage, StageContext, get_stage, read_manifest
 from geohpc.errors import ConfigError, InputError, run_cli
+from geohpc.ops.status import run_context
 from geohpc.util import redact, write_json_atomic, write_text_atomic
 
 # make variables that are not site keys but steer a submission; read from the make line or the shell
@@ -72,17 +74,52 @@ def resolve_after(repo: Path, after: str, executor: str) -> list[str]:
     return ids
 
 
-def in_flight_items(repo: Path, stage: str) -> set[str]:
-    """Items of earlier runs of ``stage`` that Slurm still has pending or running (one squeue call)."""
-    owners: dict[str, str] = {}
-    for run in list_runs(repo, stage):
-        try:
-            items = run.items()
-        except OSError:
-            continue
+def output_key(stage: Stage, item: str, ctx: StageContext) -> str:
+    """Where ``item`` writes, as an absolute normalised path: with the item, its identity in a run."""
+    try:
+        out = stage.output_for(item, ctx)
+    except ValueError as exc:
+        raise InputError(f"stage {stage.name}: item {item!r} is not valid here ({exc})") from None
+    return os.path.normpath(os.path.abspath(out))
+
+
+def check_outputs_unique(stage: Stage, items: list[str], ctx: StageContext) -> None:
+    """Refuse two items that map to one output (ITEMS file, folder, glob, comma list: every way of giving them).
+
+    A stage whose items share one output by design (``extra={"shared_output": "yes"}``, e.g. train's tuning
+    tasks) is exempt.
+    """
+    if stage.extra.get("shared_output") == "yes":
+        return
+    seen: dict[str, str] = {}
+    for item in items:
+        out = output_key(stage, item, ctx)
+        if out in seen and seen[out] != item:
+            raise InputError(f"items {seen[out]} and {item} would both write {out}; rename one, or submit them "
+                             "apart with another OUT_DIR=")
+        if out in seen:
+            raise InputError(f"item {item} is listed twice (both would write {out}); list each item once")
+        seen[out] = item
+
+
+def in_flight_items(repo: Path, stage: Stage, damaged: list[DamagedRun] | None = None) -> set[tuple[str, str]]:
+    """(item, output) pairs of earlier runs of ``stage`` that Slurm still has pending or running (one squeue call).
+
+    An item's identity is its input and its output: the same items with another OUT_DIR are other work.
+    Damaged run folders are appended to ``damaged`` and skipped.
+    """
+    owners: dict[str, tuple[str, str]] = {}
+    runs, bad = scan_runs(repo, stage.name)
+    if damaged is not None:
+        damaged.extend(bad)
+    for run in runs:
+        items, ctx = run.items(), run_context(run)
         for line, (executor, job_id, idx) in run.line_owner().items():
             if executor == "slurm" and job_id and line < len(items):
-                owners[f"{job_id}_{idx}"] = items[line]
+                try:
+                    owners[f"{job_id}_{idx}"] = (items[line], output_key(stage, items[line], ctx))
+                except (InputError, ConfigError):
+                    continue
     if not owners:
         return set()
     active = slurm.squeue(sorted({k.split("_")[0] for k in owners}))
@@ -105,6 +142,7 @@ class Submission:
     queued: list[int] = field(default_factory=list)  # still queued or running in earlier runs
     held: int = 0  # held back by MAX_JOBS for a later wave
     problems: list[str] = field(default_factory=list)
+    damaged: list[DamagedRun] = field(default_factory=list)  # earlier run folders that could not be read
 
 
 def plan_submission(stage_name: str, site_name: str, cli: Mapping[str, str], env: Mapping[str, str],
@@ -129,6 +167,7 @@ def plan_submission(stage_name: str, site_name: str, cli: Mapping[str, str], env
                          f"(see python -m geohpc {stage.name} --help)")
     if any(not i.strip() for i in items):
         raise InputError(f"stage {stage.name}: manifest has a blank line; every line must name one item")
+    check_outputs_unique(stage, items, ctx)  # before anything is written or submitted, DRY_RUN included
     plan = Submission(site, stage, params, param_sources, executor, dry_run, ctx, items, [], problems=problems)
     _choose_items(plan, repo)
     return plan
@@ -138,9 +177,13 @@ def _choose_items(plan: Submission, repo: Path) -> None:
     """Fill ``todo``, ``queued`` and ``held``: missing outputs, minus items in flight, capped by MAX_JOBS."""
     rerun = plan.params.get("RERUN", "") not in ("", "0")
     todo = [i for i, item in enumerate(plan.items) if rerun or not plan.stage.done(item, plan.ctx)]
-    busy = in_flight_items(repo, plan.stage.name) if plan.executor == "slurm" and not plan.dry_run else set()
-    plan.queued = [i for i in todo if plan.items[i] in busy]
-    todo = [i for i in todo if plan.items[i] not in busy]
+    if plan.executor == "slurm" and not plan.dry_run:
+        busy = in_flight_items(repo, plan.stage, plan.damaged)
+    else:
+        busy, plan.damaged = set(), scan_runs(repo, plan.stage.name)[1]
+    key = {i: (plan.items[i], output_key(plan.stage, plan.items[i], plan.ctx)) for i in todo} if busy else {}
+    plan.queued = [i for i in todo if busy and key[i] in busy]
+    todo = [i for i in todo if not busy or key[i] not in busy]
     max_jobs = plan.site.int("MAX_JOBS")
     if max_jobs and len(todo) > max_jobs:  # every array task counts as a job against the site's cap
         plan.held, todo = len(todo) - max_jobs, todo[:max_jobs]
@@ -152,6 +195,8 @@ def print_plan(plan: Submission, out: TextIO) -> None:
     site, params = plan.site, plan.params
     print(f"geohpc submit: stage {plan.stage.name} on site {site.name} ({plan.executor})", file=out)
     print(redact(site.report()), file=out)
+    for bad in plan.damaged:
+        print(f"  {bad.skipped()}", file=out)
     for key in sorted(params):
         print(f"  {key}={redact(params[key])}  ({plan.param_sources[key]})", file=out)
     done_n = len(plan.items) - len(plan.todo) - len(plan.queued) - plan.held
@@ -231,9 +276,10 @@ def record_run(run: Run, plan: Submission, spec: JobSpec, repo: Path) -> None:
     """Write the run folder: manifest, job.env, the spec, where each value came from."""
     run.path.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run.manifest, "\n".join(plan.items) + "\n")
-    write_text_atomic(run.env_file, env_file_text(spec.env))
-    write_json_atomic(run.spec_file, spec.to_json())
-    write_text_atomic(run.path / "sources.txt", plan.site.report() + "\n")
+    # the job needs the real values: job.env and spec.json keep them, readable by the owner only
+    write_text_atomic(run.env_file, env_file_text(spec.env), mode=PRIVATE)
+    write_json_atomic(run.spec_file, spec.to_json(), mode=PRIVATE)
+    write_text_atomic(run.path / "sources.txt", redact(plan.site.report()) + "\n", mode=PRIVATE)
     (repo / "logs").mkdir(exist_ok=True)
     plan.ctx.out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -241,9 +287,9 @@ def record_run(run: Run, plan: Submission, spec: JobSpec, repo: Path) -> None:
 def launch_chunks(run: Run, attempt: Attempt, chunks: list, repo: Path, spec: JobSpec, out: TextIO) -> None:
     """Submit (slurm) or run (local) each chunk, saving the plan after each one."""
     script = repo / "jobs" / f"{spec.stage}.sbatch"
-    with open(run.path / "commands.sh", "a") as fh:
-        for chunk in chunks:
-            fh.write(shlex.join(chunk.command) + "\n")
+    record = run.path / "commands.sh"
+    before = record.read_text() if record.is_file() else ""
+    write_text_atomic(record, before + "".join(redact(shlex.join(c.command)) + "\n" for c in chunks), mode=PRIVATE)
     for chunk in chunks:
         attempt.chunks.append(chunk)
         if attempt.executor == "slurm":

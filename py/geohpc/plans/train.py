@@ -30,4 +30,5 @@ STAGE = Stage(
     after=("sample",),
     defaults={"TRIALS": "20", "ITERATIONS": "300", "BLOCK_SIZE": "1000", "STUDY": "geohpc-train", "LABEL_COL": "label", "MIN_PER_CLASS": "10", "SEED": "0", "DROP_SMALL": "0", "GPU": "0", "TASKS": "1"},
     paths=("SAMPLES", "JOURNAL"),
+    extra={"shared_output": "yes"},  # the tuning tasks share model.cbm on purpose (submit's one-output check)
 )
