@@ -117,7 +117,8 @@ def test_a_gpu_job_that_sees_no_gpu_stops_instead_of_running_on_cpu(tmp_path: Pa
                          timeout=120)
     assert run.returncode == 2, run.stdout + run.stderr
     assert "the job asked 4 GPU(s) but torch" in run.stderr and "sees 0" in run.stderr
-    assert "-m geohpc gpu-check --expect 4" in run.stdout and "-m geohpc infer" not in run.stdout  # infer never started
+    both = run.stdout + run.stderr
+    assert "python -m geohpc gpu-check --expect 4" in both and "-m geohpc infer" not in both  # infer never started
     assert "== WANDB_MODE=disabled" in run.stdout and (tmp_path / "tmp" / "geohpc-5").is_dir()
 
 
