@@ -26,12 +26,12 @@ def test_control_master_options_in_ssh_and_rsync_of_every_command(tmp_path: Path
     assert "ControlMaster=auto" in remote.rsync_shell(site)
     cmd = deploy.rsync_command(tmp_path, "saga", "/cluster/work/x/geohpc", dry_run=True, site=site)
     assert "ControlMaster=auto" in cmd[cmd.index("-e") + 1]
-    assert "ControlMaster" not in " ".join(remote.ssh_options(saga()))  # only where the site says yes
+    assert "ControlMaster" not in " ".join(remote.ssh_options(saga(SSH_CONTROL="no")))  # only where the site says yes
 
 
 def test_prepare_control_makes_the_socket_folder_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
-    remote.prepare_control(saga())
+    remote.prepare_control(saga(SSH_CONTROL="no"))
     assert not (tmp_path / ".ssh").exists()
     remote.prepare_control(saga(SSH_CONTROL="yes"))
     assert stat.S_IMODE((tmp_path / ".ssh" / "sockets").stat().st_mode) == 0o700

@@ -127,7 +127,7 @@ def test_make_push_and_fetch_guards() -> None:
     assert "unknown STAGE ''" in make("fetch", "SITE=local").stderr
     proc = make("fetch", "SITE=saga", "STAGE=validate", "ONLY=reports", "DRY_RUN=1")
     assert proc.returncode == 0, proc.stderr
-    assert "saga:/cluster/work/users/digifarm/sure/v0/outputs/validate/" in proc.stdout
+    assert "saga:/cluster/work/users/digifarm/sure/v1/outputs/validate/" in proc.stdout
     assert "fetched/saga/validate/" in proc.stdout
 
 

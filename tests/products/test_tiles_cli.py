@@ -161,7 +161,7 @@ def test_job_script_runs_each_shard_and_the_last_finalizes(tmp_path: Path) -> No
         run = subprocess.run(["bash", str(REPO / "jobs/tiles.sbatch")], env=dict(env, SLURM_ARRAY_TASK_ID=task),
                              capture_output=True, text=True)
         assert run.returncode == 0, run.stderr
-        logs.append(run.stdout)
+        logs.append(run.stdout + run.stderr)  # the command line is logged by python on stderr
     out = tmp_path / "outputs/tiles/rgb"
     assert "--shard 1/2" in logs[0] and "waiting for shards [0]" in logs[0]
     assert (out / ".shards/finalized").is_file() and (out / "rgb.pmtiles").is_file() and (out / "index.html").is_file()

@@ -16,15 +16,20 @@ from segment_helpers import REPO  # noqa: E402
 @pytest.mark.parametrize("vendor,gpus,expect", [("rocm", "8", "8"), ("cuda", "4", "4"), ("none", "", "2")])
 def test_train_nproc_and_rocm_env(vendor: str, gpus: str, expect: str) -> None:
     # a 64-core node: nproc is shadowed by a function (this VM has 2 CPUs and the job caps at what it has)
-    script = (f'nproc() {{ echo 64; }}; source "{REPO}/jobs/train_lib.sh"; n="$(train_nproc)"; gpu_runtime_env "$n" >/dev/null; '
+    # the ROCm settings are the site's GPU_ENV (sites/lumi.env), exported by job_start's gpu_env_start
+    script = (f'nproc() {{ echo 64; }}; source "{REPO}/jobs/lib.sh"; source "{REPO}/jobs/train_lib.sh"; '
+              'gpu_env_start >/dev/null; n="$(train_nproc)"; gpu_runtime_env "$n" >/dev/null; '
               'echo "$n|${MIOPEN_USER_DB_PATH:-}|${NCCL_SOCKET_IFNAME:-}|$OMP_NUM_THREADS"')
     e = {"PATH": os.environ["PATH"], "GPU_VENDOR": vendor, "GEOHPC_GPUS": gpus, "SLURM_JOB_ID": "77",
          "SLURM_CPUS_PER_TASK": "56", "USER": "u"}
+    if vendor == "rocm":
+        e.update(GEOHPC_GPU_ENV="MIOPEN_USER_DB_PATH,NCCL_SOCKET_IFNAME",
+                 MIOPEN_USER_DB_PATH="/tmp/%u-miopen-cache-%j", NCCL_SOCKET_IFNAME="hsn")
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=e, check=True).stdout.strip()
     n, miopen, ifname, omp = out.split("|")
     assert n == expect and omp == str(56 // int(expect))
     if vendor == "rocm":
-        assert miopen == "/tmp/u-miopen-77" and ifname == "hsn"
+        assert miopen == "/tmp/u-miopen-cache-77" and ifname == "hsn"
         os.rmdir(miopen)
     else:
         assert miopen == "" and ifname == ""
