@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from geohpc.classify.classify import file_sha256
 from geohpc.classify.metrics import confusion, summarise
 from geohpc.classify.tuning import (
     fingerprint,
@@ -27,11 +28,13 @@ from geohpc.classify.tuning import (
     plot_history,
     plot_importance,
     random_split,
+    sample_files,
     spatial_split,
 )
 from geohpc.embed.rasters import work_path
-from geohpc.errors import ConfigError, run_cli
-from geohpc.util import atomic_path, cpu_threads, write_json_atomic
+from geohpc.errors import ConfigError, InputError, run_cli
+from geohpc.guards import one_line_errors, refuse_overwrite, sweep_temporaries
+from geohpc.util import atomic_path, cpu_threads, redact, write_json_atomic
 
 
 def gpu_params(use_gpu: bool) -> dict[str, Any]:
@@ -127,13 +130,20 @@ def train(samples: str, out_dir: Path, *, trials: int = 20, iterations: int = 30
         plot_history(study, tmp)
     codes = {str(i + 1): c for i, c in enumerate(classes)}
     write_json_atomic(out_dir / "labels.json", {"labels": classes, "codes": codes})
-    write_json_atomic(out_dir / "model.json", {"features": features, "bands": len(features), "crs": crss, "labels": classes,
-                                               "codes": codes, "study": study_name, "fingerprint": fp})
     write_json_atomic(out_dir / "best_params.json", best_params)
     write_json_atomic(out_dir / "metrics.json", metrics)
+    # model.cbm is renamed last (it marks the stage done); model.json just before it records its size and
+    # checksum, so the done-check and classify tell a whole model from a truncated one
     with atomic_path(out_dir / "model.cbm") as tmp:
         final.save_model(str(tmp))
+        write_json_atomic(out_dir / "model.json", {"features": features, "bands": len(features), "crs": crss, "labels": classes,
+                                                   "codes": codes, "study": study_name, "fingerprint": fp,
+                                                   "model_bytes": tmp.stat().st_size, "model_sha256": file_sha256(tmp)})
     return metrics
+
+
+OUTPUT_FILES = ("feature_importance.png", "optimisation_history.png", "labels.json", "best_params.json", "metrics.json",
+                "model.json", "model.cbm")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,17 +169,28 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--trials and --iterations must be >= 1 and --val-frac in (0, 1)")
         out = work_path(args.out_dir)
         task = int(os.environ.get("SLURM_ARRAY_TASK_ID", "0") or 0)
-        m = train(args.samples, out, trials=args.trials, iterations=args.iterations, block_size=args.block_size,
-                  val_frac=args.val_frac, study_name=args.study, journal=work_path(args.journal) if args.journal else None,
-                  min_per_class=args.min_per_class, drop_small=args.drop_small_classes, use_gpu=args.gpu, seed=args.seed,
-                  label_col=args.label_col, task_index=task)
-        print(f"geohpc.train: spatial-block OA {m['spatial_block']['overall_accuracy']:.3f}, random-split OA "
-              f"{m['random']['overall_accuracy']:.3f} after {m['trials_complete']} trials; model in {out / 'model.cbm'}", file=sys.stderr)
-        print(json.dumps({"model": str(out / "model.cbm"), "spatial_oa": m["spatial_block"]["overall_accuracy"],
-                          "random_oa": m["random"]["overall_accuracy"], "trials": m["trials_complete"]}))
+        with one_line_errors(out, fix="check --out-dir (writable, free space) and the samples"):
+            if out.exists() and not out.is_dir():
+                raise InputError(f"{out}: --out-dir is a file; give a folder for the model")
+            outputs = [out / name for name in OUTPUT_FILES]
+            refuse_overwrite(sample_files(args.samples), outputs, fix="give --out-dir a folder of its own")
+            for target in outputs:
+                sweep_temporaries(target)
+            m = _train_args(args, out, task)
+        print(redact(f"geohpc.train: spatial-block OA {m['spatial_block']['overall_accuracy']:.3f}, random-split OA "
+                     f"{m['random']['overall_accuracy']:.3f} after {m['trials_complete']} trials; model in {out / 'model.cbm'}"), file=sys.stderr)
+        print(redact(json.dumps({"model": str(out / "model.cbm"), "spatial_oa": m["spatial_block"]["overall_accuracy"],
+                                 "random_oa": m["random"]["overall_accuracy"], "trials": m["trials_complete"]})))
         return 0
 
     return run_cli(work, "geohpc.train")
+
+
+def _train_args(args: argparse.Namespace, out: Path, task: int) -> dict[str, Any]:
+    return train(args.samples, out, trials=args.trials, iterations=args.iterations, block_size=args.block_size,
+                 val_frac=args.val_frac, study_name=args.study, journal=work_path(args.journal) if args.journal else None,
+                 min_per_class=args.min_per_class, drop_small=args.drop_small_classes, use_gpu=args.gpu, seed=args.seed,
+                 label_col=args.label_col, task_index=task)
 
 
 if __name__ == "__main__":

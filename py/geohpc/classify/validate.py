@@ -17,18 +17,24 @@ from typing import Any
 
 import numpy as np
 
-from geohpc.classify.classes import classes_from_tags, colour, label_key
+from geohpc.classify.classes import CLASSES_TAG, classes_from_tags, colour, label_key
 from geohpc.classify.metrics import confusion, plot_confusion, summarise
 from geohpc.classify.points import read_points
 from geohpc.classify.sample import points_to_pixels, read_cells_block
 from geohpc.embed.rasters import expand_rasters, work_path
 from geohpc.errors import InputError, run_cli
+from geohpc.guards import one_line_errors, refuse_overwrite, sweep_temporaries
 from geohpc.raster_io import DEFAULT_MEM_BUDGET, gdal_env, iter_block_windows, open_raster
-from geohpc.util import atomic_path, write_json_atomic, write_text_atomic
+from geohpc.util import atomic_path, redact, write_json_atomic, write_text_atomic
+
+
+def map_files(spec: str) -> list[Path]:
+    """The class-map rasters a MAP value names (``.empty`` shard notes left out)."""
+    return [p for p in expand_rasters(spec) if p.suffix.lower() != ".empty"]
 
 
 def _map_files(spec: str) -> tuple[list[Path], dict[int, str]]:
-    files = [p for p in expand_rasters(spec) if p.suffix.lower() != ".empty"]
+    files = map_files(spec)
     classes: dict[int, str] | None = None
     for f in files:
         with open_raster(f) as ds:
@@ -44,8 +50,12 @@ def _names(classes: dict[int, str], extra: list[str]) -> list[str]:
     return [classes[k] for k in sorted(classes)] + [e for e in extra if e not in classes.values()]
 
 
-def against_points(files: list[Path], classes: dict[int, str], points_path: Path, **kw: Any) -> dict[str, Any]:
-    """Confusion of the map against labelled points (points off the map or on nodata are counted apart)."""
+def against_points(files: list[Path], classes: dict[int, str], points_path: Path, *, allow_empty: bool = False,
+                   **kw: Any) -> dict[str, Any]:
+    """Confusion of the map against labelled points (points off the map or on nodata are counted apart).
+
+    No point on mapped pixels is an :class:`InputError` unless ``allow_empty``.
+    """
     pts = read_points(points_path, **kw)
     code = np.zeros(len(pts), dtype=np.int64)
     for f in files:
@@ -62,6 +72,12 @@ def against_points(files: list[Path], classes: dict[int, str], points_path: Path
     names = _names(classes, sorted(set(truth)))
     index = {n: i for i, n in enumerate(names)}
     ok = code > 0
+    if not ok.any() and not allow_empty:
+        raise InputError(f"{points_path}: none of its {len(pts)} points falls on a mapped pixel of {', '.join(map(str, files))}, "
+                         "so there is nothing to score; check the points' CRS (--crs) and the map, or pass --allow-empty")
+    unknown = sorted(set(np.unique(code[ok]).tolist()) - set(classes))
+    if unknown:
+        raise InputError(f"{files[0]}: map codes {unknown} are not in its {CLASSES_TAG} tag; re-run classify")
     t = np.array([index[v] for v in truth], dtype=np.int64)[ok]
     p = np.array([index[classes[int(c)]] for c in code[ok]], dtype=np.int64)
     res = summarise(confusion(t, p, len(names)), names)
@@ -69,7 +85,7 @@ def against_points(files: list[Path], classes: dict[int, str], points_path: Path
     return res
 
 
-def against_truth(files: list[Path], classes: dict[int, str], truth_path: Path) -> dict[str, Any]:
+def against_truth(files: list[Path], classes: dict[int, str], truth_path: Path, *, allow_empty: bool = False) -> dict[str, Any]:
     """Pixel confusion of the map against a ground-truth class raster on the same grid (block by block)."""
     from rasterio.windows import from_bounds
 
@@ -95,9 +111,13 @@ def against_truth(files: list[Path], classes: dict[int, str], truth_path: Path) 
                     ref = tds.read(1, window=tw, boundless=True, fill_value=0)
                     if ref.shape != pred.shape:
                         raise InputError(f"{truth_path}: truth raster is not aligned with {f}; warp it to the map grid")
-                    pi, ti = pmap[pred], tmap[ref]
+                    pi = pmap[np.clip(pred, 0, 255)] if pred.dtype.kind in "iu" else np.full(pred.shape, -1)
+                    ti = np.where((ref >= 0) & (ref <= 255), tmap[np.clip(ref, 0, 255).astype(np.int64)], -1)
                     ok = (pi >= 0) & (ti >= 0)
                     cm += confusion(ti[ok], pi[ok], len(names))
+    if cm.sum() == 0 and not allow_empty:
+        raise InputError(f"{truth_path}: no pixel is classed in both the truth raster and the map, so there is nothing to score; "
+                         "check that they cover the same area, or pass --allow-empty")
     res = summarise(cm, names)
     res.update(reference=str(truth_path))
     return res
@@ -167,19 +187,36 @@ def _table(res: dict[str, Any], area: dict[str, float]) -> str:
             f"{rows}</table>")
 
 
-def validate(map_spec: str, out_dir: Path, *, points: Path | None = None, truth: Path | None = None, **point_kw: Any) -> dict[str, Any]:
-    """Validate the map(s) in ``map_spec``; write metrics.json, PNGs and report.html into ``out_dir``."""
+OUTPUT_FILES = ("preview.png", "confusion_points.png", "confusion_truth.png", "metrics.json", "report.html")
+
+
+def validate(map_spec: str, out_dir: Path, *, points: Path | None = None, truth: Path | None = None, allow_empty: bool = False,
+             **point_kw: Any) -> dict[str, Any]:
+    """Validate the map(s) in ``map_spec``; write metrics.json, PNGs and report.html (last) into ``out_dir``.
+
+    No output may be an input; a map with no mapped pixel, or no reference on mapped pixels, is an
+    :class:`InputError` unless ``allow_empty``.
+    """
     if points is None and truth is None:
         raise InputError("nothing to validate against: give POINTS=<held-out points> and/or TRUTH=<class raster>")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: --out-dir is a file; give a folder for the report")
+    outputs = [out_dir / name for name in OUTPUT_FILES]
+    refuse_overwrite([*map_files(map_spec), *(p for p in (points, truth) if p is not None)], outputs,
+                     fix="give --out-dir a folder of its own")
+    for target in outputs:
+        sweep_temporaries(target)
     files, classes = _map_files(map_spec)
     out_dir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"map": [str(f) for f in files], "classes": {str(k): v for k, v in classes.items()}}
     with gdal_env():
         if points is not None:
-            result["points"] = against_points(files, classes, points, **point_kw)
+            result["points"] = against_points(files, classes, points, allow_empty=allow_empty, **point_kw)
         if truth is not None:
-            result["truth"] = against_truth(files, classes, truth)
+            result["truth"] = against_truth(files, classes, truth, allow_empty=allow_empty)
         result["area_ha"] = mapped_area(files, classes)
+        if not any(result["area_ha"].values()) and not allow_empty:
+            raise InputError(f"{files[0]}: the map has no classed pixel (all nodata); re-run classify, or pass --allow-empty")
         preview(files, out_dir / "preview.png")
     sections = []
     for key, title in (("points", "Held-out points"), ("truth", "Ground-truth raster (pixels)")):
@@ -214,14 +251,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label-col", default="label")
     ap.add_argument("--id-col", default="id")
     ap.add_argument("--crs", default="", help="CRS of CSV point coordinates")
+    ap.add_argument("--allow-empty", action="store_true", help="report even when no reference falls on mapped pixels")
     args = ap.parse_args(argv)
 
     def work() -> int:
         out = work_path(args.out_dir)
-        res = validate(args.map, out, points=work_path(args.points) if args.points else None,
-                       truth=work_path(args.truth) if args.truth else None, label_col=args.label_col, id_col=args.id_col, crs=args.crs)
-        print(f"geohpc.validate: overall accuracy {res['overall_accuracy']:.3f}, kappa {res['kappa']:.3f}; report: {out / 'report.html'}", file=sys.stderr)
-        print(json.dumps({"report": str(out / "report.html"), "overall_accuracy": res["overall_accuracy"], "kappa": res["kappa"]}))
+        with one_line_errors(out, fix="check --out-dir (writable, free space), the map and the references"):
+            res = validate(args.map, out, points=work_path(args.points) if args.points else None,
+                           truth=work_path(args.truth) if args.truth else None, allow_empty=args.allow_empty,
+                           label_col=args.label_col, id_col=args.id_col, crs=args.crs)
+        print(redact(f"geohpc.validate: overall accuracy {res['overall_accuracy']:.3f}, kappa {res['kappa']:.3f}; "
+                     f"report: {out / 'report.html'}"), file=sys.stderr)
+        print(redact(json.dumps({"report": str(out / "report.html"), "overall_accuracy": res["overall_accuracy"], "kappa": res["kappa"]})))
         return 0
 
     return run_cli(work, "geohpc.validate")

@@ -43,8 +43,14 @@ def _output(item: str, ctx: StageContext) -> Path:
 
 
 def _done(item: str, ctx: StageContext) -> bool:
+    # done means the class COG opens and its last block decodes (or the empty-shard note is whole JSON)
+    from geohpc.raster_io import verify_raster
+    from geohpc.util import verify_json
+
     out = _output(item, ctx)
-    return out.exists() or out.with_suffix(".empty").exists()
+    if out.with_suffix(".empty").exists():
+        return verify_json(out.with_suffix(".empty")) is None
+    return verify_raster(out) is None
 
 
 STAGE = Stage(
