@@ -1,0 +1,304 @@
+"""The hostile walk over integrity-B's programs: sample, train, classify, validate, prep, fit, predict, the scene makers.
+
+Every case runs ``python -m geohpc <command>`` as a subprocess with one bad thing (a corrupt raster body, a
+truncated file, bad JSON, a 0-byte CSV, a read-only or directory output, a full disk, a missing file, a damaged
+model, an output equal to an input, an empty result, a signed URL) and asserts one ``error:`` line on stderr,
+exit 2, no traceback, nothing new or changed on disk (and no secret in clear). The kill tests SIGKILL each
+program once its first temporary appears, rerun it, and compare with a clean run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from relutil import fill, kill_at_first_temporary, one_line_error, record, run_geohpc, snapshot, temporaries
+
+pytestmark = pytest.mark.reliability
+
+SECRET = "s3cr3tSIGvalue"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small compressed scene, its samples and a model, built once for the module."""
+    from geohpc.classify.points import read_points
+    from geohpc.classify.sample import sample
+    from geohpc.classify.train import train
+    from geohpc.synth.scene import make_scene
+
+    root = tmp_path_factory.mktemp("world")
+    sc = make_scene(root / "scene", size=64, bands=8, n_classes=3, train_points=120, val_points=60, block=32, seed=5,
+                    separation=1.5, compress="deflate")
+    samples = root / "samples.parquet"
+    sample(read_points(sc["train_points"]), [Path(sc["embedding"])], samples)
+    model = root / "model"
+    train(str(samples), model, trials=1, iterations=20, block_size=200, min_per_class=5)
+    return {"root": root, "emb": Path(sc["embedding"]), "truth": Path(sc["truth"]), "train": Path(sc["train_points"]),
+            "val": Path(sc["val_points"]), "samples": samples, "model": model}
+
+
+def corrupt_body(src: Path, dst: Path) -> Path:
+    """Copy ``src`` to ``dst`` and overwrite the middle of its last tile with garbage (the header stays intact)."""
+    import rasterio
+
+    shutil.copy(src, dst)
+    with rasterio.open(dst) as ds:
+        nbx = -(-ds.width // ds.block_shapes[0][1])
+        nby = -(-ds.height // ds.block_shapes[0][0])
+        off = int(ds.get_tag_item(f"BLOCK_OFFSET_{nbx - 1}_{nby - 1}", "TIFF", bidx=1))
+        size = int(ds.get_tag_item(f"BLOCK_SIZE_{nbx - 1}_{nby - 1}", "TIFF", bidx=1))
+    with open(dst, "r+b") as fh:
+        fh.seek(off + size // 4)
+        fh.write(np.random.default_rng(0).integers(0, 256, size // 2, dtype=np.uint8).tobytes())
+    return dst
+
+
+def truncate(src: Path, dst: Path) -> Path:
+    """Copy ``src`` to ``dst`` cut to 60 % of its bytes."""
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * 0.6)])
+    return dst
+
+
+def all_nodata(src: Path, dst: Path) -> Path:
+    """A raster on ``src``'s grid with every pixel nodata."""
+    import rasterio
+
+    with rasterio.open(src) as ds:
+        prof = ds.profile
+        with rasterio.open(dst, "w", **prof) as out:
+            for _, win in ds.block_windows(1):
+                out.write(np.full((ds.count, int(win.height), int(win.width)), np.nan, np.float32), window=win)
+    return dst
+
+
+# each case: (world, a scratch folder, {"full": a full file system, "ro": a read-only one}) -> the command line
+Case = Callable[[dict[str, Path], Path, dict[str, Path]], list[object]]
+
+
+def _model_copy(w: dict[str, Path], tmp: Path, damage: str) -> Path:
+    m = tmp / "model"
+    shutil.copytree(w["model"], m)
+    if damage == "cbm":
+        truncate(w["model"] / "model.cbm", m / "model.cbm")
+    else:
+        (m / "model.json").write_text("{not json")
+    return m
+
+
+CASES: dict[tuple[str, str], Case] = {
+    ("sample", "corrupt raster body"): lambda w, t, d: [
+        "sample", "--points", w["train"], "--rasters", corrupt_body(w["emb"], t / "bad.tif"), "--out", t / "o.parquet"],
+    ("sample", "truncated raster"): lambda w, t, d: [
+        "sample", "--points", w["train"], "--rasters", truncate(w["emb"], t / "cut.tif"), "--out", t / "o.parquet"],
+    ("sample", "0-byte CSV points"): lambda w, t, d: [
+        "sample", "--points", _touch(t / "p.csv"), "--crs", "EPSG:32635", "--rasters", w["emb"], "--out", t / "o.parquet"],
+    ("sample", "bad JSON points"): lambda w, t, d: [
+        "sample", "--points", _write(t / "p.geojson", '{"type": "FeatureCollection", "features": [{"geom'),
+        "--rasters", w["emb"], "--out", t / "o.parquet"],
+    ("sample", "missing points file"): lambda w, t, d: [
+        "sample", "--points", t / "nope.geojson", "--rasters", w["emb"], "--out", t / "o.parquet"],
+    ("sample", "all-nodata raster (0 samples)"): lambda w, t, d: [
+        "sample", "--points", w["train"], "--rasters", all_nodata(w["emb"], t / "nd.tif"), "--out", t / "o.parquet"],
+    ("sample", "--out equal to --points"): lambda w, t, d: [
+        "sample", "--points", _copy(w["samples"], t / "pts.parquet"), "--crs", "EPSG:32635", "--rasters", w["emb"],
+        "--out", t / "pts.parquet"],
+    ("sample", "read-only output folder"): lambda w, t, d: [
+        "sample", "--points", w["train"], "--rasters", w["emb"], "--out", d["ro"] / "o.parquet"],
+    ("sample", "output is a directory"): lambda w, t, d: [
+        "sample", "--points", w["train"], "--rasters", w["emb"], "--out", _mkdir(t / "o.parquet")],
+    ("sample", "full disk"): lambda w, t, d: [
+        "sample", "--points", w["train"], "--rasters", w["emb"], "--out", _full(d["full"]) / "o.parquet"],
+    ("train", "0-row samples"): lambda w, t, d: [
+        "train", "--samples", _empty_parquet(w["samples"], t / "s.parquet"), "--out-dir", t / "m", "--trials", "1"],
+    ("train", "truncated samples"): lambda w, t, d: [
+        "train", "--samples", truncate(w["samples"], t / "s.parquet"), "--out-dir", t / "m", "--trials", "1"],
+    ("train", "out-dir is a file"): lambda w, t, d: [
+        "train", "--samples", w["samples"], "--out-dir", _touch(t / "m"), "--trials", "1"],
+    ("train", "read-only out-dir"): lambda w, t, d: [
+        "train", "--samples", w["samples"], "--out-dir", d["ro"], "--trials", "1", "--iterations", "10",
+        "--min-per-class", "5"],
+    ("train", "out-dir holds the samples"): lambda w, t, d: [
+        "train", "--samples", _copy(w["samples"], t / "m" / "metrics.json"), "--out-dir", t / "m", "--trials", "1"],
+    ("classify", "out-dir is the rasters' folder"): lambda w, t, d: [
+        "classify", "--model", w["model"], "--item", _copy(w["emb"], t / "r" / "emb.tif"), "--out-dir", t / "r", "--force"],
+    ("classify", "corrupt raster body"): lambda w, t, d: [
+        "classify", "--model", w["model"], "--item", corrupt_body(w["emb"], t / "bad.tif"), "--out-dir", t / "o"],
+    ("classify", "truncated model.cbm"): lambda w, t, d: [
+        "classify", "--model", _model_copy(w, t, "cbm"), "--item", w["emb"], "--out-dir", t / "o"],
+    ("classify", "bad model.json"): lambda w, t, d: [
+        "classify", "--model", _model_copy(w, t, "json"), "--item", w["emb"], "--out-dir", t / "o"],
+    ("classify", "all-nodata raster"): lambda w, t, d: [
+        "classify", "--model", w["model"], "--item", all_nodata(w["emb"], t / "nd.tif"), "--out-dir", t / "o"],
+    ("classify", "read-only out-dir"): lambda w, t, d: [
+        "classify", "--model", w["model"], "--item", w["emb"], "--out-dir", d["ro"]],
+    ("classify", "full disk"): lambda w, t, d: [
+        "classify", "--model", w["model"], "--item", w["emb"], "--out-dir", _full(d["full"])],
+    ("classify", "bad shard item"): lambda w, t, d: [
+        "classify", "--model", w["model"], "--item", f"{w['emb']}::3/2", "--out-dir", t / "o"],
+    ("validate", "0-byte CSV points"): lambda w, t, d: [
+        "validate", "--map", w["truth"], "--points", _touch(t / "p.csv"), "--crs", "EPSG:32635", "--out-dir", t / "v"],
+    ("validate", "no point on the map"): lambda w, t, d: [
+        "validate", "--map", w["truth"], "--points", _far_points(t / "far.csv"), "--crs", "EPSG:32635", "--out-dir", t / "v"],
+    ("validate", "truncated map"): lambda w, t, d: [
+        "validate", "--map", truncate(w["truth"], t / "map.tif"), "--points", w["val"], "--out-dir", t / "v"],
+    ("validate", "out-dir is a file"): lambda w, t, d: [
+        "validate", "--map", w["truth"], "--points", w["val"], "--out-dir", _touch(t / "v")],
+    ("validate", "points are an output"): lambda w, t, d: [
+        "validate", "--map", w["truth"], "--points", _copy(w["val"], t / "v" / "metrics.json"), "--out-dir", t / "v"],
+    ("validate", "full disk"): lambda w, t, d: [
+        "validate", "--map", w["truth"], "--points", w["val"], "--out-dir", _full(d["full"]) / "v"],
+    ("validate", "read-only out-dir"): lambda w, t, d: [
+        "validate", "--map", w["truth"], "--points", w["val"], "--out-dir", d["ro"]],
+    ("scene", "out-dir is a file"): lambda w, t, d: ["scene", "--out-dir", _touch(t / "s"), "--size", "64", "--bands", "4"],
+    ("scene", "full disk"): lambda w, t, d: ["scene", "--out-dir", _full(d["full"]) / "s", "--size", "256", "--bands", "16"],
+    ("scene", "read-only out-dir"): lambda w, t, d: ["scene", "--out-dir", d["ro"], "--size", "64", "--bands", "4"],
+}
+
+
+def _touch(p: Path) -> Path:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(b"")
+    return p
+
+
+def _write(p: Path, text: str) -> Path:
+    p.write_text(text)
+    return p
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src, dst)
+    return dst
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True)
+    return p
+
+
+def _full(mnt: Path) -> Path:
+    fill(mnt)
+    return mnt
+
+
+def _empty_parquet(src: Path, dst: Path) -> Path:
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(src)
+    pq.write_table(t.slice(0, 0), dst)
+    return dst
+
+
+def _far_points(p: Path) -> Path:
+    p.write_text("id,x,y,label\n1,100.0,100.0,wheat\n2,200.0,200.0,maize\n")
+    return p
+
+
+@pytest.mark.parametrize("command,case", sorted(CASES), ids=[f"{c}: {k}" for c, k in sorted(CASES)])
+def test_bad_case_is_one_line_exit_2_nothing_new(world: dict[str, Path], tmp_path: Path, full_disk: Path,
+                                                 read_only_dir: Path, command: str, case: str) -> None:
+    scratch = tmp_path / "case"
+    scratch.mkdir()
+    args = CASES[(command, case)](world, scratch, {"full": full_disk, "ro": read_only_dir})
+    before = snapshot(scratch, full_disk, world["root"])
+    r = run_geohpc(*args)
+    why = one_line_error(r)
+    after = snapshot(scratch, full_disk, world["root"])
+    if not why and after != before:
+        why = f"files changed: new {sorted(set(after) - set(before))}, changed {[k for k in before if after.get(k) != before[k]]}"
+    record("bad_input", command, case, not why)
+    assert not why, why
+
+
+SIGNED = f"/vsicurl/https://example.invalid/emb.tif?sv=2024&sig={SECRET}"
+
+
+@pytest.mark.parametrize("command", ["sample", "classify", "validate"])
+def test_signed_url_is_never_printed(world: dict[str, Path], tmp_path: Path, command: str) -> None:
+    args = {"sample": ["sample", "--points", world["train"], "--rasters", SIGNED, "--out", tmp_path / "o.parquet"],
+            "classify": ["classify", "--model", world["model"], "--item", SIGNED, "--out-dir", tmp_path / "o"],
+            "validate": ["validate", "--map", SIGNED, "--points", world["val"], "--out-dir", tmp_path / "v"]}[command]
+    r = run_geohpc(*args)
+    ok = SECRET not in r.stderr + r.stdout and not one_line_error(r)
+    record("secret", command, "signed /vsicurl/ URL", ok)
+    assert SECRET not in r.stderr + r.stdout, r.stderr
+    assert not one_line_error(r), one_line_error(r)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _kill_rerun_compare(command: str, args: Callable[[Path], list[object]], tmp_path: Path, outputs: list[str],
+                        same: Callable[[Path, Path], bool] | None = None) -> Path:
+    """Clean run into ``clean/``; run into ``out/`` killed at its first temporary, rerun; compare the outputs."""
+    out, clean_dir = tmp_path / "out", tmp_path / "clean"
+    clean = run_geohpc(*args(clean_dir))
+    assert clean.returncode == 0, clean.stderr
+    killed = any(kill_at_first_temporary(args(out), out) for _ in range(3))
+    assert killed, f"{command} ended before a temporary appeared; the kill test caught nothing"
+    rerun = run_geohpc(*args(out))
+    leftovers = temporaries(out)
+    equal = {name: (out / name).read_bytes() == (clean_dir / name).read_bytes() for name in outputs}
+    if same is not None:
+        equal["(content)"] = same(out, clean_dir)
+    ok = rerun.returncode == 0 and not leftovers and all(equal.values())
+    record("kill", command, "SIGKILL at the first temporary, rerun", ok)
+    assert rerun.returncode == 0, rerun.stderr
+    assert leftovers == []
+    assert equal == {name: True for name in equal}
+    return out
+
+
+def test_kill_sample(tmp_path: Path) -> None:
+    from geohpc.synth.scene import make_scene
+
+    big = make_scene(tmp_path / "big", size=256, bands=32, n_classes=3, train_points=20000, val_points=10, block=64, seed=1)
+    _kill_rerun_compare("sample", lambda o: ["sample", "--points", big["train_points"], "--rasters", big["embedding"],
+                                             "--out", o / "s.parquet"], tmp_path, ["s.parquet", "s.dropped.csv"])
+
+
+def _same_pixels(a: Path, b: Path) -> bool:
+    import rasterio
+
+    with rasterio.open(a / "embedding.tif") as x, rasterio.open(b / "embedding.tif") as y:
+        return bool(np.array_equal(x.read(), y.read()))
+
+
+def test_kill_classify(world: dict[str, Path], tmp_path: Path) -> None:
+    _kill_rerun_compare("classify", lambda o: ["classify", "--model", world["model"], "--item", world["emb"], "--out-dir", o,
+                                               "--confidence"], tmp_path, ["embedding.tif"], _same_pixels)
+
+
+def test_kill_train(world: dict[str, Path], tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+    from catboost import CatBoostClassifier
+
+    X = pq.read_table(world["samples"]).to_pandas().filter(regex=r"^b\d{3}$").to_numpy(np.float32)
+
+    def same_predictions(a: Path, b: Path) -> bool:  # a CatBoost model file holds a random model_guid: compare predictions
+        ma, mb = CatBoostClassifier(), CatBoostClassifier()
+        ma.load_model(str(a / "model.cbm"))
+        mb.load_model(str(b / "model.cbm"))
+        return bool(np.array_equal(ma.predict_proba(X), mb.predict_proba(X)))
+
+    _kill_rerun_compare("train", lambda o: ["train", "--samples", world["samples"], "--out-dir", o, "--trials", "1",
+                                            "--iterations", "20", "--block-size", "200", "--min-per-class", "5"],
+                        tmp_path, ["labels.json", "best_params.json"], same_predictions)
+
+
+def test_kill_validate(world: dict[str, Path], tmp_path: Path) -> None:
+    out = _kill_rerun_compare("validate", lambda o: ["validate", "--map", world["truth"], "--points", world["val"],
+                                                     "--truth", world["truth"], "--out-dir", o],
+                              tmp_path, ["report.html", "metrics.json", "preview.png"])
+    assert json.loads((out / "metrics.json").read_text())["points"]["n"] > 0
+
+
+def test_kill_scene(tmp_path: Path) -> None:
+    _kill_rerun_compare("scene", lambda o: ["scene", "--out-dir", o, "--size", "256", "--bands", "32", "--block", "64",
+                                            "--train-points", "50", "--val-points", "20"],
+                        tmp_path, ["embedding.tif", "truth.tif", "train_points.geojson", "val_points.geojson"])
