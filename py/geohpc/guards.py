@@ -102,19 +102,21 @@ def _first_line(exc: BaseException) -> str:
 
 @contextlib.contextmanager
 def one_line_errors(default_file: str | os.PathLike[str] = "", *,
-                    fix: str = "check the path, its permissions and the free space") -> Iterator[None]:
+                    fix: str = "check the path, its permissions and the free space",
+                    quiet_c_stderr: bool = True) -> Iterator[None]:
     """Turn what a user can cause into one redacted :class:`InputError` line; keep C libraries off stderr.
 
     An ``OSError`` (a missing file, a read-only or full output folder, an output that is a directory, a
     raster whose tiles do not decode: rasterio's I/O errors are ``OSError`` s) or a GDAL error raised by
     rasterio becomes ``<file>: <what> (<fix>)``; a :class:`GeohpcError` gets its secrets redacted. While the
     block runs, what GDAL/libtiff print straight to file descriptor 2 goes to /dev/null (Python's own
-    ``sys.stderr`` still reaches the terminal), so the error line is the one line a user sees.
+    ``sys.stderr`` still reaches the terminal), so the error line is the one line a user sees; pass
+    ``quiet_c_stderr=False`` where C libraries print diagnostics worth keeping (NCCL/gloo in training).
     """
     from geohpc.errors import GeohpcError
     from geohpc.util import redact
 
-    with _c_stderr_silenced():
+    with _c_stderr_silenced() if quiet_c_stderr else contextlib.nullcontext():
         try:
             yield
         except GeohpcError as exc:
