@@ -42,6 +42,88 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "val": Path(sc["val_points"]), "samples": samples, "model": model}
 
 
+CLASSES = "1:corn,5:soy,24:wheat,36:alfalfa"
+FIT = ["--arch", "mlp", "--width", "8", "--epochs", "2", "--batch", "4", "--device", "cpu", "--plot-every", "0",
+       "--workers", "0", "--ckpt-every", "2"]
+
+
+@pytest.fixture(scope="module")
+def seg(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small segmentation scene, its prepared chips and a fit model, built once for the module."""
+    from geohpc.segment.prep import make_plan, parse_classes, prepare
+    from geohpc.synth.seg import make_seg_scene
+
+    root = tmp_path_factory.mktemp("seg")
+    info = make_seg_scene(root / "scene", size=64, channels=4, seed=1)
+    plan = make_plan([info["embeddings"]], info["labels"], parse_classes(CLASSES), chip=16, block_chips=1)
+    prepare(plan, root / "prep", shard_chips=8, x_dtype="float32")
+    r = run_geohpc("fit", "--data", root / "prep", "--out", root / "run", *FIT)
+    assert r.returncode == 0, r.stderr
+    return {"root": root, "emb": Path(info["embeddings"]), "labels": Path(info["labels"]), "prep": root / "prep",
+            "model": root / "run" / "model.pt"}
+
+
+def _prep_copy(s: dict[str, Path], tmp: Path, damage: str) -> Path:
+    d = tmp / "prep"
+    shutil.copytree(s["prep"], d)
+    if damage == "meta":
+        (d / "meta.json").write_text('{"mean": [0.1, ')
+    else:
+        x = sorted(d.glob("train-*.X.npy"))[0]
+        truncate(s["prep"] / x.name, x)
+    return d
+
+
+SEG_CASES: dict[tuple[str, str], Callable[[dict[str, Path], Path, dict[str, Path]], list[object]]] = {
+    ("prep", "truncated labels"): lambda s, t, d: [
+        "prep", "--embeddings", s["emb"], "--labels", truncate(s["labels"], t / "lab.tif"), "--classes", CLASSES,
+        "--chip", "16", "--out", t / "p"],
+    ("prep", "truncated embeddings"): lambda s, t, d: [
+        "prep", "--embeddings", truncate(s["emb"], t / "emb.tif"), "--labels", s["labels"], "--classes", CLASSES,
+        "--chip", "16", "--out", t / "p"],
+    ("prep", "no listed class in the labels"): lambda s, t, d: [
+        "prep", "--embeddings", s["emb"], "--labels", s["labels"], "--classes", "99:none", "--chip", "16", "--out", t / "p"],
+    ("prep", "--out is a file"): lambda s, t, d: [
+        "prep", "--embeddings", s["emb"], "--labels", s["labels"], "--classes", CLASSES, "--chip", "16",
+        "--out", _touch(t / "p")],
+    ("prep", "labels are the output meta.json"): lambda s, t, d: [
+        "prep", "--embeddings", s["emb"], "--labels", _copy(s["labels"], t / "p" / "meta.json"), "--classes", CLASSES,
+        "--chip", "16", "--out", t / "p"],
+    ("prep", "read-only --out"): lambda s, t, d: [
+        "prep", "--embeddings", s["emb"], "--labels", s["labels"], "--classes", CLASSES, "--chip", "16", "--out", d["ro"]],
+    ("prep", "full disk"): lambda s, t, d: [
+        "prep", "--embeddings", s["emb"], "--labels", s["labels"], "--classes", CLASSES, "--chip", "16",
+        "--out", _full(d["full"]) / "p"],
+    ("fit", "bad meta.json"): lambda s, t, d: ["fit", "--data", _prep_copy(s, t, "meta"), "--out", t / "run", *FIT],
+    ("fit", "truncated chip shard"): lambda s, t, d: ["fit", "--data", _prep_copy(s, t, "shard"), "--out", t / "run", *FIT],
+    ("fit", "missing --data"): lambda s, t, d: ["fit", "--data", t / "nope", "--out", t / "run", *FIT],
+    ("fit", "--out is a file"): lambda s, t, d: ["fit", "--data", s["prep"], "--out", _touch(t / "run"), *FIT],
+    ("fit", "damaged last.pt"): lambda s, t, d: [
+        "fit", "--data", s["prep"], "--out", truncate(s["model"], _mkdir(t / "run") / "last.pt").parent, *FIT],
+    ("fit", "read-only --out"): lambda s, t, d: ["fit", "--data", s["prep"], "--out", d["ro"], *FIT],
+    ("fit", "full disk"): lambda s, t, d: ["fit", "--data", s["prep"], "--out", _full(d["full"]) / "run", *FIT],
+    ("predict", "truncated model"): lambda s, t, d: [
+        "predict", "--model", truncate(s["model"], t / "model.pt"), "--item", s["emb"], "--out", t / "o", "--tile", "32",
+        "--overlap", "8"],
+    ("predict", "truncated raster"): lambda s, t, d: [
+        "predict", "--model", s["model"], "--item", truncate(s["emb"], t / "emb.tif"), "--out", t / "o", "--tile", "32",
+        "--overlap", "8"],
+    ("predict", "--out is the raster's folder"): lambda s, t, d: [
+        "predict", "--model", s["model"], "--item", _copy(s["emb"], t / "r" / "emb.tif"), "--out", t / "r", "--tile", "32",
+        "--overlap", "8"],
+    ("predict", "all-nodata raster"): lambda s, t, d: [
+        "predict", "--model", s["model"], "--item", all_nodata(s["emb"], t / "nd.tif"), "--out", t / "o", "--tile", "32",
+        "--overlap", "8"],
+    ("predict", "read-only --out"): lambda s, t, d: [
+        "predict", "--model", s["model"], "--item", s["emb"], "--out", d["ro"], "--tile", "32", "--overlap", "8"],
+    ("predict", "full disk"): lambda s, t, d: [
+        "predict", "--model", s["model"], "--item", s["emb"], "--out", _full(d["full"]), "--tile", "32", "--overlap", "8"],
+    ("synth-seg", "--out is a file"): lambda s, t, d: ["synth-seg", "--out", _touch(t / "s"), "--size", "32"],
+    ("synth-seg", "read-only --out"): lambda s, t, d: ["synth-seg", "--out", d["ro"], "--size", "32"],
+    ("synth-seg", "full disk"): lambda s, t, d: ["synth-seg", "--out", _full(d["full"]) / "s", "--size", "256"],
+}
+
+
 def corrupt_body(src: Path, dst: Path) -> Path:
     """Copy ``src`` to ``dst`` and overwrite the middle of its last tile with garbage (the header stays intact)."""
     import rasterio
@@ -217,6 +299,22 @@ def test_bad_case_is_one_line_exit_2_nothing_new(world: dict[str, Path], tmp_pat
     assert not why, why
 
 
+@pytest.mark.parametrize("command,case", sorted(SEG_CASES), ids=[f"{c}: {k}" for c, k in sorted(SEG_CASES)])
+def test_segment_bad_case_is_one_line_exit_2_nothing_new(seg: dict[str, Path], tmp_path: Path, full_disk: Path,
+                                                         read_only_dir: Path, command: str, case: str) -> None:
+    scratch = tmp_path / "case"
+    scratch.mkdir()
+    args = SEG_CASES[(command, case)](seg, scratch, {"full": full_disk, "ro": read_only_dir})
+    before = snapshot(scratch, full_disk, seg["root"])
+    r = run_geohpc(*args)
+    why = one_line_error(r)
+    after = snapshot(scratch, full_disk, seg["root"])
+    if not why and after != before:
+        why = f"files changed: new {sorted(set(after) - set(before))}, changed {[k for k in before if after.get(k) != before[k]]}"
+    record("bad_input", command, case, not why)
+    assert not why, why
+
+
 SIGNED = f"/vsicurl/https://example.invalid/emb.tif?sv=2024&sig={SECRET}"
 
 
@@ -302,3 +400,39 @@ def test_kill_scene(tmp_path: Path) -> None:
     _kill_rerun_compare("scene", lambda o: ["scene", "--out-dir", o, "--size", "256", "--bands", "32", "--block", "64",
                                             "--train-points", "50", "--val-points", "20"],
                         tmp_path, ["embedding.tif", "truth.tif", "train_points.geojson", "val_points.geojson"])
+
+
+def test_kill_prep(seg: dict[str, Path], tmp_path: Path) -> None:
+    from geohpc.synth.seg import make_seg_scene
+
+    info = make_seg_scene(tmp_path / "big", size=256, channels=16, seed=2)
+    out = _kill_rerun_compare("prep", lambda o: ["prep", "--embeddings", info["embeddings"], "--labels", info["labels"],
+                                                 "--classes", CLASSES, "--chip", "32", "--shard-chips", "4", "--out", o],
+                              tmp_path, ["meta.json"],
+                              lambda a, b: all((a / q.name).read_bytes() == q.read_bytes() for q in b.glob("*-*")))
+    assert len(list(out.glob("*.X.npy"))) > 2
+
+
+def test_kill_predict(seg: dict[str, Path], tmp_path: Path) -> None:
+    from geohpc.synth.seg import make_seg_scene
+
+    info = make_seg_scene(tmp_path / "big", size=512, channels=4, seed=3)
+    _kill_rerun_compare("predict", lambda o: ["predict", "--model", seg["model"], "--item", info["embeddings"], "--out", o,
+                                              "--tile", "64", "--overlap", "16", "--device", "cpu"],
+                        tmp_path, ["embeddings.tif", "embeddings.png"])
+
+
+def test_kill_fit(seg: dict[str, Path], tmp_path: Path) -> None:
+    import torch
+
+    def same_weights(a: Path, b: Path) -> bool:
+        wa = torch.load(a / "model.pt", map_location="cpu", weights_only=False)["model"]
+        wb = torch.load(b / "model.pt", map_location="cpu", weights_only=False)["model"]
+        return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+    _kill_rerun_compare("fit", lambda o: ["fit", "--data", seg["prep"], "--out", o, *FIT], tmp_path, [], same_weights)
+
+
+def test_kill_synth_seg(tmp_path: Path) -> None:
+    _kill_rerun_compare("synth-seg", lambda o: ["synth-seg", "--out", o, "--size", "512", "--channels", "16"], tmp_path,
+                        ["embeddings.tif", "labels.tif"])
