@@ -240,6 +240,9 @@ CASES: dict[tuple[str, str], Case] = {
     ("scene", "out-dir is a file"): lambda w, t, d: ["scene", "--out-dir", _touch(t / "s"), "--size", "64", "--bands", "4"],
     ("scene", "full disk"): lambda w, t, d: ["scene", "--out-dir", _full(d["full"]) / "s", "--size", "256", "--bands", "16"],
     ("scene", "read-only out-dir"): lambda w, t, d: ["scene", "--out-dir", d["ro"], "--size", "64", "--bands", "4"],
+    ("synth-s12", "--out is a file"): lambda w, t, d: ["synth-s12", "--out", _touch(t / "s"), "--size", "32"],
+    ("synth-s12", "read-only --out"): lambda w, t, d: ["synth-s12", "--out", d["ro"], "--size", "32"],
+    ("synth-s12", "full disk"): lambda w, t, d: ["synth-s12", "--out", _full(d["full"]) / "s", "--size", "64"],
 }
 
 
@@ -436,3 +439,11 @@ def test_kill_fit(seg: dict[str, Path], tmp_path: Path) -> None:
 def test_kill_synth_seg(tmp_path: Path) -> None:
     _kill_rerun_compare("synth-seg", lambda o: ["synth-seg", "--out", o, "--size", "512", "--channels", "16"], tmp_path,
                         ["embeddings.tif", "labels.tif"])
+
+
+def test_kill_synth_s12(tmp_path: Path) -> None:
+    out = _kill_rerun_compare("synth-s12", lambda o: ["synth-s12", "--out", o, "--size", "96", "--s2-dates", "4",
+                                                      "--s1-dates", "2"], tmp_path, ["truth.tif", "train_points.geojson"],
+                              lambda a, b: all((a / q.relative_to(b)).read_bytes() == q.read_bytes()
+                                               for q in (b / "cogs").rglob("*.tif")))
+    assert (out / "items.json").is_file()
