@@ -103,7 +103,7 @@ def _first_line(exc: BaseException) -> str:
 @contextlib.contextmanager
 def one_line_errors(default_file: str | os.PathLike[str] = "", *,
                     fix: str = "check the path, its permissions and the free space",
-                    quiet_c_stderr: bool = True) -> Iterator[None]:
+                    quiet_c_stderr: bool = True, fresh_dirs: Iterable[str | os.PathLike[str]] = ()) -> Iterator[None]:
     """Turn what a user can cause into one redacted :class:`InputError` line; keep C libraries off stderr.
 
     An ``OSError`` (a missing file, a read-only or full output folder, an output that is a directory, a
@@ -112,11 +112,15 @@ def one_line_errors(default_file: str | os.PathLike[str] = "", *,
     block runs, what GDAL/libtiff print straight to file descriptor 2 goes to /dev/null (Python's own
     ``sys.stderr`` still reaches the terminal), so the error line is the one line a user sees; pass
     ``quiet_c_stderr=False`` where C libraries print diagnostics worth keeping (NCCL/gloo in training).
+    ``fresh_dirs``: output folders that the block may create; those that did not exist before are removed
+    again when the block fails, with the empty folders under them (never a file), so a failed run leaves
+    nothing new.
     """
     from geohpc.errors import GeohpcError
     from geohpc.util import redact
 
-    with _c_stderr_silenced() if quiet_c_stderr else contextlib.nullcontext():
+    new = [Path(d) for d in fresh_dirs if not Path(d).exists()]
+    with _c_stderr_silenced() if quiet_c_stderr else contextlib.nullcontext(), _remove_if_failed(new):
         try:
             yield
         except GeohpcError as exc:
@@ -129,6 +133,20 @@ def one_line_errors(default_file: str | os.PathLike[str] = "", *,
             if not type(exc).__module__.startswith("rasterio"):
                 raise
             raise InputError(redact(f"{os.fspath(default_file)}: {_first_line(exc)} ({fix})")) from None
+
+
+@contextlib.contextmanager
+def _remove_if_failed(dirs: list[Path]) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        for d in dirs:  # empty folders only, deepest first; no file is ever removed here
+            subs = sorted((q for q in d.rglob("*") if q.is_dir() and not q.is_symlink()), key=lambda q: len(q.parts),
+                          reverse=True) if d.is_dir() else []
+            for q in [*subs, d]:
+                with contextlib.suppress(OSError):
+                    q.rmdir()
+        raise
 
 
 @contextlib.contextmanager

@@ -42,13 +42,15 @@ def run_geohpc(*args: object, timeout: float = 300) -> subprocess.CompletedProce
 
 
 def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
-    """Every file under ``roots`` with its size and mtime (to tell that nothing new or changed is left)."""
+    """Every file under ``roots`` with its size and mtime, and every folder (nothing new or changed may be left)."""
     out = {}
     for root in roots:
         for p in [root] if root.is_file() else sorted(root.rglob("*")) if root.exists() else []:
             if p.is_file() and p.name != ".filler":
                 st = p.stat()
                 out[str(p)] = (st.st_size, st.st_mtime_ns)
+            elif p.is_dir():  # a folder counts by its presence (its mtime moves with any temporary)
+                out[str(p) + "/"] = (-1, 0)
     return out
 
 

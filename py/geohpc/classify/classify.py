@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             raise InputError(str(exc)) from None
         out_dir = work_path(args.out_dir)
-        with one_line_errors(out_dir, fix="check --out-dir (writable, free space) and the raster"):
+        with one_line_errors(out_dir, fix="check --out-dir (writable, free space) and the raster", fresh_dirs=[out_dir]):
             res = classify(work_path(args.model), args.item, out_dir, confidence=args.confidence,
                            mem_budget=budget, force=args.force, allow_empty=args.allow_empty)
         print(redact(json.dumps(res)))

@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--trials and --iterations must be >= 1 and --val-frac in (0, 1)")
         out = work_path(args.out_dir)
         task = int(os.environ.get("SLURM_ARRAY_TASK_ID", "0") or 0)
-        with one_line_errors(out, fix="check --out-dir (writable, free space) and the samples"):
+        with one_line_errors(out, fix="check --out-dir (writable, free space) and the samples", fresh_dirs=[out]):
             if out.exists() and not out.is_dir():
                 raise InputError(f"{out}: --out-dir is a file; give a folder for the model")
             outputs = [out / name for name in OUTPUT_FILES]

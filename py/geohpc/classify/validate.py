@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> int:
         out = work_path(args.out_dir)
-        with one_line_errors(out, fix="check --out-dir (writable, free space), the map and the references"):
+        with one_line_errors(out, fix="check --out-dir (writable, free space), the map and the references", fresh_dirs=[out]):
             res = validate(args.map, out, points=work_path(args.points) if args.points else None,
                            truth=work_path(args.truth) if args.truth else None, allow_empty=args.allow_empty,
                            label_col=args.label_col, id_col=args.id_col, crs=args.crs)

@@ -313,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         for item in a.item:
             raster, i, n = _predict_dir_strip(item)
-            with one_line_errors(Path(a.out), fix="check --out (writable, free space), the model and the raster"):
+            with one_line_errors(Path(a.out), fix="check --out (writable, free space), the model and the raster",
+                                 fresh_dirs=[Path(a.out)]):
                 path = predict_raster(a.model, raster, a.out, shard=(i, n), tile=a.tile, overlap=a.overlap,
                                       batch=a.batch, blend=a.blend, fmt=a.fmt, device=a.device, preview=a.preview,
                                       allow_empty=a.allow_empty)

@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     def work() -> int:
-        with one_line_errors(args.out, fix="check --out (writable, free space)"):
+        with one_line_errors(args.out, fix="check --out (writable, free space)", fresh_dirs=[args.out]):
             if args.out.exists() and not args.out.is_dir():
                 raise ConfigError(f"{args.out}: --out is a file; give a folder for the series")
             for name in ("items.json", "truth.tif", "train_points.geojson", "val_points.geojson"):

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> int:
         out = work_path(args.out_dir)
-        with one_line_errors(out, fix="check --out-dir (writable, free space)"):
+        with one_line_errors(out, fix="check --out-dir (writable, free space)", fresh_dirs=[out]):
             if out.exists() and not out.is_dir():
                 raise InputError(f"{out}: --out-dir is a file; give a folder for the scene")
             desc = make_scene(out, size=args.size, bands=args.bands, n_classes=args.classes, seed=args.seed,

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> int:
         out = Path(a.out)
-        with one_line_errors(out, fix="check --out (writable, free space)"):
+        with one_line_errors(out, fix="check --out (writable, free space)", fresh_dirs=[out]):
             if out.exists() and not out.is_dir():
                 raise ConfigError(f"{out}: --out is a file; give a folder for the scene")
             info = make_seg_scene(out, size=a.size, channels=a.channels, seed=a.seed, label_crs=a.label_crs)

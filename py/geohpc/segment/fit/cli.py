@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
 
         out = Path(cfg.out)
         try:
-            with one_line_errors(out, fix="check --out (writable, free space) and --data", quiet_c_stderr=False):
+            with one_line_errors(out, fix="check --out (writable, free space) and --data", quiet_c_stderr=False,
+                                 fresh_dirs=[out] if rank == 0 else []):
                 if out.exists() and not out.is_dir():
                     raise InputError(f"{out}: --out is a file; give a folder for the run")
                 data = Path(cfg.data)

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.shard_chips < 1 or a.block_chips < 1:
             raise ConfigError("--shard-chips and --block-chips must be >= 1")
         out = Path(a.out)
-        with one_line_errors(out, fix="check --out (writable, free space) and the rasters"):
+        with one_line_errors(out, fix="check --out (writable, free space) and the rasters", fresh_dirs=[out]):
             if out.exists() and not out.is_dir():
                 raise InputError(f"{out}: --out is a file; give a folder for the chips")
             embeddings = _expand(a.embeddings)
