@@ -128,11 +128,12 @@ def one_line_errors(default_file: str | os.PathLike[str] = "", *,
         except OSError as exc:
             name = exc.filename if isinstance(getattr(exc, "filename", None), str) else os.fspath(default_file)
             what = exc.strerror or _first_line(exc)
-            raise InputError(redact(f"{name}: {what} ({fix})" if name else f"{what} ({fix})")) from None
+            # the name is redacted on its own: a signature runs up to the next separator, ':' included
+            raise InputError(f"{redact(name)}: {redact(what)} ({fix})" if name else redact(f"{what} ({fix})")) from None
         except Exception as exc:
             if not type(exc).__module__.startswith("rasterio"):
                 raise
-            raise InputError(redact(f"{os.fspath(default_file)}: {_first_line(exc)} ({fix})")) from None
+            raise InputError(f"{redact(os.fspath(default_file))}: {redact(_first_line(exc))} ({fix})") from None
 
 
 @contextlib.contextmanager
