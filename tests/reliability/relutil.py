@@ -20,14 +20,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def fill(folder: Path) -> None:
-    """Fill the file system of ``folder`` with ``.filler`` until a write fails with ENOSPC."""
+def fill(folder: Path, leave: int = 0) -> None:
+    """Fill the file system of ``folder`` with ``.filler`` until a write fails with ENOSPC, then free ``leave`` bytes."""
     with open(folder / ".filler", "wb", buffering=0) as fh:
         try:
             while True:
                 fh.write(b"\0" * 4096)
         except OSError:
             pass
+        if leave:
+            fh.truncate(max(0, fh.tell() - leave))
 
 
 def geohpc_env(**extra: str) -> dict[str, str]:

@@ -447,3 +447,39 @@ def test_kill_synth_s12(tmp_path: Path) -> None:
                               lambda a, b: all((a / q.relative_to(b)).read_bytes() == q.read_bytes()
                                                for q in (b / "cogs").rglob("*.tif")))
     assert (out / "items.json").is_file()
+
+
+NEARLY_FULL: dict[str, Callable[[dict[str, Path], dict[str, Path], Path], list[object]]] = {
+    "sample": lambda w, s, o: ["sample", "--points", w["train"], "--rasters", w["emb"], "--out", o / "x.parquet"],
+    "train": lambda w, s, o: ["train", "--samples", w["samples"], "--out-dir", o, "--trials", "1", "--iterations", "20",
+                              "--block-size", "200", "--min-per-class", "5"],
+    "classify": lambda w, s, o: ["classify", "--model", w["model"], "--item", w["emb"], "--out-dir", o, "--confidence"],
+    "validate": lambda w, s, o: ["validate", "--map", w["truth"], "--points", w["val"], "--truth", w["truth"], "--out-dir", o],
+    "scene": lambda w, s, o: ["scene", "--out-dir", o, "--size", "64", "--bands", "8"],
+    "prep": lambda w, s, o: ["prep", "--embeddings", s["emb"], "--labels", s["labels"], "--classes", CLASSES, "--chip", "16",
+                             "--shard-chips", "2", "--out", o],
+    "predict": lambda w, s, o: ["predict", "--model", s["model"], "--item", s["emb"], "--out", o, "--tile", "32",
+                                "--overlap", "8"],
+    "synth-seg": lambda w, s, o: ["synth-seg", "--out", o, "--size", "64", "--channels", "4"],
+}
+
+
+@pytest.mark.parametrize("leave", [24 << 10, 160 << 10], ids=["24KiB", "160KiB"])
+@pytest.mark.parametrize("command", sorted(NEARLY_FULL))
+def test_nearly_full_disk_is_all_or_nothing(world: dict[str, Path], seg: dict[str, Path], full_disk: Path,
+                                            command: str, leave: int) -> None:
+    """With a little room left a run either succeeds or fails in one line leaving nothing at all behind."""
+    fill(full_disk, leave)
+    out = full_disk / "out"
+    before = snapshot(full_disk)
+    r = run_geohpc(*NEARLY_FULL[command](world, seg, out))
+    if r.returncode == 0:
+        ok, why = not temporaries(full_disk), f"leftover temporaries {temporaries(full_disk)}"
+    else:
+        after = snapshot(full_disk)
+        if command == "train":  # the Optuna journal is the study's resume state: its finished trials are kept
+            after = {k: v for k, v in after.items() if not k.endswith(("study.journal", "/out/"))}
+        why = one_line_error(r) or (f"left {sorted(set(after) - set(before))}" if after != before else "")
+        ok = not why
+    record("bad_input", command, f"nearly full disk ({leave >> 10} KiB free)", ok)
+    assert ok, why

@@ -9,6 +9,7 @@ the final model is fitted on all samples. ``model.cbm`` is written last and mark
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -34,7 +35,7 @@ from geohpc.classify.tuning import (
 from geohpc.embed.rasters import work_path
 from geohpc.errors import ConfigError, InputError, run_cli
 from geohpc.guards import one_line_errors, refuse_overwrite, sweep_temporaries
-from geohpc.util import atomic_path, cpu_threads, redact, write_json_atomic
+from geohpc.util import atomic_path, cpu_threads, redact
 
 
 def gpu_params(use_gpu: bool) -> dict[str, Any]:
@@ -123,22 +124,22 @@ def train(samples: str, out_dir: Path, *, trials: int = 20, iterations: int = 30
         "best_value": best.value, "final_iterations": final_iters, "study": study_name, "journal": str(journal),
         "samples": samples, "n_samples": int(len(df)), "thread_count": base["thread_count"], "task_type": device["task_type"],
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "feature_importance.png") as tmp:
-        plot_importance(features, np.asarray(final.get_feature_importance()), tmp)
-    with atomic_path(out_dir / "optimisation_history.png") as tmp:
-        plot_history(study, tmp)
     codes = {str(i + 1): c for i, c in enumerate(classes)}
-    write_json_atomic(out_dir / "labels.json", {"labels": classes, "codes": codes})
-    write_json_atomic(out_dir / "best_params.json", best_params)
-    write_json_atomic(out_dir / "metrics.json", metrics)
-    # model.cbm is renamed last (it marks the stage done); model.json just before it records its size and
-    # checksum, so the done-check and classify tell a whole model from a truncated one
-    with atomic_path(out_dir / "model.cbm") as tmp:
-        final.save_model(str(tmp))
-        write_json_atomic(out_dir / "model.json", {"features": features, "bands": len(features), "crs": crss, "labels": classes,
-                                                   "codes": codes, "study": study_name, "fingerprint": fp,
-                                                   "model_bytes": tmp.stat().st_size, "model_sha256": file_sha256(tmp)})
+    # every output goes to its temporary; they are renamed together at the end, model.cbm last (it marks the
+    # stage done) and model.json just before it with the model's size and checksum, so a failed or killed
+    # run leaves no output under a final name and the done-check tells a whole model from a truncated one
+    with contextlib.ExitStack() as outs:
+        tmps = {name: outs.enter_context(atomic_path(out_dir / name)) for name in OUTPUT_FILES[::-1]}
+        plot_importance(features, np.asarray(final.get_feature_importance()), tmps["feature_importance.png"])
+        plot_history(study, tmps["optimisation_history.png"])
+        for name, doc in (("labels.json", {"labels": classes, "codes": codes}), ("best_params.json", best_params),
+                          ("metrics.json", metrics)):
+            tmps[name].write_text(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+        final.save_model(str(tmps["model.cbm"]))
+        model_meta = {"features": features, "bands": len(features), "crs": crss, "labels": classes, "codes": codes,
+                      "study": study_name, "fingerprint": fp, "model_bytes": tmps["model.cbm"].stat().st_size,
+                      "model_sha256": file_sha256(tmps["model.cbm"])}
+        tmps["model.json"].write_text(json.dumps(model_meta, indent=2, sort_keys=True, default=str) + "\n")
     return metrics
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import html
 import json
 import sys
@@ -25,7 +26,7 @@ from geohpc.embed.rasters import expand_rasters, work_path
 from geohpc.errors import InputError, run_cli
 from geohpc.guards import one_line_errors, refuse_overwrite, sweep_temporaries
 from geohpc.raster_io import DEFAULT_MEM_BUDGET, gdal_env, iter_block_windows, open_raster
-from geohpc.util import atomic_path, redact, write_json_atomic, write_text_atomic
+from geohpc.util import atomic_path, redact
 
 
 def map_files(spec: str) -> list[Path]:
@@ -139,8 +140,11 @@ def mapped_area(files: list[Path], classes: dict[int, str]) -> dict[str, float]:
     return area
 
 
-def preview(files: list[Path], path: Path, max_px: int = 800) -> None:
-    """A PNG of the map(s) in their colour table, at most ``max_px`` on the long side (decimated reads)."""
+def preview(files: list[Path], path: Path, max_px: int = 800, *, direct: bool = False) -> None:
+    """A PNG of the map(s) in their colour table, at most ``max_px`` on the long side (decimated reads).
+
+    Written through a temporary file, or straight into ``path`` when ``direct``.
+    """
     from PIL import Image
 
     bounds = []
@@ -165,6 +169,9 @@ def preview(files: list[Path], path: Path, max_px: int = 800) -> None:
             slot = canvas[r0:r0 + rh, c0:c0 + cw]
             slot[arr > 0] = arr[arr > 0]
     lut = np.array([colour(i) for i in range(256)], dtype=np.uint8)
+    if direct:  # ``path`` is already a temporary of the caller's
+        Image.fromarray(lut[canvas]).save(path, format="PNG")
+        return
     with atomic_path(path) as tmp:
         Image.fromarray(lut[canvas]).save(tmp, format="PNG")
 
@@ -176,7 +183,8 @@ _CSS = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{bord
 
 
 def _img(path: Path) -> str:
-    return f'<img alt="{path.name}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
+    name = path.name.split(".tmp")[0].lstrip(".").rsplit(".", 1)[0] if ".tmp" in path.name else path.name
+    return f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
 
 
 def _table(res: dict[str, Any], area: dict[str, float]) -> str:
@@ -207,7 +215,17 @@ def validate(map_spec: str, out_dir: Path, *, points: Path | None = None, truth:
     for target in outputs:
         sweep_temporaries(target)
     files, classes = _map_files(map_spec)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # every output goes to its temporary; they are renamed together at the end (report.html last), so a
+    # failed or killed run leaves no output under a final name
+    with contextlib.ExitStack() as outs:
+        names = ["report.html", "metrics.json", *(f"confusion_{k}.png" for k, v in (("points", points), ("truth", truth))
+                                                  if v is not None), "preview.png"]
+        tmps = {name: outs.enter_context(atomic_path(out_dir / name)) for name in names}
+        return _validate(files, classes, tmps, points=points, truth=truth, allow_empty=allow_empty, **point_kw)
+
+
+def _validate(files: list[Path], classes: dict[int, str], tmps: dict[str, Path], *, points: Path | None,
+              truth: Path | None, allow_empty: bool, **point_kw: Any) -> dict[str, Any]:
     result: dict[str, Any] = {"map": [str(f) for f in files], "classes": {str(k): v for k, v in classes.items()}}
     with gdal_env():
         if points is not None:
@@ -217,15 +235,14 @@ def validate(map_spec: str, out_dir: Path, *, points: Path | None = None, truth:
         result["area_ha"] = mapped_area(files, classes)
         if not any(result["area_ha"].values()) and not allow_empty:
             raise InputError(f"{files[0]}: the map has no classed pixel (all nodata); re-run classify, or pass --allow-empty")
-        preview(files, out_dir / "preview.png")
+        preview(files, tmps["preview.png"], direct=True)
     sections = []
     for key, title in (("points", "Held-out points"), ("truth", "Ground-truth raster (pixels)")):
         if key not in result:
             continue
         r = result[key]
-        png = out_dir / f"confusion_{key}.png"
-        with atomic_path(png) as tmp:
-            plot_confusion(np.array(r["confusion"]), r["labels"], str(tmp), title=f"{title}: OA {r['overall_accuracy']:.3f}")
+        png = tmps[f"confusion_{key}.png"]
+        plot_confusion(np.array(r["confusion"]), r["labels"], str(png), title=f"{title}: OA {r['overall_accuracy']:.3f}")
         extra = f"; {r['unmapped_points']} of {r['points']} points off the map or on nodata (left out)" if key == "points" else ""
         sections.append(f"<h2>{title}</h2><p>reference: <code>{html.escape(r['reference'])}</code>{extra}</p>"
                         f"<p class=big>overall accuracy <b>{r['overall_accuracy']:.3f}</b> &middot; Cohen's kappa <b>{r['kappa']:.3f}</b>"
@@ -235,9 +252,9 @@ def validate(map_spec: str, out_dir: Path, *, points: Path | None = None, truth:
     legend = "".join(f'<span class=sw style="background:rgb{colour(k)}"></span>{html.escape(v)} ' for k, v in sorted(classes.items()))
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>geohpc validation</title><style>{_CSS}</style></head>"
             f"<body><h1>Crop map validation</h1><p>map: {html.escape(', '.join(result['map']))}</p>"
-            f"{''.join(sections)}<h2>Map preview</h2><p>{legend}</p>{_img(out_dir / 'preview.png')}</body></html>")
-    write_json_atomic(out_dir / "metrics.json", result)
-    write_text_atomic(out_dir / "report.html", page)
+            f"{''.join(sections)}<h2>Map preview</h2><p>{legend}</p>{_img(tmps['preview.png'])}</body></html>")
+    tmps["metrics.json"].write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+    tmps["report.html"].write_text(page)
     return result
 
 
