@@ -190,6 +190,12 @@ CASES: dict[tuple[str, str], Case] = {
     ("sample", "--out equal to --points"): lambda w, t, d: [
         "sample", "--points", _copy(w["samples"], t / "pts.parquet"), "--crs", "EPSG:32635", "--rasters", w["emb"],
         "--out", t / "pts.parquet"],
+    ("sample", "--out a hard link of --points"): lambda w, t, d: [
+        "sample", "--points", _copy(w["samples"], t / "pts.parquet"), "--crs", "EPSG:32635", "--rasters", w["emb"],
+        "--out", _link(t / "pts.parquet", t / "o.parquet", hard=True)],
+    ("classify", "output name a symlink to the raster"): lambda w, t, d: [
+        "classify", "--model", w["model"], "--item", _copy(w["emb"], t / "r" / "embedding.tif"), "--out-dir", t / "o",
+        "--force", *_noargs(_link(t / "r" / "embedding.tif", t / "o" / "embedding.tif"))],
     ("sample", "read-only output folder"): lambda w, t, d: [
         "sample", "--points", w["train"], "--rasters", w["emb"], "--out", d["ro"] / "o.parquet"],
     ("sample", "output is a directory"): lambda w, t, d: [
@@ -261,6 +267,19 @@ def _copy(src: Path, dst: Path) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(src, dst)
     return dst
+
+
+def _link(src: Path, dst: Path, hard: bool = False) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if hard:
+        dst.hardlink_to(src)
+    else:
+        dst.symlink_to(src)
+    return dst
+
+
+def _noargs(_: object) -> list[object]:
+    return []
 
 
 def _mkdir(p: Path) -> Path:

@@ -105,8 +105,11 @@ def classify(model_dir: Path, item: str, out_dir: Path, *, confidence: bool = Fa
     out = out_dir / shard_name(raster, i, n)
     rpath = work_path(raster)
     d = model_dir if model_dir.is_dir() else model_dir.parent
-    refuse_overwrite([rpath, rpath.with_name(f"{rpath.stem}_scale.tif"), d / "model.cbm", d / "model.json"],
-                     [out, out.with_suffix(".empty")], folders=[out_dir], fix="give OUT_DIR (--out-dir) a folder of its own")
+    outs = [out, out.with_suffix(".empty")]
+    # outputs are named after the raster: its folder may not be the output folder; the model files may not be outputs
+    refuse_overwrite([rpath, rpath.with_name(f"{rpath.stem}_scale.tif")], outs, folders=[out_dir],
+                     fix="give OUT_DIR (--out-dir) a folder of its own")
+    refuse_overwrite([d / "model.cbm", d / "model.json"], outs, fix="give OUT_DIR (--out-dir) a folder of its own")
     if out.is_dir():
         raise InputError(f"{out}: the output is a directory; remove it or give another --out-dir")
     if out.exists() and not force and verify_raster(out) is None:

@@ -106,7 +106,9 @@ def predict_raster(model_path: str | Path, raster: str, out_dir: str | Path, *, 
     i, n = shard
     out = Path(out_dir) / output_name(raster, i, n)
     png = out.with_suffix(".png")
-    refuse_overwrite([model_path, raster], [out, png], folders=[out_dir], fix="give --out a folder of its own")
+    # outputs are named after the raster: its folder may not be the output folder; the model may not be an output
+    refuse_overwrite([raster], [out, png], folders=[out_dir], fix="give --out a folder of its own")
+    refuse_overwrite([model_path], [out, png], fix="give --out a folder of its own")
     if out.is_dir():
         raise InputError(f"{out}: the output is a directory; remove it or give another --out")
     for target in (out, png):
