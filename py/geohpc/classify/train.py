@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +129,11 @@ def train(samples: str, out_dir: Path, *, trials: int = 20, iterations: int = 30
     # every output goes to its temporary; they are renamed together at the end, model.cbm last (it marks the
     # stage done) and model.json just before it with the model's size and checksum, so a failed or killed
     # run leaves no output under a final name and the done-check tells a whole model from a truncated one
-    with contextlib.ExitStack() as outs:
+    # TASKS=k array tasks share these outputs: the sweep of a killed run's temporaries and the writes happen
+    # under one lock on the folder, so no task ever removes a temporary another task is still writing
+    with _folder_lock(out_dir), contextlib.ExitStack() as outs:
+        for name in OUTPUT_FILES:
+            sweep_temporaries(out_dir / name)
         tmps = {name: outs.enter_context(atomic_path(out_dir / name)) for name in OUTPUT_FILES[::-1]}
         plot_importance(features, np.asarray(final.get_feature_importance()), tmps["feature_importance.png"])
         plot_history(study, tmps["optimisation_history.png"])
@@ -141,6 +146,21 @@ def train(samples: str, out_dir: Path, *, trials: int = 20, iterations: int = 30
                       "model_sha256": file_sha256(tmps["model.cbm"])}
         tmps["model.json"].write_text(json.dumps(model_meta, indent=2, sort_keys=True, default=str) + "\n")
     return metrics
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive flock on ``folder`` (skipped where the file system has no flock, e.g. some Lustre mounts)."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 OUTPUT_FILES = ("feature_importance.png", "optimisation_history.png", "labels.json", "best_params.json", "metrics.json",
@@ -175,9 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise InputError(f"{out}: --out-dir is a file; give a folder for the model")
             outputs = [out / name for name in OUTPUT_FILES]
             refuse_overwrite(sample_files(args.samples), outputs, fix="give --out-dir a folder of its own")
-            for target in outputs:
-                sweep_temporaries(target)
-            m = _train_args(args, out, task)
+            m = _train_args(args, out, task)  # it sweeps the temporaries of its outputs right before writing them
         print(redact(f"geohpc.train: spatial-block OA {m['spatial_block']['overall_accuracy']:.3f}, random-split OA "
                      f"{m['random']['overall_accuracy']:.3f} after {m['trials_complete']} trials; model in {out / 'model.cbm'}"), file=sys.stderr)
         print(redact(json.dumps({"model": str(out / "model.cbm"), "spatial_oa": m["spatial_block"]["overall_accuracy"],
