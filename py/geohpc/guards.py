@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from geohpc.errors import InputError
@@ -93,3 +93,87 @@ def sweep_temporaries(target: str | os.PathLike[str]) -> list[Path]:
                 p.unlink()
             removed.append(p)
     return removed
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def one_line_errors(default_file: str | os.PathLike[str] = "", *,
+                    fix: str = "check the path, its permissions and the free space",
+                    quiet_c_stderr: bool = True, fresh_dirs: Iterable[str | os.PathLike[str]] = ()) -> Iterator[None]:
+    """Turn what a user can cause into one redacted :class:`InputError` line; keep C libraries off stderr.
+
+    An ``OSError`` (a missing file, a read-only or full output folder, an output that is a directory, a
+    raster whose tiles do not decode: rasterio's I/O errors are ``OSError`` s) or a GDAL error raised by
+    rasterio becomes ``<file>: <what> (<fix>)``; a :class:`GeohpcError` gets its secrets redacted. While the
+    block runs, what GDAL/libtiff print straight to file descriptor 2 goes to /dev/null (Python's own
+    ``sys.stderr`` still reaches the terminal), so the error line is the one line a user sees; pass
+    ``quiet_c_stderr=False`` where C libraries print diagnostics worth keeping (NCCL/gloo in training).
+    ``fresh_dirs``: output folders that the block may create; those that did not exist before are removed
+    again when the block fails, with the empty folders under them (never a file), so a failed run leaves
+    nothing new.
+    """
+    from geohpc.errors import GeohpcError
+    from geohpc.util import redact
+
+    new = [Path(d) for d in fresh_dirs if not Path(d).exists()]
+    with _c_stderr_silenced() if quiet_c_stderr else contextlib.nullcontext(), _remove_if_failed(new):
+        try:
+            yield
+        except GeohpcError as exc:
+            raise type(exc)(redact(str(exc))) from None
+        except OSError as exc:
+            name = exc.filename if isinstance(getattr(exc, "filename", None), str) else os.fspath(default_file)
+            what = exc.strerror or _first_line(exc)
+            # the name is redacted on its own: a signature runs up to the next separator, ':' included
+            raise InputError(f"{redact(name)}: {redact(what)} ({fix})" if name else redact(f"{what} ({fix})")) from None
+        except Exception as exc:
+            if not type(exc).__module__.startswith("rasterio"):
+                raise
+            raise InputError(f"{redact(os.fspath(default_file))}: {redact(_first_line(exc))} ({fix})") from None
+
+
+@contextlib.contextmanager
+def _remove_if_failed(dirs: list[Path]) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        for d in dirs:  # empty folders only, deepest first; no file is ever removed here
+            subs = sorted((q for q in d.rglob("*") if q.is_dir() and not q.is_symlink()), key=lambda q: len(q.parts),
+                          reverse=True) if d.is_dir() else []
+            for q in [*subs, d]:
+                with contextlib.suppress(OSError):
+                    q.rmdir()
+        raise
+
+
+@contextlib.contextmanager
+def _c_stderr_silenced() -> Iterator[None]:
+    import sys
+
+    try:
+        fd_err = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # pytest's capture, no real descriptor: nothing to do
+        yield
+        return
+    if fd_err != 2:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    old = sys.stderr
+    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        sys.stderr.close()
+        sys.stderr = old

@@ -102,3 +102,29 @@ def gdal_env(mem_budget: int = DEFAULT_MEM_BUDGET, threads: int | None = None, *
     opts.update(options)
     with rasterio.Env(**opts):
         yield
+
+
+def verify_raster(path: str | os.PathLike[str]) -> str | None:
+    """None when ``path`` opens as a raster and its last block of band 1 decodes, else the reason.
+
+    Reads the header and one block (the last one, which a killed or full-disk write misses first), never
+    the whole raster, so a done-check stays cheap on large outputs.
+    """
+    p = str(path)
+    if "://" not in p and not p.startswith("/vsi"):
+        if not Path(p).is_file():
+            return f"{p}: no such file"
+        if Path(p).stat().st_size == 0:
+            return f"{p}: empty file"
+    try:
+        with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), rasterio.open(p) as ds:
+            last = None
+            for _, win in ds.block_windows(1):
+                last = win
+            if last is None:
+                return f"{p}: the raster has no blocks"
+            ds.read(1, window=last)
+    except Exception as exc:  # rasterio raises several types for damaged files
+        text = str(exc).strip().splitlines()
+        return f"{p}: not a readable raster ({text[0] if text else type(exc).__name__})"
+    return None

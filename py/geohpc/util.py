@@ -203,3 +203,54 @@ def write_text_atomic(target: str | os.PathLike[str], text: str, mode: int | Non
 def write_json_atomic(target: str | os.PathLike[str], data: Any, mode: int | None = None) -> None:
     """Write ``data`` as indented JSON to ``target`` atomically."""
     write_text_atomic(target, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", mode=mode)
+
+
+def verify_table(path: str | os.PathLike[str]) -> str | None:
+    """None when ``path`` is a readable CSV or Parquet table with a header and at least one row, else the reason.
+
+    Parquet is checked from its footer (schema and row count) and its last row group is read; a CSV's header
+    and last line are read, so a table truncated by a kill or a full disk is caught without reading it all.
+    """
+    p = Path(path)
+    if not p.is_file():
+        return f"{p}: no such file"
+    if p.stat().st_size == 0:
+        return f"{p}: empty file (0 bytes)"
+    if p.suffix.lower() in (".parquet", ".pq"):
+        try:
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(p)
+            if pf.metadata.num_rows < 1 or pf.metadata.num_row_groups < 1:
+                return f"{p}: the table has no rows"
+            pf.read_row_group(pf.metadata.num_row_groups - 1)
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            return f"{p}: not a readable Parquet file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        return None
+    try:
+        with open(p, "rb") as fh:
+            header = fh.readline()
+            fh.seek(max(0, p.stat().st_size - 65536))
+            tail = fh.read().rstrip(b"\r\n").splitlines()
+        header.decode()
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"{p}: not a readable table ({exc})"
+    if not header.strip():
+        return f"{p}: no header line"
+    if len(tail) < 1 or tail[-1] == header.rstrip(b"\r\n"):
+        return f"{p}: the table has a header but no rows"
+    if tail[-1].count(b",") != header.count(b","):
+        return f"{p}: the last row has {tail[-1].count(b',') + 1} fields, the header {header.count(b',') + 1} (truncated?)"
+    return None
+
+
+def verify_json(path: str | os.PathLike[str]) -> str | None:
+    """None when ``path`` holds one complete JSON document, else the reason."""
+    p = Path(path)
+    try:
+        json.loads(p.read_text())
+    except FileNotFoundError:
+        return f"{p}: no such file"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"{p}: not valid JSON ({exc})"
+    return None

@@ -83,17 +83,18 @@ def test_strips_join_without_seams_and_nodata(trained: dict) -> None:
 
 def test_bad_inputs(trained: dict, tmp_path: Path, make_raster, capsys: pytest.CaptureFixture[str]) -> None:
     wrong = make_raster("wrong.tif", np.ones((3, 40, 40), np.float32))
-    base = ["--model", str(trained["model"]), "--out", str(tmp_path), "--tile", "32", "--overlap", "8"]
+    out = tmp_path / "out"  # not the inputs' folder: predict refuses an output folder that holds its inputs
+    base = ["--model", str(trained["model"]), "--out", str(out), "--tile", "32", "--overlap", "8"]
     assert predict_main([*base, "--item", str(wrong)]) == 2
     err = capsys.readouterr().err
     assert "has 3 bands but the model" in err and err.count("\n") == 1
     assert predict_main([*base, "--item", f"{trained['emb']}::3/2"]) == 2
     assert "0 <= i < n" in capsys.readouterr().err
-    assert predict_main(["--model", str(wrong), "--item", str(trained["emb"]), "--out", str(tmp_path)]) == 2
+    assert predict_main(["--model", str(wrong), "--item", str(trained["emb"]), "--out", str(out)]) == 2
     assert "not a readable checkpoint" in capsys.readouterr().err
     assert predict_main([*base, "--item", str(trained["emb"]), "--overlap", "40"]) == 2
     assert "smaller than --tile" in capsys.readouterr().err
-    assert not list(tmp_path.glob("*embeddings*"))
+    assert not list(tmp_path.rglob("*embeddings*"))
 
 
 def test_tiling_helpers() -> None:

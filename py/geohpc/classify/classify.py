@@ -9,6 +9,7 @@ percent). Outputs are written through temporary files; a shard whose output exis
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -22,9 +23,10 @@ from geohpc.classify.classes import CLASSES_TAG, classes_tag, colormap
 from geohpc.classify.items import parse_item, shard_name
 from geohpc.embed.rasters import Embedding, open_embedding, work_path
 from geohpc.errors import InputError, run_cli
+from geohpc.guards import one_line_errors, refuse_overwrite, sweep_temporaries
 from geohpc.progress import progress
-from geohpc.raster_io import DEFAULT_MEM_BUDGET, gdal_env
-from geohpc.util import atomic_path, cpu_threads, parse_size, write_json_atomic
+from geohpc.raster_io import DEFAULT_MEM_BUDGET, gdal_env, verify_raster
+from geohpc.util import atomic_path, cpu_threads, parse_size, redact, write_json_atomic
 
 
 def load_model(model_dir: Path) -> tuple[Any, dict[str, Any]]:
@@ -35,9 +37,32 @@ def load_model(model_dir: Path) -> tuple[Any, dict[str, Any]]:
     cbm, meta_path = d / "model.cbm", d / "model.json"
     if not cbm.is_file() or not meta_path.is_file():
         raise InputError(f"{d}: no model.cbm + model.json here; give MODEL=<the train stage's output dir>")
+    from catboost import CatBoostError
+
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{meta_path}: not valid JSON ({exc}); re-run the train stage") from None
+    if not isinstance(meta, dict) or not {"bands", "codes"} <= set(meta):
+        raise InputError(f"{meta_path}: not a model description of the train stage (no bands/codes); re-run train")
+    digest = meta.get("model_sha256")
+    if digest and file_sha256(cbm) != digest:
+        raise InputError(f"{cbm}: damaged model (its checksum differs from model.json's); re-run the train stage")
     model = CatBoostClassifier()
-    model.load_model(str(cbm))
-    return model, json.loads(meta_path.read_text())
+    try:
+        model.load_model(str(cbm))
+    except CatBoostError as exc:
+        raise InputError(f"{cbm}: damaged model ({str(exc).splitlines()[0]}); re-run the train stage") from None
+    return model, meta
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def check_compatible(emb: Embedding, meta: dict[str, Any]) -> None:
@@ -64,8 +89,13 @@ def shard_rows(height: int, block_h: int, i: int, n: int) -> tuple[int, int]:
 
 
 def classify(model_dir: Path, item: str, out_dir: Path, *, confidence: bool = False, mem_budget: int = DEFAULT_MEM_BUDGET,
-             force: bool = False) -> dict[str, Any]:
-    """Classify one shard; returns a summary with the output path (or ``skipped``/``empty``)."""
+             force: bool = False, allow_empty: bool = False) -> dict[str, Any]:
+    """Classify one shard; returns a summary with the output path (or ``skipped``/``empty``).
+
+    The output folder may not hold the raster (outputs are named after it) and no output may be an input;
+    a shard whose output exists and verifies is skipped. A shard with no data (every pixel nodata) is an
+    :class:`InputError` unless ``allow_empty``.
+    """
     import rasterio
     import rasterio.shutil
     from rasterio.enums import ColorInterp
@@ -73,11 +103,22 @@ def classify(model_dir: Path, item: str, out_dir: Path, *, confidence: bool = Fa
 
     raster, i, n = parse_item(item)
     out = out_dir / shard_name(raster, i, n)
-    if out.exists() and not force:
+    rpath = work_path(raster)
+    d = model_dir if model_dir.is_dir() else model_dir.parent
+    outs = [out, out.with_suffix(".empty")]
+    # outputs are named after the raster: its folder may not be the output folder; the model files may not be outputs
+    refuse_overwrite([rpath, rpath.with_name(f"{rpath.stem}_scale.tif")], outs, folders=[out_dir],
+                     fix="give OUT_DIR (--out-dir) a folder of its own")
+    refuse_overwrite([d / "model.cbm", d / "model.json"], outs, fix="give OUT_DIR (--out-dir) a folder of its own")
+    if out.is_dir():
+        raise InputError(f"{out}: the output is a directory; remove it or give another --out-dir")
+    if out.exists() and not force and verify_raster(out) is None:
         return {"out": str(out), "skipped": True}
+    for target in (out, out.with_suffix(".empty")):
+        sweep_temporaries(target)
     model, meta = load_model(model_dir)
     codes = {int(k): v for k, v in meta["codes"].items()}
-    with open_embedding(work_path(raster)) as emb, gdal_env(mem_budget):
+    with open_embedding(rpath) as emb, gdal_env(mem_budget):
         check_compatible(emb, meta)
         ds = emb.ds
         bh, bw = ds.block_shapes[0]
@@ -96,10 +137,11 @@ def classify(model_dir: Path, item: str, out_dir: Path, *, confidence: bool = Fa
         threads = cpu_threads()
         mapped = np.zeros(len(codes) + 1, dtype=np.int64)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.parent / f".{out.stem}.{os.getpid()}.work.tif"  # tiled GeoTIFF, then copied to a COG
+        # tiled GeoTIFF, then copied to a COG; named like atomic_path's temporaries so a rerun sweeps it
+        tmp = out.parent / f".{out.name}.{os.getpid()}.tmp.work.tif"
         try:
             with rasterio.open(tmp, "w", **prof) as dst:
-                for win in progress(windows, total=len(windows), desc=f"classify {Path(raster).name} {i}/{n}"):
+                for win in progress(windows, total=len(windows), desc=redact(f"classify {Path(raster).name} {i}/{n}")):
                     vals, valid = emb.read(win)
                     X = vals.reshape(ds.count, -1).T[valid.ravel()]
                     cls = np.zeros(valid.size, dtype=np.uint8)
@@ -119,8 +161,13 @@ def classify(model_dir: Path, item: str, out_dir: Path, *, confidence: bool = Fa
                 if confidence:
                     dst.set_band_description(2, "confidence_percent")
                     dst.colorinterp = [ColorInterp.palette, ColorInterp.gray]  # not alpha: it is data
+            if mapped[1:].sum() == 0 and not allow_empty:
+                raise InputError(f"{rpath}: shard {i}/{n} has no valid pixel (every pixel nodata), so its class map would be "
+                                 "empty; check the raster's nodata, or pass --allow-empty")
             with atomic_path(out) as final:
                 rasterio.shutil.copy(tmp, final, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE="512", OVERVIEW_RESAMPLING="NEAREST")
+                if (why := verify_raster(final)) is not None:  # GDAL reports some write errors only on reading back
+                    raise InputError(f"{out}: the written class map does not read back ({why}); check the free space")
         finally:
             tmp.unlink(missing_ok=True)
     return {"out": str(out), "rows": [r0, r1], "pixels": {codes.get(k, "nodata"): int(v) for k, v in enumerate(mapped) if v}}
@@ -135,16 +182,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--confidence", action="store_true", help="add band 2: the winning class probability in percent")
     ap.add_argument("--mem-budget", default="512M")
     ap.add_argument("--force", action="store_true", help="redo a shard whose output exists")
+    ap.add_argument("--allow-empty", action="store_true", help="write a shard whose pixels are all nodata instead of failing")
     args = ap.parse_args(argv)
 
     def work() -> int:
         try:
             parse_item(args.item)
+            budget = parse_size(args.mem_budget)
         except ValueError as exc:
             raise InputError(str(exc)) from None
-        res = classify(work_path(args.model), args.item, work_path(args.out_dir), confidence=args.confidence,
-                       mem_budget=parse_size(args.mem_budget), force=args.force)
-        print(json.dumps(res))
+        out_dir = work_path(args.out_dir)
+        with one_line_errors(out_dir, fix="check --out-dir (writable, free space) and the raster", fresh_dirs=[out_dir]):
+            res = classify(work_path(args.model), args.item, out_dir, confidence=args.confidence,
+                           mem_budget=budget, force=args.force, allow_empty=args.allow_empty)
+        print(redact(json.dumps(res)))
         return 0
 
     return run_cli(work, "geohpc.classify")

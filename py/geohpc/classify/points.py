@@ -50,18 +50,10 @@ def read_points(path: str | Path, *, label_col: str = "label", id_col: str = "id
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: points file not found (check POINTS=)")
-    suffix = p.suffix.lower()
-    if suffix == ".gpkg":
-        df, file_crs = _read_gpkg(p)
-    elif suffix in (".geojson", ".json"):
-        df, file_crs = _read_geojson(p)
-    elif suffix in (".parquet", ".pq"):
-        df, file_crs = _read_parquet(p, x_col, y_col)
-    elif suffix in (".csv", ".txt"):
-        df = pd.read_csv(p)
-        df, file_crs = _xy(df, p, x_col, y_col), ""
-    else:
-        raise InputError(f"{p}: unknown points format {suffix!r}; use .gpkg, .geojson, .parquet or .csv")
+    try:
+        df, file_crs = _read_any(p, x_col, y_col)
+    except (sqlite3.DatabaseError, KeyError, TypeError, IndexError, AttributeError, struct.error) as exc:
+        raise InputError(f"{p}: not a readable points file ({type(exc).__name__}: {exc}); re-export it") from None
     the_crs = file_crs or crs
     if not the_crs:
         raise InputError(f"{p}: points have no CRS; pass --crs (POINTS_CRS=EPSG:xxxx) or write the CRS into the file")
@@ -73,6 +65,27 @@ def read_points(path: str | Path, *, label_col: str = "label", id_col: str = "id
     if len(df) == 0:
         raise InputError(f"{p}: the points table is empty; give a file with labelled points")
     return Points(ids=np.asarray(ids), labels=labels, x=df["_x"].to_numpy(float), y=df["_y"].to_numpy(float), crs=the_crs, source=p)
+
+
+def _read_any(p: Path, x_col: str, y_col: str) -> tuple[pd.DataFrame, str]:
+    suffix = p.suffix.lower()
+    if suffix == ".gpkg":
+        df, file_crs = _read_gpkg(p)
+    elif suffix in (".geojson", ".json"):
+        df, file_crs = _read_geojson(p)
+    elif suffix in (".parquet", ".pq"):
+        df, file_crs = _read_parquet(p, x_col, y_col)
+    elif suffix in (".csv", ".txt"):
+        try:
+            df = pd.read_csv(p)
+        except pd.errors.EmptyDataError:
+            raise InputError(f"{p}: the CSV is empty (no header, no rows); give a table with x, y and label columns") from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise InputError(f"{p}: not a readable CSV ({str(exc).splitlines()[0]}); re-export it") from None
+        df, file_crs = _xy(df, p, x_col, y_col), ""
+    else:
+        raise InputError(f"{p}: unknown points format {suffix!r}; use .gpkg, .geojson, .parquet or .csv")
+    return df, file_crs
 
 
 def _clean_labels(col: pd.Series, p: Path, label_col: str, df: pd.DataFrame, id_col: str, require: bool) -> np.ndarray:
@@ -116,7 +129,7 @@ def _crs_from_name(name: str) -> str:
 def _read_geojson(p: Path) -> tuple[pd.DataFrame, str]:
     try:
         doc = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"{p}: not valid GeoJSON ({exc}); re-export it") from None
     feats = doc.get("features") if isinstance(doc, dict) else None
     if feats is None:
@@ -144,7 +157,11 @@ def _read_geojson(p: Path) -> tuple[pd.DataFrame, str]:
 def _read_parquet(p: Path, x_col: str, y_col: str) -> tuple[pd.DataFrame, str]:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(p)
+    try:
+        table = pq.read_table(p)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise InputError(f"{p}: not a readable Parquet file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                         "re-export it") from None
     meta = table.schema.metadata or {}
     df = table.to_pandas()
     crs = ""

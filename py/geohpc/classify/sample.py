@@ -21,9 +21,10 @@ import numpy as np
 from geohpc.classify.points import Points, read_points
 from geohpc.embed.rasters import Embedding, band_names, expand_rasters, open_embedding, work_path
 from geohpc.errors import InputError, run_cli
+from geohpc.guards import one_line_errors, refuse_overwrite, sweep_temporaries
 from geohpc.progress import progress
 from geohpc.raster_io import DEFAULT_MEM_BUDGET, gdal_env
-from geohpc.util import atomic_path, parse_size, write_text_atomic
+from geohpc.util import atomic_path, parse_size, redact, write_text_atomic
 
 
 def points_to_pixels(pts: Points, ds: object) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -130,16 +131,23 @@ def _read_embedding_cells(emb: Embedding, rows: np.ndarray, cols: np.ndarray, me
     use_direct = method == "direct" or (method == "auto" and direct_layout(emb.ds))
     if method == "direct" and not direct_layout(emb.ds):
         raise InputError(f"{emb.path}: --method direct needs an uncompressed pixel-interleaved GeoTIFF; use --method block")
-    raw = read_cells_direct(emb.ds, rows, cols) if use_direct else read_cells_block(emb.ds, rows, cols, budget, emb.path.name)
+    raw = read_cells_direct(emb.ds, rows, cols) if use_direct else read_cells_block(emb.ds, rows, cols, budget, redact(emb.path.name))
     scale = None
     if emb.scale_ds is not None:
         scale = read_cells_block(emb.scale_ds, rows, cols, budget)[0].astype(np.float32)
     return emb.dequantise(raw, scale=scale)
 
 
-def sample(points: Points, rasters: list[Path], out: Path, *, method: str = "auto", mem_budget: int = DEFAULT_MEM_BUDGET) -> dict[str, object]:
+def dropped_path(out: Path) -> Path:
+    """The side file listing the points that were not sampled: ``<out stem>.dropped.csv``."""
+    return out.with_suffix(".dropped.csv")
+
+
+def sample(points: Points, rasters: list[Path], out: Path, *, method: str = "auto", mem_budget: int = DEFAULT_MEM_BUDGET,
+           allow_empty: bool = False) -> dict[str, object]:
     """Sample every point on the first raster that covers it with valid data and write ``out`` (Parquet).
 
+    0 samples is an :class:`InputError` unless ``allow_empty`` (then a 0-row table with the columns is written).
     Returns a summary: points in, sampled, outside, on nodata, and the side-file path of dropped ids.
     """
     import pandas as pd
@@ -182,20 +190,26 @@ def sample(points: Points, rasters: list[Path], out: Path, *, method: str = "aut
                 df.insert(0, "label", points.labels[good])
                 df.insert(0, "id", points.ids[good])
                 pieces.append(df)
-    if not pieces:
-        raise InputError(f"{points.source}: no point falls on valid data of {', '.join(map(str, rasters))}; check the points' CRS and the rasters")
-    table = pd.concat(pieces, ignore_index=True)
+    table = pd.concat(pieces, ignore_index=True) if pieces else None
+    if table is None or len(table) == 0:
+        if not allow_empty:
+            raise InputError(f"{points.source}: no point falls on valid data of {', '.join(map(str, rasters))} (0 samples); "
+                             "check the points' CRS and the rasters' nodata, or pass --allow-empty")
+        cols = {"id": points.ids[:0], "label": points.labels[:0], "x": np.zeros(0), "y": np.zeros(0),
+                "crs": np.zeros(0, dtype=object), "raster": np.zeros(0, dtype=object)}
+        table = pd.DataFrame({**cols, **{b: np.zeros(0, np.float32) for b in band_names(count or 0)}})
     dropped_idx = np.flatnonzero(todo)
     reasons = np.where(touched[dropped_idx], "nodata", "outside")
     meta = {"bands": count, "crs": sorted(set(crss)), "rasters": [str(r) for r in rasters], "points": str(points.source),
             "dequantise": "int8 values * scale (sidecar <stem>_scale.tif or tag scale)"}
     at = pa.Table.from_pandas(table, preserve_index=False)
     at = at.replace_schema_metadata({**(at.schema.metadata or {}), b"geohpc": json.dumps(meta).encode()})
-    side = out.with_suffix(".dropped.csv")
+    side = dropped_path(out)
     lines = ["id,label,reason"] + [f"{points.ids[i]},{points.labels[i]},{why}" for i, why in zip(dropped_idx, reasons, strict=True)]
-    write_text_atomic(side, "\n".join(lines) + "\n")
+    # the table is written first and renamed last: a failed write leaves neither file, the side file never alone
     with atomic_path(out) as tmp:
         pq.write_table(at, tmp)
+        write_text_atomic(side, "\n".join(lines) + "\n")
     return {"points": n, "sampled": int(len(table)), "outside": int((reasons == "outside").sum()),
             "nodata": int((reasons == "nodata").sum()), "dropped_file": str(side), "out": str(out)}
 
@@ -213,15 +227,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--y-col", default="y")
     ap.add_argument("--method", choices=("auto", "block", "direct"), default="auto")
     ap.add_argument("--mem-budget", default="512M", help="bytes one read may hold (and GDAL's cache), e.g. 512M")
+    ap.add_argument("--allow-empty", action="store_true", help="write a 0-row table instead of failing when no point is sampled")
     args = ap.parse_args(argv)
 
     def work() -> int:
-        out = work_path(args.out)
-        pts = read_points(work_path(args.points), label_col=args.label_col, id_col=args.id_col, crs=args.crs, x_col=args.x_col, y_col=args.y_col)
-        summary = sample(pts, expand_rasters(args.rasters), out, method=args.method, mem_budget=parse_size(args.mem_budget))
-        print(f"geohpc.sample: {summary['sampled']}/{summary['points']} points sampled, {summary['outside']} outside, "
-              f"{summary['nodata']} on nodata (ids in {summary['dropped_file']})", file=sys.stderr)
-        print(json.dumps(summary))
+        out, points = work_path(args.out), work_path(args.points)
+        with one_line_errors(out, fix="check the output folder (writable, free space) and the rasters"):
+            if out.is_dir():
+                raise InputError(f"{out}: the output is a directory; give a .parquet file path as --out")
+            try:
+                budget = parse_size(args.mem_budget)
+            except ValueError as exc:
+                raise InputError(f"--mem-budget: {exc}") from None
+            rasters = expand_rasters(args.rasters)
+            scales = [r.with_name(f"{r.stem}_scale.tif") for r in rasters]
+            refuse_overwrite([points, *rasters, *scales], [out, dropped_path(out)], fix="give --out a new .parquet path")
+            for target in (out, dropped_path(out)):
+                sweep_temporaries(target)
+            pts = read_points(points, label_col=args.label_col, id_col=args.id_col, crs=args.crs, x_col=args.x_col, y_col=args.y_col)
+            summary = sample(pts, rasters, out, method=args.method, mem_budget=budget, allow_empty=args.allow_empty)
+        print(redact(f"geohpc.sample: {summary['sampled']}/{summary['points']} points sampled, {summary['outside']} outside, "
+                     f"{summary['nodata']} on nodata (ids in {summary['dropped_file']})"), file=sys.stderr)
+        print(redact(json.dumps(summary)))
         return 0
 
     return run_cli(work, "geohpc.sample")

@@ -9,15 +9,18 @@ the final model is fitted on all samples. ``model.cbm`` is written last and mark
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from geohpc.classify.classify import file_sha256
 from geohpc.classify.metrics import confusion, summarise
 from geohpc.classify.tuning import (
     fingerprint,
@@ -29,11 +32,13 @@ from geohpc.classify.tuning import (
     plot_importance,
     random_split,
     recover_killed_trials,
+    sample_files,
     spatial_split,
 )
 from geohpc.embed.rasters import work_path
-from geohpc.errors import ConfigError, run_cli
-from geohpc.util import atomic_path, cpu_threads, write_json_atomic
+from geohpc.errors import ConfigError, InputError, run_cli
+from geohpc.guards import one_line_errors, refuse_overwrite, sweep_temporaries
+from geohpc.util import atomic_path, cpu_threads, redact
 
 
 def gpu_params(use_gpu: bool) -> dict[str, Any]:
@@ -130,20 +135,46 @@ def train(samples: str, out_dir: Path, *, trials: int = 20, iterations: int = 30
         "best_value": best.value, "final_iterations": final_iters, "study": study_name, "journal": str(journal),
         "samples": samples, "n_samples": int(len(df)), "thread_count": base["thread_count"], "task_type": device["task_type"],
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "feature_importance.png") as tmp:
-        plot_importance(features, np.asarray(final.get_feature_importance()), tmp)
-    with atomic_path(out_dir / "optimisation_history.png") as tmp:
-        plot_history(study, tmp)
     codes = {str(i + 1): c for i, c in enumerate(classes)}
-    write_json_atomic(out_dir / "labels.json", {"labels": classes, "codes": codes})
-    write_json_atomic(out_dir / "model.json", {"features": features, "bands": len(features), "crs": crss, "labels": classes,
-                                               "codes": codes, "study": study_name, "fingerprint": fp})
-    write_json_atomic(out_dir / "best_params.json", best_params)
-    write_json_atomic(out_dir / "metrics.json", metrics)
-    with atomic_path(out_dir / "model.cbm") as tmp:
-        final.save_model(str(tmp))
+    # every output goes to its temporary; they are renamed together at the end, model.cbm last (it marks the
+    # stage done) and model.json just before it with the model's size and checksum, so a failed or killed
+    # run leaves no output under a final name and the done-check tells a whole model from a truncated one
+    # TASKS=k array tasks share these outputs: the sweep of a killed run's temporaries and the writes happen
+    # under one lock on the folder, so no task ever removes a temporary another task is still writing
+    with _folder_lock(out_dir), contextlib.ExitStack() as outs:
+        for name in OUTPUT_FILES:
+            sweep_temporaries(out_dir / name)
+        tmps = {name: outs.enter_context(atomic_path(out_dir / name)) for name in OUTPUT_FILES[::-1]}
+        plot_importance(features, np.asarray(final.get_feature_importance()), tmps["feature_importance.png"])
+        plot_history(study, tmps["optimisation_history.png"])
+        for name, doc in (("labels.json", {"labels": classes, "codes": codes}), ("best_params.json", best_params),
+                          ("metrics.json", metrics)):
+            tmps[name].write_text(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+        final.save_model(str(tmps["model.cbm"]))
+        model_meta = {"features": features, "bands": len(features), "crs": crss, "labels": classes, "codes": codes,
+                      "study": study_name, "fingerprint": fp, "model_bytes": tmps["model.cbm"].stat().st_size,
+                      "model_sha256": file_sha256(tmps["model.cbm"])}
+        tmps["model.json"].write_text(json.dumps(model_meta, indent=2, sort_keys=True, default=str) + "\n")
     return metrics
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive flock on ``folder`` (skipped where the file system has no flock, e.g. some Lustre mounts)."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+OUTPUT_FILES = ("feature_importance.png", "optimisation_history.png", "labels.json", "best_params.json", "metrics.json",
+                "model.json", "model.cbm")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,17 +200,26 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--trials and --iterations must be >= 1 and --val-frac in (0, 1)")
         out = work_path(args.out_dir)
         task = int(os.environ.get("SLURM_ARRAY_TASK_ID", "0") or 0)
-        m = train(args.samples, out, trials=args.trials, iterations=args.iterations, block_size=args.block_size,
-                  val_frac=args.val_frac, study_name=args.study, journal=work_path(args.journal) if args.journal else None,
-                  min_per_class=args.min_per_class, drop_small=args.drop_small_classes, use_gpu=args.gpu, seed=args.seed,
-                  label_col=args.label_col, task_index=task)
-        print(f"geohpc.train: spatial-block OA {m['spatial_block']['overall_accuracy']:.3f}, random-split OA "
-              f"{m['random']['overall_accuracy']:.3f} after {m['trials_complete']} trials; model in {out / 'model.cbm'}", file=sys.stderr)
-        print(json.dumps({"model": str(out / "model.cbm"), "spatial_oa": m["spatial_block"]["overall_accuracy"],
-                          "random_oa": m["random"]["overall_accuracy"], "trials": m["trials_complete"]}))
+        with one_line_errors(out, fix="check --out-dir (writable, free space) and the samples", fresh_dirs=[out]):
+            if out.exists() and not out.is_dir():
+                raise InputError(f"{out}: --out-dir is a file; give a folder for the model")
+            outputs = [out / name for name in OUTPUT_FILES]
+            refuse_overwrite(sample_files(args.samples), outputs, fix="give --out-dir a folder of its own")
+            m = _train_args(args, out, task)  # it sweeps the temporaries of its outputs right before writing them
+        print(redact(f"geohpc.train: spatial-block OA {m['spatial_block']['overall_accuracy']:.3f}, random-split OA "
+                     f"{m['random']['overall_accuracy']:.3f} after {m['trials_complete']} trials; model in {out / 'model.cbm'}"), file=sys.stderr)
+        print(redact(json.dumps({"model": str(out / "model.cbm"), "spatial_oa": m["spatial_block"]["overall_accuracy"],
+                                 "random_oa": m["random"]["overall_accuracy"], "trials": m["trials_complete"]})))
         return 0
 
     return run_cli(work, "geohpc.train")
+
+
+def _train_args(args: argparse.Namespace, out: Path, task: int) -> dict[str, Any]:
+    return train(args.samples, out, trials=args.trials, iterations=args.iterations, block_size=args.block_size,
+                 val_frac=args.val_frac, study_name=args.study, journal=work_path(args.journal) if args.journal else None,
+                 min_per_class=args.min_per_class, drop_small=args.drop_small_classes, use_gpu=args.gpu, seed=args.seed,
+                 label_col=args.label_col, task_index=task)
 
 
 if __name__ == "__main__":

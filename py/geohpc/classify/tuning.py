@@ -19,10 +19,8 @@ from geohpc.errors import ConfigError, InputError
 FEATURE_RE = re.compile(r"^b\d{3}$")
 
 
-def load_samples(spec: str, label_col: str = "label") -> tuple[pd.DataFrame, list[str], list[str]]:
-    """Read sample Parquet files (a file, a directory of ``*.parquet`` or a comma list): ``(df, features, crs list)``."""
-    import pyarrow.parquet as pq
-
+def sample_files(spec: str) -> list[Path]:
+    """The Parquet files a SAMPLES value names (a file, a directory of ``*.parquet`` or a comma list)."""
     files: list[Path] = []
     for part in [s.strip() for s in spec.split(",") if s.strip()]:
         p = work_path(part)
@@ -34,6 +32,14 @@ def load_samples(spec: str, label_col: str = "label") -> tuple[pd.DataFrame, lis
             raise InputError(f"{p}: samples not found (give SAMPLES=<file.parquet or dir> from the sample stage)")
     if not files:
         raise InputError(f"{spec}: no .parquet samples there (run the sample stage first)")
+    return files
+
+
+def load_samples(spec: str, label_col: str = "label") -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Read sample Parquet files (a file, a directory of ``*.parquet`` or a comma list): ``(df, features, crs list)``."""
+    import pyarrow.parquet as pq
+
+    files = sample_files(spec)
     frames, crss = [], set()
     for f in files:
         try:
@@ -44,6 +50,8 @@ def load_samples(spec: str, label_col: str = "label") -> tuple[pd.DataFrame, lis
         crss.update(meta.get("crs", []))
         frames.append(t.to_pandas())
     df = pd.concat(frames, ignore_index=True)
+    if len(df) == 0:
+        raise InputError(f"{', '.join(map(str, files))}: 0 samples (the table has no rows); re-run sample with points on the rasters")
     if label_col not in df.columns:
         raise InputError(f"{files[0]}: no label column {label_col!r}; columns are {', '.join(c for c in df.columns if not FEATURE_RE.match(c))} (pass LABEL_COL=)")
     features = [c for c in df.columns if FEATURE_RE.match(c)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import html
 import json
 import sys
@@ -17,18 +18,24 @@ from typing import Any
 
 import numpy as np
 
-from geohpc.classify.classes import classes_from_tags, colour, label_key
+from geohpc.classify.classes import CLASSES_TAG, classes_from_tags, colour, label_key
 from geohpc.classify.metrics import confusion, plot_confusion, summarise
 from geohpc.classify.points import read_points
 from geohpc.classify.sample import points_to_pixels, read_cells_block
 from geohpc.embed.rasters import expand_rasters, work_path
 from geohpc.errors import InputError, run_cli
+from geohpc.guards import one_line_errors, refuse_overwrite, sweep_temporaries
 from geohpc.raster_io import DEFAULT_MEM_BUDGET, gdal_env, iter_block_windows, open_raster
-from geohpc.util import atomic_path, write_json_atomic, write_text_atomic
+from geohpc.util import atomic_path, redact
+
+
+def map_files(spec: str) -> list[Path]:
+    """The class-map rasters a MAP value names (``.empty`` shard notes left out)."""
+    return [p for p in expand_rasters(spec) if p.suffix.lower() != ".empty"]
 
 
 def _map_files(spec: str) -> tuple[list[Path], dict[int, str]]:
-    files = [p for p in expand_rasters(spec) if p.suffix.lower() != ".empty"]
+    files = map_files(spec)
     classes: dict[int, str] | None = None
     for f in files:
         with open_raster(f) as ds:
@@ -44,8 +51,12 @@ def _names(classes: dict[int, str], extra: list[str]) -> list[str]:
     return [classes[k] for k in sorted(classes)] + [e for e in extra if e not in classes.values()]
 
 
-def against_points(files: list[Path], classes: dict[int, str], points_path: Path, **kw: Any) -> dict[str, Any]:
-    """Confusion of the map against labelled points (points off the map or on nodata are counted apart)."""
+def against_points(files: list[Path], classes: dict[int, str], points_path: Path, *, allow_empty: bool = False,
+                   **kw: Any) -> dict[str, Any]:
+    """Confusion of the map against labelled points (points off the map or on nodata are counted apart).
+
+    No point on mapped pixels is an :class:`InputError` unless ``allow_empty``.
+    """
     pts = read_points(points_path, **kw)
     code = np.zeros(len(pts), dtype=np.int64)
     for f in files:
@@ -62,6 +73,12 @@ def against_points(files: list[Path], classes: dict[int, str], points_path: Path
     names = _names(classes, sorted(set(truth)))
     index = {n: i for i, n in enumerate(names)}
     ok = code > 0
+    if not ok.any() and not allow_empty:
+        raise InputError(f"{points_path}: none of its {len(pts)} points falls on a mapped pixel of {', '.join(map(str, files))}, "
+                         "so there is nothing to score; check the points' CRS (--crs) and the map, or pass --allow-empty")
+    unknown = sorted(set(np.unique(code[ok]).tolist()) - set(classes))
+    if unknown:
+        raise InputError(f"{files[0]}: map codes {unknown} are not in its {CLASSES_TAG} tag; re-run classify")
     t = np.array([index[v] for v in truth], dtype=np.int64)[ok]
     p = np.array([index[classes[int(c)]] for c in code[ok]], dtype=np.int64)
     res = summarise(confusion(t, p, len(names)), names)
@@ -69,7 +86,7 @@ def against_points(files: list[Path], classes: dict[int, str], points_path: Path
     return res
 
 
-def against_truth(files: list[Path], classes: dict[int, str], truth_path: Path) -> dict[str, Any]:
+def against_truth(files: list[Path], classes: dict[int, str], truth_path: Path, *, allow_empty: bool = False) -> dict[str, Any]:
     """Pixel confusion of the map against a ground-truth class raster on the same grid (block by block)."""
     from rasterio.windows import from_bounds
 
@@ -95,9 +112,13 @@ def against_truth(files: list[Path], classes: dict[int, str], truth_path: Path) 
                     ref = tds.read(1, window=tw, boundless=True, fill_value=0)
                     if ref.shape != pred.shape:
                         raise InputError(f"{truth_path}: truth raster is not aligned with {f}; warp it to the map grid")
-                    pi, ti = pmap[pred], tmap[ref]
+                    pi = pmap[np.clip(pred, 0, 255)] if pred.dtype.kind in "iu" else np.full(pred.shape, -1)
+                    ti = np.where((ref >= 0) & (ref <= 255), tmap[np.clip(ref, 0, 255).astype(np.int64)], -1)
                     ok = (pi >= 0) & (ti >= 0)
                     cm += confusion(ti[ok], pi[ok], len(names))
+    if cm.sum() == 0 and not allow_empty:
+        raise InputError(f"{truth_path}: no pixel is classed in both the truth raster and the map, so there is nothing to score; "
+                         "check that they cover the same area, or pass --allow-empty")
     res = summarise(cm, names)
     res.update(reference=str(truth_path))
     return res
@@ -119,8 +140,11 @@ def mapped_area(files: list[Path], classes: dict[int, str]) -> dict[str, float]:
     return area
 
 
-def preview(files: list[Path], path: Path, max_px: int = 800) -> None:
-    """A PNG of the map(s) in their colour table, at most ``max_px`` on the long side (decimated reads)."""
+def preview(files: list[Path], path: Path, max_px: int = 800, *, direct: bool = False) -> None:
+    """A PNG of the map(s) in their colour table, at most ``max_px`` on the long side (decimated reads).
+
+    Written through a temporary file, or straight into ``path`` when ``direct``.
+    """
     from PIL import Image
 
     bounds = []
@@ -145,6 +169,9 @@ def preview(files: list[Path], path: Path, max_px: int = 800) -> None:
             slot = canvas[r0:r0 + rh, c0:c0 + cw]
             slot[arr > 0] = arr[arr > 0]
     lut = np.array([colour(i) for i in range(256)], dtype=np.uint8)
+    if direct:  # ``path`` is already a temporary of the caller's
+        Image.fromarray(lut[canvas]).save(path, format="PNG")
+        return
     with atomic_path(path) as tmp:
         Image.fromarray(lut[canvas]).save(tmp, format="PNG")
 
@@ -156,7 +183,8 @@ _CSS = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{bord
 
 
 def _img(path: Path) -> str:
-    return f'<img alt="{path.name}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
+    name = path.name.split(".tmp")[0].lstrip(".").rsplit(".", 1)[0] if ".tmp" in path.name else path.name
+    return f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
 
 
 def _table(res: dict[str, Any], area: dict[str, float]) -> str:
@@ -167,28 +195,54 @@ def _table(res: dict[str, Any], area: dict[str, float]) -> str:
             f"{rows}</table>")
 
 
-def validate(map_spec: str, out_dir: Path, *, points: Path | None = None, truth: Path | None = None, **point_kw: Any) -> dict[str, Any]:
-    """Validate the map(s) in ``map_spec``; write metrics.json, PNGs and report.html into ``out_dir``."""
+OUTPUT_FILES = ("preview.png", "confusion_points.png", "confusion_truth.png", "metrics.json", "report.html")
+
+
+def validate(map_spec: str, out_dir: Path, *, points: Path | None = None, truth: Path | None = None, allow_empty: bool = False,
+             **point_kw: Any) -> dict[str, Any]:
+    """Validate the map(s) in ``map_spec``; write metrics.json, PNGs and report.html (last) into ``out_dir``.
+
+    No output may be an input; a map with no mapped pixel, or no reference on mapped pixels, is an
+    :class:`InputError` unless ``allow_empty``.
+    """
     if points is None and truth is None:
         raise InputError("nothing to validate against: give POINTS=<held-out points> and/or TRUTH=<class raster>")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: --out-dir is a file; give a folder for the report")
+    outputs = [out_dir / name for name in OUTPUT_FILES]
+    refuse_overwrite([*map_files(map_spec), *(p for p in (points, truth) if p is not None)], outputs,
+                     fix="give --out-dir a folder of its own")
+    for target in outputs:
+        sweep_temporaries(target)
     files, classes = _map_files(map_spec)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # every output goes to its temporary; they are renamed together at the end (report.html last), so a
+    # failed or killed run leaves no output under a final name
+    with contextlib.ExitStack() as outs:
+        names = ["report.html", "metrics.json", *(f"confusion_{k}.png" for k, v in (("points", points), ("truth", truth))
+                                                  if v is not None), "preview.png"]
+        tmps = {name: outs.enter_context(atomic_path(out_dir / name)) for name in names}
+        return _validate(files, classes, tmps, points=points, truth=truth, allow_empty=allow_empty, **point_kw)
+
+
+def _validate(files: list[Path], classes: dict[int, str], tmps: dict[str, Path], *, points: Path | None,
+              truth: Path | None, allow_empty: bool, **point_kw: Any) -> dict[str, Any]:
     result: dict[str, Any] = {"map": [str(f) for f in files], "classes": {str(k): v for k, v in classes.items()}}
     with gdal_env():
         if points is not None:
-            result["points"] = against_points(files, classes, points, **point_kw)
+            result["points"] = against_points(files, classes, points, allow_empty=allow_empty, **point_kw)
         if truth is not None:
-            result["truth"] = against_truth(files, classes, truth)
+            result["truth"] = against_truth(files, classes, truth, allow_empty=allow_empty)
         result["area_ha"] = mapped_area(files, classes)
-        preview(files, out_dir / "preview.png")
+        if not any(result["area_ha"].values()) and not allow_empty:
+            raise InputError(f"{files[0]}: the map has no classed pixel (all nodata); re-run classify, or pass --allow-empty")
+        preview(files, tmps["preview.png"], direct=True)
     sections = []
     for key, title in (("points", "Held-out points"), ("truth", "Ground-truth raster (pixels)")):
         if key not in result:
             continue
         r = result[key]
-        png = out_dir / f"confusion_{key}.png"
-        with atomic_path(png) as tmp:
-            plot_confusion(np.array(r["confusion"]), r["labels"], str(tmp), title=f"{title}: OA {r['overall_accuracy']:.3f}")
+        png = tmps[f"confusion_{key}.png"]
+        plot_confusion(np.array(r["confusion"]), r["labels"], str(png), title=f"{title}: OA {r['overall_accuracy']:.3f}")
         extra = f"; {r['unmapped_points']} of {r['points']} points off the map or on nodata (left out)" if key == "points" else ""
         sections.append(f"<h2>{title}</h2><p>reference: <code>{html.escape(r['reference'])}</code>{extra}</p>"
                         f"<p class=big>overall accuracy <b>{r['overall_accuracy']:.3f}</b> &middot; Cohen's kappa <b>{r['kappa']:.3f}</b>"
@@ -198,9 +252,9 @@ def validate(map_spec: str, out_dir: Path, *, points: Path | None = None, truth:
     legend = "".join(f'<span class=sw style="background:rgb{colour(k)}"></span>{html.escape(v)} ' for k, v in sorted(classes.items()))
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>geohpc validation</title><style>{_CSS}</style></head>"
             f"<body><h1>Crop map validation</h1><p>map: {html.escape(', '.join(result['map']))}</p>"
-            f"{''.join(sections)}<h2>Map preview</h2><p>{legend}</p>{_img(out_dir / 'preview.png')}</body></html>")
-    write_json_atomic(out_dir / "metrics.json", result)
-    write_text_atomic(out_dir / "report.html", page)
+            f"{''.join(sections)}<h2>Map preview</h2><p>{legend}</p>{_img(tmps['preview.png'])}</body></html>")
+    tmps["metrics.json"].write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+    tmps["report.html"].write_text(page)
     return result
 
 
@@ -214,14 +268,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label-col", default="label")
     ap.add_argument("--id-col", default="id")
     ap.add_argument("--crs", default="", help="CRS of CSV point coordinates")
+    ap.add_argument("--allow-empty", action="store_true", help="report even when no reference falls on mapped pixels")
     args = ap.parse_args(argv)
 
     def work() -> int:
         out = work_path(args.out_dir)
-        res = validate(args.map, out, points=work_path(args.points) if args.points else None,
-                       truth=work_path(args.truth) if args.truth else None, label_col=args.label_col, id_col=args.id_col, crs=args.crs)
-        print(f"geohpc.validate: overall accuracy {res['overall_accuracy']:.3f}, kappa {res['kappa']:.3f}; report: {out / 'report.html'}", file=sys.stderr)
-        print(json.dumps({"report": str(out / "report.html"), "overall_accuracy": res["overall_accuracy"], "kappa": res["kappa"]}))
+        with one_line_errors(out, fix="check --out-dir (writable, free space), the map and the references", fresh_dirs=[out]):
+            res = validate(args.map, out, points=work_path(args.points) if args.points else None,
+                           truth=work_path(args.truth) if args.truth else None, allow_empty=args.allow_empty,
+                           label_col=args.label_col, id_col=args.id_col, crs=args.crs)
+        print(redact(f"geohpc.validate: overall accuracy {res['overall_accuracy']:.3f}, kappa {res['kappa']:.3f}; "
+                     f"report: {out / 'report.html'}"), file=sys.stderr)
+        print(redact(json.dumps({"report": str(out / "report.html"), "overall_accuracy": res["overall_accuracy"], "kappa": res["kappa"]})))
         return 0
 
     return run_cli(work, "geohpc.validate")

@@ -43,8 +43,12 @@ def _output(item: str, ctx: StageContext) -> Path:
 
 
 def _done(item: str, ctx: StageContext) -> bool:
+    # done means the class COG opens and its last block decodes; a shard with no block rows (more shards than
+    # rows) leaves an atomically renamed ".empty" note instead, whose presence is the whole record
+    from geohpc.raster_io import verify_raster
+
     out = _output(item, ctx)
-    return out.exists() or out.with_suffix(".empty").exists()
+    return out.with_suffix(".empty").exists() or verify_raster(out) is None
 
 
 STAGE = Stage(

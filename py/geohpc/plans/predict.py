@@ -30,6 +30,13 @@ def _output(item: str, ctx: StageContext) -> Path:
     return ctx.out_dir / output_name(*parse_item(item))
 
 
+def _done(item: str, ctx: StageContext) -> bool:
+    # done means the class COG opens and its last block decodes, never mere existence
+    from geohpc.raster_io import verify_raster
+
+    return verify_raster(_output(item, ctx)) is None
+
+
 def _derived(ctx: StageContext) -> dict[str, str]:
     """MODEL defaults to the fit run RUN's model (``outputs/fit/<RUN>/model.pt``)."""
     return {"MODEL": f"outputs/fit/{ctx.param('RUN')}/model.pt"}
@@ -40,6 +47,7 @@ STAGE = Stage(
     summary="run a fit model over embedding rasters (tiled, overlap-blended) -> uint8 class COGs",
     build_manifest=_manifest,
     output_for=_output,
+    is_done=_done,
     gpu=True,
     runtime="container",
     after=("fit",),

@@ -22,11 +22,31 @@ def _output(item: str, ctx: StageContext) -> Path:
     return ctx.out_dir / "model.cbm"
 
 
+def _done(item: str, ctx: StageContext) -> bool:
+    # done means model.cbm is the very file whose size and checksum model.json recorded (written just before it)
+    import hashlib
+    import json
+
+    out = _output(item, ctx)
+    try:
+        meta = json.loads((out.parent / "model.json").read_text())
+        if not out.is_file() or out.stat().st_size != meta.get("model_bytes"):
+            return False
+        h = hashlib.sha256()
+        with open(out, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return h.hexdigest() == meta.get("model_sha256")
+
+
 STAGE = Stage(
     name="train",
     summary="tune (Optuna journal) and fit a CatBoost classifier; spatial-block and random-split metrics",
     build_manifest=_manifest,
     output_for=_output,
+    is_done=_done,
     after=("sample",),
     defaults={"TRIALS": "20", "ITERATIONS": "300", "BLOCK_SIZE": "1000", "STUDY": "geohpc-train", "LABEL_COL": "label", "MIN_PER_CLASS": "10", "SEED": "0", "DROP_SMALL": "0", "GPU": "0", "TASKS": "1"},
     paths=("SAMPLES", "JOURNAL"),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from geohpc.core.stages import Stage, StageContext
 from geohpc.errors import ConfigError
+from geohpc.util import verify_json
 
 
 def _manifest(ctx: StageContext) -> list[str]:
@@ -18,11 +19,24 @@ def _output(item: str, ctx: StageContext) -> Path:
     return ctx.out_dir / item / "report.html"
 
 
+def _done(item: str, ctx: StageContext) -> bool:
+    # done means the report is whole (written last, it ends with </html>) and metrics.json parses
+    report = _output(item, ctx)
+    try:
+        with open(report, "rb") as fh:
+            fh.seek(max(0, report.stat().st_size - 64))
+            whole = fh.read().rstrip().endswith(b"</html>")
+    except OSError:
+        return False
+    return whole and verify_json(report.parent / "metrics.json") is None
+
+
 STAGE = Stage(
     name="validate",
     summary="validate a class map against held-out points or a truth raster: OA, kappa, F1, area, HTML report",
     build_manifest=_manifest,
     output_for=_output,
+    is_done=_done,
     after=("classify",),
     defaults={"MAP": "outputs/classify", "LABEL_COL": "label", "NAME": "report"},
     paths=("MAP", "POINTS", "TRUTH"),

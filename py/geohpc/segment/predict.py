@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from geohpc.errors import ConfigError, InputError, run_cli
+from geohpc.guards import one_line_errors, refuse_overwrite, sweep_temporaries
 from geohpc.progress import progress
 from geohpc.segment.items import output_name, parse_item  # noqa: F401 - re-exported
-from geohpc.util import atomic_path
+from geohpc.util import atomic_path, redact
 
 NODATA = 255
 
@@ -60,7 +61,7 @@ def _valid_mask(x: np.ndarray, nodata: float | None) -> np.ndarray:
 
 def predict_raster(model_path: str | Path, raster: str, out_dir: str | Path, *, shard: tuple[int, int] = (0, 1),
                    tile: int = 256, overlap: int = 64, batch: int = 8, blend: str = "cosine", fmt: str = "cog",
-                   device: str = "auto") -> Path:
+                   device: str = "auto", preview: bool = False, allow_empty: bool = False) -> Path:
     """Predict strip ``shard`` of ``raster`` with the model in ``model_path``; return the output path.
 
     Parameters
@@ -82,6 +83,10 @@ def predict_raster(model_path: str | Path, raster: str, out_dir: str | Path, *, 
         Cloud-optimised GeoTIFF (:func:`geohpc.cog.make_cog`: overviews by mode, validated) or a plain
         tiled GeoTIFF.
     device : {"auto", "cuda", "cpu"}
+    preview : bool
+        Also write the PNG quicklook ``<out>.png`` (renamed just before the map; removed if the map fails).
+    allow_empty : bool
+        Write a map with no valid pixel (every embedding pixel nodata) instead of raising :class:`InputError`.
     """
     try:
         import rasterio
@@ -90,7 +95,7 @@ def predict_raster(model_path: str | Path, raster: str, out_dir: str | Path, *, 
         raise ConfigError("rasterio is not importable in this runtime: set CONTAINER_PYTHONPATH in the site file "
                           "to a deps venv made with the container's python (RUNBOOK: deps venv)") from exc
 
-    from geohpc.raster_io import check_georeferenced, open_raster
+    from geohpc.raster_io import check_georeferenced, open_raster, verify_raster
     from geohpc.segment.fit.ckpt import load_model
     from geohpc.segment.fit.model import UNET_LEVELS
 
@@ -98,12 +103,21 @@ def predict_raster(model_path: str | Path, raster: str, out_dir: str | Path, *, 
         raise ConfigError(f"--overlap {overlap} must be >= 0 and smaller than --tile {tile}")
     if fmt not in ("cog", "gtiff"):
         raise ConfigError(f"--format {fmt!r}: choose cog or gtiff")
+    i, n = shard
+    out = Path(out_dir) / output_name(raster, i, n)
+    png = out.with_suffix(".png")
+    # outputs are named after the raster: its folder may not be the output folder; the model may not be an output
+    refuse_overwrite([raster], [out, png], folders=[out_dir], fix="give --out a folder of its own")
+    refuse_overwrite([model_path], [out, png], fix="give --out a folder of its own")
+    if out.is_dir():
+        raise InputError(f"{out}: the output is a directory; remove it or give another --out")
+    for target in (out, png):
+        sweep_temporaries(target)
     dev = _device(device)
     model, info = load_model(model_path, dev)
     kw = info["model_kwargs"]
     mult = 2**UNET_LEVELS if kw["arch"] == "unet" else 1
-    i, n = shard
-    out = Path(out_dir) / output_name(raster, i, n)
+    new_png = False
     with open_raster(raster) as src:
         check_georeferenced(src)
         if src.count != kw["in_ch"]:
@@ -122,18 +136,32 @@ def predict_raster(model_path: str | Path, raster: str, out_dir: str | Path, *, 
                                 "crs": src.crs, "transform": src.window_transform(Window(0, r0, w, r1 - r0)),
                                 "nodata": NODATA, "tiled": True, "blockxsize": 256, "blockysize": 256,
                                 "compress": "deflate"}
-        with _written(out, fmt) as tmp, rasterio.open(tmp, "w", **prof) as dst:
-            dst.write_colormap(1, _colormap(info["classes"]))
-            strip = _Strip(dst, int(kw["n_classes"]), tile, w, r0, r1)
-            for y in progress(ys, total=len(ys), desc=f"predict {Path(raster).name} strip {i}/{n}"):
-                strip.flush(y)
-                for b in range(0, len(xs), batch):
-                    cols = xs[b:b + batch]
-                    xb, vb = _read_tiles(src, y, cols, tile, t_pad)
-                    prob = _probabilities(model, dev, xb, tile)
-                    for j, x0 in enumerate(cols):
-                        strip.add(prob[j] * wt, vb[j], y, x0, h)
-            strip.flush(r1)
+        try:
+            with _written(out, fmt) as tmp:
+                with rasterio.open(tmp, "w", **prof) as dst:
+                    dst.write_colormap(1, _colormap(info["classes"]))
+                    strip = _Strip(dst, int(kw["n_classes"]), tile, w, r0, r1)
+                    for y in progress(ys, total=len(ys), desc=redact(f"predict {Path(raster).name} strip {i}/{n}")):
+                        strip.flush(y)
+                        for b in range(0, len(xs), batch):
+                            cols = xs[b:b + batch]
+                            xb, vb = _read_tiles(src, y, cols, tile, t_pad)
+                            prob = _probabilities(model, dev, xb, tile)
+                            for j, x0 in enumerate(cols):
+                                strip.add(prob[j] * wt, vb[j], y, x0, h)
+                    strip.flush(r1)
+                if strip.n_valid == 0 and not allow_empty:
+                    raise InputError(f"{raster}: strip {i}/{n} has no valid embedding pixel (all nodata), so its class map "
+                                     "would be empty; check the raster's nodata, or pass --allow-empty")
+                if (why := verify_raster(tmp)) is not None:  # GDAL reports some write errors only on reading back
+                    raise InputError(f"{out}: the written class map does not read back ({why}); check the free space")
+                if preview:
+                    write_preview(tmp, png=png)
+                    new_png = True
+        except BaseException:
+            if new_png:  # this run's quicklook of a map that was never completed
+                png.unlink(missing_ok=True)
+            raise
     return out
 
 
@@ -192,6 +220,7 @@ class _Strip:
         self.acc = np.zeros((k, tile, w), np.float32)
         self.valid = np.zeros((tile, w), bool)
         self.top = r0  # first output row not yet written; acc row 0 is raster row ``top``
+        self.n_valid = 0  # pixels written with a class (not nodata)
 
     def add(self, weighted: np.ndarray, valid: np.ndarray, y: int, x0: int, h: int) -> None:
         """Add one tile's weighted probabilities at raster row ``y``, column ``x0``."""
@@ -210,6 +239,7 @@ class _Strip:
             return
         cls = self.acc[:, :rows].argmax(0).astype(np.uint8)
         cls[~self.valid[:rows]] = NODATA
+        self.n_valid += int(self.valid[:rows].sum())
         self.dst.write(cls, 1, window=Window(0, self.top - self.r0, self.w, rows))
         self.acc = np.concatenate([self.acc[:, rows:], np.zeros((self.k, rows, self.w), np.float32)], axis=1)
         self.valid = np.concatenate([self.valid[rows:], np.zeros((rows, self.w), bool)])
@@ -236,13 +266,16 @@ def _written(out: Path, fmt: str) -> Iterator[Path]:
         strip.unlink(missing_ok=True)
 
 
-def write_preview(tif: str | Path, max_px: int = 1024) -> Path:
-    """A PNG quicklook of a class GeoTIFF (its colour table, nodata transparent), at most ``max_px`` a side."""
+def write_preview(tif: str | Path, max_px: int = 1024, png: Path | None = None) -> Path:
+    """A PNG quicklook of a class GeoTIFF (its colour table, nodata transparent), at most ``max_px`` a side.
+
+    Written to ``png`` (default: beside ``tif``, same stem) through a temporary file.
+    """
     import rasterio
     from PIL import Image
 
     tif = Path(tif)
-    png = tif.with_suffix(".png")
+    png = png or tif.with_suffix(".png")
     with rasterio.open(tif) as ds:
         scale = max(1, math.ceil(max(ds.width, ds.height) / max_px))
         cls = ds.read(1, out_shape=(max(1, ds.height // scale), max(1, ds.width // scale)))  # nearest
@@ -276,16 +309,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", dest="fmt", choices=["cog", "gtiff"], default="cog")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--no-preview", dest="preview", action="store_false", help="skip the PNG quicklook beside each map")
+    p.add_argument("--allow-empty", action="store_true", help="write a map whose pixels are all nodata instead of failing")
     a = p.parse_args(argv)
 
     def work() -> int:
         for item in a.item:
             raster, i, n = _predict_dir_strip(item)
-            path = predict_raster(a.model, raster, a.out, shard=(i, n), tile=a.tile, overlap=a.overlap,
-                                  batch=a.batch, blend=a.blend, fmt=a.fmt, device=a.device)
-            print(path)
+            with one_line_errors(Path(a.out), fix="check --out (writable, free space), the model and the raster",
+                                 fresh_dirs=[Path(a.out)]):
+                path = predict_raster(a.model, raster, a.out, shard=(i, n), tile=a.tile, overlap=a.overlap,
+                                      batch=a.batch, blend=a.blend, fmt=a.fmt, device=a.device, preview=a.preview,
+                                      allow_empty=a.allow_empty)
+            print(redact(str(path)))
             if a.preview:
-                print(f"predict: preview {write_preview(path)}", file=sys.stderr)
+                print(redact(f"predict: preview {path.with_suffix('.png')}"), file=sys.stderr)
         return 0
 
     return run_cli(work, "geohpc.predict")

@@ -81,11 +81,16 @@ def stratified_points(flat: np.ndarray, n: int, n_classes: int, picked: np.ndarr
 
 def write_points_geojson(path: Path, x: np.ndarray, y: np.ndarray, labels: list[str], crs: str | None, start: int) -> None:
     """Labelled points as a GeoJSON FeatureCollection (ids from ``start``; ``crs`` named unless WGS84)."""
+    write_text_atomic(path, points_geojson(x, y, labels, crs, start))
+
+
+def points_geojson(x: np.ndarray, y: np.ndarray, labels: list[str], crs: str | None, start: int) -> str:
+    """The text :func:`write_points_geojson` writes."""
     feats = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [round(float(a), 7), round(float(b), 7)]},
               "properties": {"id": start + i, "label": lab}} for i, (a, b, lab) in enumerate(zip(x, y, labels, strict=True))]
     doc: dict[str, object] = {"type": "FeatureCollection", "features": feats}
     if crs:
         doc["crs"] = {"type": "name", "properties": {"name": f"urn:ogc:def:crs:EPSG::{crs.split(':')[1]}"}}
-    write_text_atomic(path, json.dumps(doc))
+    return json.dumps(doc)
 
 

@@ -32,8 +32,9 @@ from rasterio.transform import from_origin
 
 from geohpc.embed.layout import S2_BANDS
 from geohpc.errors import ConfigError, ServiceError, run_cli
+from geohpc.guards import one_line_errors, sweep_temporaries
 from geohpc.synth.fields import square_grid, stratified_points, write_points_geojson
-from geohpc.util import atomic_path, write_json_atomic
+from geohpc.util import atomic_path, redact, write_json_atomic
 
 CRS = "EPSG:32635"
 ORIGIN = (600000.0, 5000000.0)  # upper-left of the AOI (UTM 35N)
@@ -70,6 +71,7 @@ def _write_cog(path: Path, data: np.ndarray, res: float, x0: float, y0: float, n
                             "blocksize": 32, "compress": "deflate", "overviews": "none"}
     if nodata is not None:
         prof["nodata"] = nodata
+    sweep_temporaries(path)  # a killed earlier run's temporary of this very file
     with atomic_path(path) as tmp, rasterio.open(tmp, "w", **prof) as dst:
         dst.write(data, 1)
 
@@ -178,6 +180,7 @@ def write_truth(path: Path, cls_aoi: np.ndarray) -> None:
     names = {k + 1: name for k, name in enumerate(CLASS_NAMES)}
     prof = {"driver": "GTiff", "height": size, "width": size, "count": 1, "dtype": "uint8", "crs": CRS,
             "nodata": 0, "transform": from_origin(ORIGIN[0], ORIGIN[1], 10, 10)}
+    sweep_temporaries(path)  # a killed earlier run's temporary of this very file
     with atomic_path(path) as tmp, rasterio.open(tmp, "w", **prof) as dst:
         dst.write(cls_aoi, 1)
         dst.write_colormap(1, colormap(list(names)))
@@ -301,19 +304,24 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     def work() -> int:
-        coll = make_series(args.out, args.size, args.s2_dates, args.s1_dates, args.seed,
-                           train_points=args.train_points, val_points=args.val_points)
-        if args.upload and args.upload_if_up and not endpoint_up(args.endpoint_url or _endpoint_from_env()):
-            print("geohpc.synth_s12: no S3 endpoint answers (AWS_S3_ENDPOINT); items point at local files",
-                  file=sys.stderr)
-        elif args.upload:
-            coll = upload(coll, args.out, args.upload, args.endpoint_url)
-        write_json_atomic(args.out / "items.json", coll)
+        with one_line_errors(args.out, fix="check --out (writable, free space)", fresh_dirs=[args.out]):
+            if args.out.exists() and not args.out.is_dir():
+                raise ConfigError(f"{args.out}: --out is a file; give a folder for the series")
+            for name in ("items.json", "truth.tif", "train_points.geojson", "val_points.geojson"):
+                sweep_temporaries(args.out / name)
+            coll = make_series(args.out, args.size, args.s2_dates, args.s1_dates, args.seed,
+                               train_points=args.train_points, val_points=args.val_points)
+            if args.upload and args.upload_if_up and not endpoint_up(args.endpoint_url or _endpoint_from_env()):
+                print("geohpc.synth_s12: no S3 endpoint answers (AWS_S3_ENDPOINT); items point at local files",
+                      file=sys.stderr)
+            elif args.upload:
+                coll = upload(coll, args.out, args.upload, args.endpoint_url)
+            write_json_atomic(args.out / "items.json", coll)  # last: the series is complete
         bbox = ",".join(f"{v:.0f}" for v in aoi_bbox(args.size))
-        print(json.dumps({"items": str(args.out / "items.json"), "bbox": bbox, "crs": CRS,
+        print(redact(json.dumps({"items": str(args.out / "items.json"), "bbox": bbox, "crs": CRS,
                           "n_items": len(coll["features"]), "classes": list(CLASS_NAMES),
                           "train_points": str(args.out / "train_points.geojson"),
-                          "val_points": str(args.out / "val_points.geojson")}))
+                          "val_points": str(args.out / "val_points.geojson")})))
         return 0
 
     return run_cli(work, "geohpc.synth_s12")

@@ -19,10 +19,11 @@ import numpy as np
 from geohpc.classify.classes import CLASSES_TAG, classes_tag, colormap
 from geohpc.embed.rasters import work_path
 from geohpc.errors import InputError, run_cli
+from geohpc.guards import one_line_errors, sweep_temporaries
 from geohpc.progress import progress
 from geohpc.raster_io import iter_block_windows, n_blocks
-from geohpc.synth.fields import field_map, stratified_points, write_points_geojson
-from geohpc.util import atomic_path, write_json_atomic
+from geohpc.synth.fields import field_map, points_geojson, stratified_points
+from geohpc.util import atomic_path, redact
 
 CROPS = ["wheat", "maize", "barley", "rapeseed", "sunflower", "soybean", "sugar_beet", "potato", "oats", "alfalfa"]
 CRS = "EPSG:32635"
@@ -33,7 +34,6 @@ def make_scene(out_dir: Path, *, size: int = 512, bands: int = 128, n_classes: i
                train_points: int = 800, val_points: int = 400, block: int = 256, res: float = 10.0,
                dtype: str = "float32", noise: float = 0.9, separation: float = 0.5, compress: str = "none") -> dict[str, object]:
     """Write a synthetic scene into ``out_dir`` and return its description (also saved as ``scene.json``)."""
-    import rasterio
     from pyproj import Transformer
     from rasterio.transform import from_origin
 
@@ -61,11 +61,53 @@ def make_scene(out_dir: Path, *, size: int = 512, bands: int = 128, n_classes: i
     else:
         prof.update(dtype="float32", nodata=float("nan"))
     scale_path = out_dir / "embedding_scale.tif"
+    names_out = [out_dir / n for n in OUTPUTS]
+    for target in names_out:
+        sweep_temporaries(target)
+    # every file goes to its temporary; they are renamed together at the end (scene.json last), so a failed
+    # or killed run leaves no output under a final name
+    with contextlib.ExitStack() as outs:
+        t_json, t_val, t_train, t_truth = (outs.enter_context(atomic_path(out_dir / n)) for n in OUTPUTS[:4])
+        _write_scene_rasters(outs, emb_path, scale_path, t_truth, prof, fields, codes, base, field_off, names,
+                             rng, size, block, bands, noise, dtype, transform)
+        picked = np.zeros(size * size, dtype=bool)
+        flat = codes.ravel()
+        tr = stratified_points(flat, train_points, n_classes, picked, rng)
+        va = stratified_points(flat, val_points, n_classes, picked, rng)
+        to_ll = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True)
+
+        def coords(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            rows, cols = idx // size, idx % size
+            return ORIGIN[0] + (cols + 0.5) * res, ORIGIN[1] - (rows + 0.5) * res
+
+        x, y = coords(tr)
+        lon, lat = to_ll.transform(x, y)
+        t_train.write_text(points_geojson(lon, lat, [names[int(flat[i])] for i in tr], None, start=1))
+        x, y = coords(va)
+        t_val.write_text(points_geojson(x, y, [names[int(flat[i])] for i in va], CRS, start=100001))
+        desc = {"embedding": str(emb_path), "truth": str(truth_path), "train_points": str(out_dir / "train_points.geojson"),
+                "val_points": str(out_dir / "val_points.geojson"), "classes": names, "crs": CRS, "size": size,
+                "bands": bands, "dtype": dtype, "seed": seed, "res": res}
+        t_json.write_text(json.dumps(desc, indent=2, sort_keys=True, default=str) + "\n")
+    if dtype != "int8":
+        scale_path.unlink(missing_ok=True)
+    return desc
+
+
+OUTPUTS = ("scene.json", "val_points.geojson", "train_points.geojson", "truth.tif", "embedding.tif", "embedding_scale.tif")
+
+
+def _write_scene_rasters(outs: contextlib.ExitStack, emb_path: Path, scale_path: Path, t_truth: Path, prof: dict,
+                         fields: np.ndarray, codes: np.ndarray, base: np.ndarray, field_off: np.ndarray,
+                         names: dict[int, str], rng: np.random.Generator, size: int, block: int, bands: int,
+                         noise: float, dtype: str, transform: object) -> None:
+    import rasterio
+
     with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(atomic_path(emb_path))
+        tmp = outs.enter_context(atomic_path(emb_path))
         sdst = None
         if dtype == "int8":
-            stmp = stack.enter_context(atomic_path(scale_path))
+            stmp = outs.enter_context(atomic_path(scale_path))
             sdst = stack.enter_context(rasterio.open(stmp, "w", driver="GTiff", width=size, height=size, count=1, dtype="float32",
                                                      crs=CRS, transform=transform, tiled=True, blockxsize=block, blockysize=block))
         with rasterio.open(tmp, "w", **prof) as dst:
@@ -84,36 +126,11 @@ def make_scene(out_dir: Path, *, size: int = 512, bands: int = 128, n_classes: i
                     dst.write(vals, window=win)
         if sdst is not None:
             sdst.close()
-    if dtype != "int8":
-        scale_path.unlink(missing_ok=True)
-    with atomic_path(truth_path) as tmp:
-        with rasterio.open(tmp, "w", driver="GTiff", width=size, height=size, count=1, dtype="uint8", nodata=0, crs=CRS,
-                           transform=transform, tiled=True, blockxsize=block, blockysize=block, compress="deflate") as dst:
-            dst.write(codes[None])
-            dst.write_colormap(1, colormap(list(names)))
-            dst.update_tags(**{CLASSES_TAG: classes_tag(names)})
-    # Points: stratified by class, at pixel centres; validation points never share a pixel with training.
-    picked = np.zeros(size * size, dtype=bool)
-    flat = codes.ravel()
-
-    tr = stratified_points(flat, train_points, n_classes, picked, rng)
-    va = stratified_points(flat, val_points, n_classes, picked, rng)
-    to_ll = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True)
-
-    def coords(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rows, cols = idx // size, idx % size
-        return ORIGIN[0] + (cols + 0.5) * res, ORIGIN[1] - (rows + 0.5) * res
-
-    x, y = coords(tr)
-    lon, lat = to_ll.transform(x, y)
-    write_points_geojson(out_dir / "train_points.geojson", lon, lat, [names[int(flat[i])] for i in tr], None, start=1)
-    x, y = coords(va)
-    write_points_geojson(out_dir / "val_points.geojson", x, y, [names[int(flat[i])] for i in va], CRS, start=100001)
-    desc = {"embedding": str(emb_path), "truth": str(truth_path), "train_points": str(out_dir / "train_points.geojson"),
-            "val_points": str(out_dir / "val_points.geojson"), "classes": names, "crs": CRS, "size": size,
-            "bands": bands, "dtype": dtype, "seed": seed, "res": res}
-    write_json_atomic(out_dir / "scene.json", desc)
-    return desc
+    with rasterio.open(t_truth, "w", driver="GTiff", width=size, height=size, count=1, dtype="uint8", nodata=0, crs=CRS,
+                       transform=transform, tiled=True, blockxsize=block, blockysize=block, compress="deflate") as dst:
+        dst.write(codes[None])
+        dst.write_colormap(1, colormap(list(names)))
+        dst.update_tags(**{CLASSES_TAG: classes_tag(names)})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,10 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     def work() -> int:
-        desc = make_scene(work_path(args.out_dir), size=args.size, bands=args.bands, n_classes=args.classes, seed=args.seed,
-                          train_points=args.train_points, val_points=args.val_points, block=args.block, dtype=args.dtype,
-                          noise=args.noise, separation=args.separation, compress=args.compress)
-        print(json.dumps(desc))
+        out = work_path(args.out_dir)
+        with one_line_errors(out, fix="check --out-dir (writable, free space)", fresh_dirs=[out]):
+            if out.exists() and not out.is_dir():
+                raise InputError(f"{out}: --out-dir is a file; give a folder for the scene")
+            desc = make_scene(out, size=args.size, bands=args.bands, n_classes=args.classes, seed=args.seed,
+                              train_points=args.train_points, val_points=args.val_points, block=args.block, dtype=args.dtype,
+                              noise=args.noise, separation=args.separation, compress=args.compress)
+        print(redact(json.dumps(desc)))
         return 0
 
     return run_cli(work, "geohpc.scene")

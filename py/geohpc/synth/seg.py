@@ -9,14 +9,17 @@ reproject it with nearest-neighbour, as with a real Cropland Data Layer raster.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from geohpc.errors import ConfigError, run_cli
+from geohpc.guards import one_line_errors, sweep_temporaries
 from geohpc.synth.fields import jittered_grid
-from geohpc.util import atomic_path, write_json_atomic
+from geohpc.util import atomic_path, redact
 
 DEFAULT_CLASSES = (1, 5, 24, 36)  # CDL-style codes: corn, soybeans, winter wheat, alfalfa
 UNLISTED_CLASS = 61  # fallow: present in the labels but not in the class list (becomes ignore)
@@ -58,10 +61,7 @@ def make_seg_scene(
     dict
         Paths of the written files and the class list string for ``geohpc.prep --classes``.
     """
-    import rasterio
-    from rasterio.enums import Resampling
     from rasterio.transform import from_origin
-    from rasterio.warp import calculate_default_transform, reproject
 
     if size < 16 or channels < 1:
         raise ConfigError(f"synth_seg: size must be >= 16 and channels >= 1 (got size={size}, channels={channels})")
@@ -86,10 +86,27 @@ def make_seg_scene(
     prof = {"driver": "GTiff", "height": size, "width": size, "count": channels, "dtype": "float32",
             "crs": crs, "transform": transform, "tiled": True, "blockxsize": 64, "blockysize": 64,
             "interleave": "pixel"}
-    with atomic_path(emb_path) as tmp, rasterio.open(tmp, "w", **prof) as dst:
-        dst.write(emb)
+    for name in ("scene.json", "labels.tif", "embeddings.tif"):
+        sweep_temporaries(out / name)
+    # all three files go to temporaries renamed together at the end (scene.json last): a failed or killed
+    # run leaves nothing under a final name
+    with contextlib.ExitStack() as outs:
+        t_json, t_lab, t_emb = (outs.enter_context(atomic_path(out / n)) for n in ("scene.json", "labels.tif", "embeddings.tif"))
+        _write_seg_rasters(t_emb, t_lab, emb, labels, prof, transform, crs, size, label_crs)
+        info = {"embeddings": str(emb_path), "labels": str(out / "labels.tif"), "classes": ",".join(map(str, classes)),
+                "size": str(size), "channels": str(channels)}
+        t_json.write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
+    return info
 
-    lab_path = out / "labels.tif"
+
+def _write_seg_rasters(t_emb: Path, t_lab: Path, emb: np.ndarray, labels: np.ndarray, prof: dict, transform: object,
+                       crs: str, size: int, label_crs: str) -> None:
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.warp import calculate_default_transform, reproject
+
+    with rasterio.open(t_emb, "w", **prof) as dst:
+        dst.write(emb)
     if label_crs == crs:
         dst_t, w, h, lab = transform, size, size, labels
     else:
@@ -104,12 +121,8 @@ def make_seg_scene(
                   resampling=Resampling.nearest, src_nodata=LABEL_NODATA, dst_nodata=LABEL_NODATA)
     lprof = {"driver": "GTiff", "height": h, "width": w, "count": 1, "dtype": "uint8", "crs": label_crs,
              "transform": dst_t, "nodata": LABEL_NODATA}
-    with atomic_path(lab_path) as tmp, rasterio.open(tmp, "w", **lprof) as dst:
+    with rasterio.open(t_lab, "w", **lprof) as dst:
         dst.write(lab, 1)
-    info = {"embeddings": str(emb_path), "labels": str(lab_path), "classes": ",".join(map(str, classes)),
-            "size": str(size), "channels": str(channels)}
-    write_json_atomic(out / "scene.json", info)
-    return info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,9 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     def work() -> int:
-        info = make_seg_scene(a.out, size=a.size, channels=a.channels, seed=a.seed, label_crs=a.label_crs)
-        print(info["embeddings"])
-        print(info["labels"])
+        out = Path(a.out)
+        with one_line_errors(out, fix="check --out (writable, free space)", fresh_dirs=[out]):
+            if out.exists() and not out.is_dir():
+                raise ConfigError(f"{out}: --out is a file; give a folder for the scene")
+            info = make_seg_scene(out, size=a.size, channels=a.channels, seed=a.seed, label_crs=a.label_crs)
+        print(redact(info["embeddings"]))
+        print(redact(info["labels"]))
         print(f"classes={info['classes']}", file=sys.stderr)
         return 0
 

@@ -35,7 +35,11 @@ def save(path: str | Path, payload: dict[str, Any]) -> Path:
     """``torch.save`` ``payload`` to ``path`` atomically (a killed job leaves the previous file intact)."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as exc:  # torch's zip writer reports a failed write (ENOSPC, EIO) as a RuntimeError
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{path}: the checkpoint could not be written ({first}); check the free space") from None
     return path
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
-from geohpc.errors import EXIT_USER_ERROR, GeohpcError, run_cli
+from geohpc.errors import EXIT_USER_ERROR, GeohpcError, InputError, run_cli
+from geohpc.guards import one_line_errors, refuse_overwrite, sweep_temporaries
 from geohpc.segment.fit.model import ARCH_DEFAULTS, ARCHS
 from geohpc.segment.fit.setup import FitConfig
 
@@ -55,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# what a run writes into --out (their temporaries are swept by rank 0 before it starts)
+OUTPUT_FILES = ("last.pt", "model.pt", "metrics.csv", "curves.png", "status.json", "test_metrics.json", "summary.json")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run :func:`geohpc.fit.loop.train`."""
     a = build_parser().parse_args(argv)
@@ -65,8 +71,21 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         from geohpc.segment.fit.loop import train
 
+        out = Path(cfg.out)
         try:
-            s = train(cfg)
+            with one_line_errors(out, fix="check --out (writable, free space) and --data", quiet_c_stderr=False,
+                                 fresh_dirs=[out] if rank == 0 else []):
+                if out.exists() and not out.is_dir():
+                    raise InputError(f"{out}: --out is a file; give a folder for the run")
+                data = Path(cfg.data)
+                outputs = [out / name for name in OUTPUT_FILES]
+                inputs = [data / "meta.json", *(q for q in data.glob("*-[0-9][0-9][0-9][0-9].*") if q.is_file())] \
+                    if data.is_dir() else [data]
+                refuse_overwrite(inputs, outputs, fix="give --out a folder of its own")
+                if rank == 0:
+                    for target in outputs:
+                        sweep_temporaries(target)
+                s = train(cfg)
         except GeohpcError:
             if rank != 0:  # every rank hits the same input error: let rank 0 alone say it
                 sys.exit(EXIT_USER_ERROR)

@@ -26,7 +26,12 @@ def load_meta(data_dir: str | Path) -> dict[str, Any]:
     p = Path(data_dir) / META
     if not p.is_file():
         raise InputError(f"{p}: not found; run geohpc.prep first (make submit STAGE=prep) or fix --data")
-    meta = json.loads(p.read_text())
+    try:
+        meta = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: not valid JSON ({exc}); rerun geohpc.prep") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{p}: not a geohpc.prep meta.json; rerun geohpc.prep")
     for key in ("mean", "std", "classes", "shards", "ignore_index"):
         if key not in meta:
             raise InputError(f"{p}: no {key!r}: not a geohpc.prep meta.json; rerun geohpc.prep")
@@ -47,7 +52,16 @@ class ShardChips(Dataset):
             xp, yp = self.dir / f"{name}.X.npy", self.dir / f"{name}.Y.npy"
             if not xp.is_file() or not yp.is_file():
                 raise InputError(f"{xp}: shard listed in meta.json is missing; rerun geohpc.prep (it resumes)")
-            n = np.load(yp, mmap_mode="r").shape[0]
+            parts = meta.get("parts") or {}
+            for q in (xp, yp):  # meta.json records every part's size: a truncated shard is caught before training
+                if q.name in parts and q.stat().st_size != parts[q.name]:
+                    raise InputError(f"{q}: {q.stat().st_size} bytes but meta.json recorded {parts[q.name]} (damaged "
+                                     "or truncated); rerun geohpc.prep (it redoes damaged shards)")
+            try:
+                n = np.load(yp, mmap_mode="r").shape[0]
+                np.load(xp, mmap_mode="r")
+            except (ValueError, OSError) as exc:
+                raise InputError(f"{yp}: not a readable chip shard ({exc}); rerun geohpc.prep") from None
             self.index += [(s, i) for i in range(n)]
         self.augment, self.seed = augment, seed
         self._x: dict[int, np.ndarray] = {}

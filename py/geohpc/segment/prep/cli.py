@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import glob
 import sys
+from pathlib import Path
 
-from geohpc.errors import ConfigError, run_cli
+from geohpc.errors import ConfigError, InputError, run_cli
+from geohpc.guards import one_line_errors, refuse_overwrite
 from geohpc.segment.prep.plan import make_plan, parse_classes
-from geohpc.segment.prep.shards import prepare
+from geohpc.segment.prep.shards import META_NAME, prepare
+from geohpc.util import redact
 
 
 def _expand(paths: list[str]) -> list[str]:
@@ -43,12 +46,21 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         if a.shard_chips < 1 or a.block_chips < 1:
             raise ConfigError("--shard-chips and --block-chips must be >= 1")
-        plan = make_plan(_expand(a.embeddings), a.labels, parse_classes(a.classes), chip=a.chip,
-                         block_chips=a.block_chips, val_frac=a.val_frac, test_frac=a.test_frac, seed=a.seed)
-        meta = prepare(plan, a.out, shard_chips=a.shard_chips, x_dtype=a.dtype, min_labelled=a.min_labelled)
+        out = Path(a.out)
+        with one_line_errors(out, fix="check --out (writable, free space) and the rasters", fresh_dirs=[out]):
+            if out.exists() and not out.is_dir():
+                raise InputError(f"{out}: --out is a file; give a folder for the chips")
+            embeddings = _expand(a.embeddings)
+            # the chips are named train-0000.X.npy ...: an input of that name inside --out would be replaced
+            inputs = [*embeddings, a.labels]
+            refuse_overwrite(inputs, [out / META_NAME, *(q for q in out.glob("*-[0-9][0-9][0-9][0-9].*") if q.is_file())],
+                             fix="give --out a folder of its own")
+            plan = make_plan(embeddings, a.labels, parse_classes(a.classes), chip=a.chip,
+                             block_chips=a.block_chips, val_frac=a.val_frac, test_frac=a.test_frac, seed=a.seed)
+            meta = prepare(plan, out, shard_chips=a.shard_chips, x_dtype=a.dtype, min_labelled=a.min_labelled)
         print(f"prep: chips {meta['n_chips']}, train class freq "
               f"{[round(f, 4) for f in meta['class_freq']]}", file=sys.stderr)
-        print(f"{a.out.rstrip('/')}/meta.json")
+        print(redact(f"{a.out.rstrip('/')}/meta.json"))
         return 0
 
     return run_cli(work, "geohpc.prep")

@@ -10,6 +10,7 @@ combination of per-chip Welford statistics), class frequencies, the class list a
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from geohpc.errors import InputError
+from geohpc.guards import sweep_temporaries
 from geohpc.progress import progress
 from geohpc.raster_io import open_raster
 from geohpc.segment.prep.plan import IGNORE_INDEX, SPLITS, Chip, Plan
@@ -107,9 +109,11 @@ def write_shard(plan: Plan, out: Path, name: str, chips: list[Chip], *, x_dtype:
         moments = (np.zeros(plan.channels), np.zeros(plan.channels), np.zeros(plan.channels))
         counts = np.zeros(k, np.int64)
         xs_path, ys_path = out / f"{name}.X.npy", out / f"{name}.Y.npy"
+        for target in (xs_path, ys_path, out / f"{name}.json"):
+            sweep_temporaries(target)
         with atomic_path(xs_path) as tx, atomic_path(ys_path) as ty:
-            xm = np.lib.format.open_memmap(tx, mode="w+", dtype=x_dtype, shape=(len(kept), plan.channels, size, size))
-            ym = np.lib.format.open_memmap(ty, mode="w+", dtype=np.uint8, shape=(len(kept), size, size))
+            xm = _memmap(tx, x_dtype, (len(kept), plan.channels, size, size))
+            ym = _memmap(ty, np.uint8, (len(kept), size, size))
             for i, (ch, y) in enumerate(zip(kept, ys, strict=True)):
                 emb = embs[ch.raster]
                 x = emb.read(window=Window(ch.col, ch.row, size, size), out_dtype="float32")
@@ -126,15 +130,43 @@ def write_shard(plan: Plan, out: Path, name: str, chips: list[Chip], *, x_dtype:
             xm.flush()
             ym.flush()
             del xm, ym
+            sizes = {"X": tx.stat().st_size, "Y": ty.stat().st_size}
     finally:
         for e in embs.values():
             e.close()
-    rec = {"name": name, "n": len(kept), "n_planned": len(chips),
+    rec = {"name": name, "n": len(kept), "n_planned": len(chips), "bytes": sizes,
            "chips": [[c.raster, c.row, c.col] for c in kept],
            "count": moments[0].tolist(), "mean": moments[1].tolist(), "m2": moments[2].tolist(),
            "class_counts": counts.tolist()}
     write_json_atomic(out / f"{name}.json", rec)
     return rec
+
+
+def _memmap(path: Path, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """A new .npy memory map whose blocks are reserved on disk first: a full disk is an ``OSError`` here,
+    not a SIGBUS when a page is written later."""
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        del arr
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    finally:
+        os.close(fd)
+    return arr
+
+
+def shard_done(out: Path, name: str) -> dict | None:
+    """The record of shard ``name`` when its JSON is whole and its X/Y files have the sizes it records, else None."""
+    try:
+        rec = json.loads((out / f"{name}.json").read_text())
+        sizes = rec["bytes"]
+        if all((out / f"{name}.{k}.npy").stat().st_size == sizes[k] for k in ("X", "Y")):
+            return rec
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
 
 
 def prepare(plan: Plan, out: str | Path, *, shard_chips: int = 64, x_dtype: str = "float16",
@@ -163,9 +195,9 @@ def prepare(plan: Plan, out: str | Path, *, shard_chips: int = 64, x_dtype: str 
     recs: dict[str, dict] = {}
     todo = []
     for name, _k, chips in shards:
-        rec_path = out / f"{name}.json"
-        if rec_path.exists() and (out / f"{name}.X.npy").exists() and (out / f"{name}.Y.npy").exists():
-            recs[name] = json.loads(rec_path.read_text())
+        rec = shard_done(out, name)
+        if rec is not None:
+            recs[name] = rec
         else:
             todo.append((name, chips))
     print(f"prep: {len(shards)} shards ({len(shards) - len(todo)} already done), chip {plan.chip}, "
@@ -204,6 +236,11 @@ def prepare(plan: Plan, out: str | Path, *, shard_chips: int = 64, x_dtype: str 
         "shards": {s: [name for name, _k, _ in shards if name.startswith(s + "-") and recs[name]["n"] > 0]
                    for s in SPLITS},
         "embeddings": plan.embeddings, "labels": plan.labels,
+        # the manifest of parts (written last, with meta.json): the done-check compares every size
+        "parts": {f"{name}.{part}": size for name, _k, _ in shards
+                  for part, size in [("json", (out / f"{name}.json").stat().st_size),
+                                     *((f"{k}.npy", v) for k, v in recs[name]["bytes"].items())]},
     }
+    sweep_temporaries(out / META_NAME)
     write_json_atomic(out / META_NAME, meta)
     return meta
