@@ -44,10 +44,10 @@ _SECRET_PATTERNS: list[tuple[re.Pattern[str], Any]] = [
                 r"[^\s\"',]+", re.I), rf"\1{R}"),
     (re.compile(r"\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}", re.I), rf"\1{R}"),
     # signed-URL and SAS query parameters, any position
-    (re.compile(rf"((?:[?&;]|%26|%3F)(?:{_QUERY_NAMES})(?:=|%3D))[^&\s\"'#;<>]+", re.I), rf"\1{R}"),
+    (re.compile(rf"((?:[?&;]|%26|%3F)(?:{_QUERY_NAMES})(?:=|%3D))(?:[^&\s\"'#;<>:]|:(?!\s|$))+", re.I), rf"\1{R}"),
     # a signature outside a query string too: a bare "sig=..." argument or value
     (re.compile(rf"((?:^|(?<=[\s\"'(,=]))(?:sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token)"
-                rf"(?:=|%3D))(?!{R}\b)[^&\s\"'#;<>]+", re.I), rf"\1{R}"),
+                rf"(?:=|%3D))(?!{R}\b)(?:[^&\s\"'#;<>:]|:(?!\s|$))+", re.I), rf"\1{R}"),
     # secret values in env lines, config files ("name = value") and JSON ("name": "value")
     (re.compile(rf"\b((?:{_SECRET_NAME})[\"']?\s*=\s*)(?!{R}\b)({_VALUE})", re.I), _keep_quotes),
     (re.compile(rf"((?:\b[A-Z0-9_]*(?:TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY)[A-Z0-9_]*"
