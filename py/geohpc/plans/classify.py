@@ -58,6 +58,6 @@ STAGE = Stage(
     output_for=_output,
     is_done=_done,
     after=("train",),
-    defaults={"MEM_BUDGET": "512M", "CONFIDENCE": "0", "SHARDS": "1"},
+    defaults={"MEM_BUDGET": "512M", "CONFIDENCE": "0", "SHARDS": "1", "ALLOW_EMPTY": "0"},
     paths=("MODEL", "RASTERS"),
 )

@@ -53,7 +53,7 @@ STAGE = Stage(
     after=("fit",),
     # one strip per task needs one GPU, not the whole node (render.gpus_for honours gpus_per_node)
     extra={"gpus_per_node": "1", "container_needs": "rasterio"},
-    defaults={"TILE": "256", "OVERLAP": "64", "SHARDS": "1", "RUN": "run1"},
+    defaults={"TILE": "256", "OVERLAP": "64", "SHARDS": "1", "RUN": "run1", "ALLOW_EMPTY": "0"},
     paths=("MODEL", "EMBEDDINGS"),
     derived=_derived,
 )

@@ -33,6 +33,6 @@ STAGE = Stage(
     output_for=_output,
     is_done=_done,
     after=("scene",),
-    defaults={"LABEL_COL": "label", "MEM_BUDGET": "512M", "NAME": "samples"},
+    defaults={"LABEL_COL": "label", "MEM_BUDGET": "512M", "NAME": "samples", "ALLOW_EMPTY": "0"},
     paths=("POINTS", "RASTERS"),
 )

@@ -38,6 +38,6 @@ STAGE = Stage(
     output_for=_output,
     is_done=_done,
     after=("classify",),
-    defaults={"MAP": "outputs/classify", "LABEL_COL": "label", "NAME": "report"},
+    defaults={"MAP": "outputs/classify", "LABEL_COL": "label", "NAME": "report", "ALLOW_EMPTY": "0"},
     paths=("MAP", "POINTS", "TRUTH"),
 )
