@@ -52,3 +52,40 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if os.environ.get("CI") and rep.skipped and not hasattr(rep, "wasxfail"):
         rep.outcome = "failed"
         rep.longrepr = f"skipped in CI, where make test installs everything: {rep.longrepr}"
+
+
+# ----------------------------------------------------------------------------- the reliability figure
+# Every reliability case (tests/reliability) appends {"kind", "command", "case", "ok"} to this file; the
+# summary at the end of the run is the figure README quotes: bad inputs, one-line errors, kills, secrets.
+os.environ.setdefault("GEOHPC_RELIABILITY_LOG", os.path.join(tempfile.mkdtemp(prefix="geohpc-rel-"), "cases.jsonl"))
+
+
+def reliability_summary(path: str) -> str:
+    """One line from the cases log: what was tried and how it held (empty when nothing was recorded)."""
+    import json
+
+    try:
+        cases = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    except OSError:
+        return ""
+    if not cases:
+        return ""
+
+    def count(kind: str) -> tuple[int, int]:
+        of = [c for c in cases if c.get("kind") == kind]
+        return len(of), sum(1 for c in of if c.get("ok"))
+
+    bad, bad_ok = count("bad_input")
+    kills, kills_ok = count("kill")
+    secrets, secrets_ok = count("secret")
+    return (f"reliability: {bad} bad inputs tried, {bad_ok} one-line errors with nothing left behind; "
+            f"{kills} kills, {kills_ok} reruns with identical output; {secrets} secrets planted, "
+            f"{secrets - secrets_ok} leaked")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
+    """Print the reliability figure when the run recorded any case."""
+    line = reliability_summary(os.environ["GEOHPC_RELIABILITY_LOG"])
+    if line:
+        terminalreporter.write_sep("-", "reliability suite")
+        terminalreporter.write_line(line)

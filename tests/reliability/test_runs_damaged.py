@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from geohpc.errors import InputError
 from geohpc.ops import jobctl, status
+from relutil import record
 from runs_helpers import REPO, clean_env, submit_here
-from runs_log import record
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from geohpc.ops.jobctl import resubmit
+from relutil import record
 from runs_helpers import REPO, clean_env, submit_here
-from runs_log import record
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
 

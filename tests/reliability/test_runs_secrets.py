@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from geohpc.util import redact
+from relutil import record
 from runs_helpers import REPO, clean_env, submit_here
-from runs_log import record
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
 

@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from relutil import record
 from runs_helpers import REPO, clean_env
-from runs_log import record
 
 pytestmark = [pytest.mark.slurm, pytest.mark.reliability, pytest.mark.timeout(600)]
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runs_log import record
+from relutil import record
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(400)]
 REPO = Path(__file__).resolve().parents[2]
