@@ -23,6 +23,24 @@ DEFAULTS = {"AOI_CRS": "EPSG:32635", "RES": "10", "BLOCK": "2000", "PATCH": "500
 PATHS = tuple(DIR_PARAMS.values())
 
 
+def valid_raster(path: Path) -> bool:
+    """Done means valid: the raster opens and its last block reads (lazy import: plans stay stdlib-only)."""
+    if not path.is_file():
+        return False
+    from geohpc.raster_io import verify_raster
+
+    return verify_raster(path) is None
+
+
+def valid_json(path: Path) -> dict[str, object] | None:
+    """The JSON object in ``path``, or None when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def stage_dir(ctx: StageContext, stage: str) -> Path:
     """Output folder of ``stage`` as seen from ``ctx`` (its own out_dir for the current stage)."""
     if stage == ctx.stage:
