@@ -22,6 +22,7 @@ from geohpc.products.tiles.core import (
     decode_tile,
     encode_tile,
     meta_zoom,
+    sweep_tile_temporaries,
     tile_path,
     tile_range,
     write_bytes_atomic,
@@ -217,6 +218,9 @@ def render_metatile(mt: tuple[int, int, int]) -> tuple[int, int]:
     settings: Settings = _STATE["settings"]
     out: Path = _STATE["out"]
     levels = _levels(settings, mt)
+    for r in levels:  # what a killed earlier run left under this metatile (only one process renders it)
+        for x in range(r.x0, r.x1 + 1):
+            sweep_tile_temporaries(out / str(r.z) / str(x), (r.y0, r.y1))
     todo = {(x, y, r.z) for r in levels for (x, y, _z) in r
             if not tile_path(out, x, y, r.z, settings.fmt).exists()}
     total = sum(len(r) for r in levels)
@@ -255,8 +259,14 @@ def build_parent(task: tuple[dict[str, Any], str, int, int, int]) -> int:
 
 
 def parent_tasks(settings: Settings, out: Path, z: int) -> list[tuple[Any, str, int, int, int]]:
-    """The tiles of zoom ``z`` still to build from children (existing ones are skipped)."""
+    """The tiles of zoom ``z`` still to build from children (existing ones are skipped).
+
+    The finalizer alone writes these zooms, so it first sweeps what a killed one left there.
+    """
     js = settings.to_json()
+    r = tile_range(settings.bounds, z)
+    for x in range(r.x0, r.x1 + 1):
+        sweep_tile_temporaries(out / str(z) / str(x))
     return [(js, str(out), x, y, z) for (x, y, _z) in tile_range(settings.bounds, z)
             if not tile_path(out, x, y, z, settings.fmt).exists()]
 
