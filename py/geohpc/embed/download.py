@@ -16,6 +16,7 @@ every message (signed URLs and SAS tokens never reach a log).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -42,7 +43,9 @@ from geohpc.embed.layout import (
     parse_bbox,
 )
 from geohpc.errors import ConfigError, InputError, ServiceError, run_cli
-from geohpc.raster_io import iter_block_windows
+from geohpc.guards import refuse_overwrite, sweep_temporaries
+from geohpc.raster_io import check_written as raster_written
+from geohpc.raster_io import io_error, iter_block_windows, one_line_errors, verify_raster
 from geohpc.util import atomic_path, redact, write_json_atomic
 
 # Common-name aliases (earth-search) of the Sentinel-2 L2A bands, and lower-case S1 keys.
@@ -147,10 +150,12 @@ def _read_to(href: str, band: str, grid: Grid, out: Path, block: int) -> None:
             prof = {"driver": "GTiff", "width": grid.width, "height": grid.height, "count": 1,
                     "dtype": src.dtypes[0], "crs": grid.crs, "transform": transform, "nodata": nodata,
                     "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate"}
+            sweep_temporaries(out)  # a killed earlier attempt of this band
             with atomic_path(out) as tmp:
                 with rasterio.open(tmp, "w", **prof) as dst:
                     for win in iter_block_windows(grid.height, grid.width, block):
                         dst.write(vrt.read(1, window=win), 1, window=win)
+                raster_written(tmp, out)  # a full disk shows only at close
                 check_written(tmp, grid, prof["dtype"])
 
 
@@ -179,13 +184,17 @@ def fetch_band(href: str, band: str, grid: Grid, out: Path, retries: int = 4, ba
         try:
             _read_to(href, band, grid, out, block)
             return attempt
-        except (RasterioError, OSError) as exc:
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EISDIR, errno.ENOTDIR):
+                raise io_error(exc, out, "check the output folder") from None  # retrying cannot help
             last = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            if attempt < retries:
-                delay = backoff * 2 ** (attempt - 1)
-                print(f"geohpc.download: {band} attempt {attempt}/{retries} failed ({last}); retry in {delay:.1f}s",
-                      file=sys.stderr, flush=True)
-                time.sleep(delay)
+        except RasterioError as exc:
+            last = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        if attempt < retries:
+            delay = backoff * 2 ** (attempt - 1)
+            print(f"geohpc.download: {band} attempt {attempt}/{retries} failed ({last}); retry in {delay:.1f}s",
+                  file=sys.stderr, flush=True)
+            time.sleep(delay)
     raise ServiceError(f"{redact(href)}: band {band} failed after {retries} attempts ({last}); "
                        "check the URL/credentials (an expired signature or SAS token gives 403/404) and rerun")
 
@@ -198,6 +207,8 @@ def load_items(path: Path) -> dict[str, dict[str, Any]]:
         raise InputError(f"{path}: ItemCollection not found (save the STAC search result there)") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not JSON ({exc.msg} at line {exc.lineno}); save the STAC search as JSON") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: unreadable ({exc}); save the STAC search result as a JSON text file") from None
     feats = data.get("features") if isinstance(data, dict) else data
     if not isinstance(feats, list) or not feats:
         raise InputError(f"{path}: no items (expected a FeatureCollection with features)")
@@ -209,6 +220,15 @@ def load_items(path: Path) -> dict[str, dict[str, Any]]:
     return items
 
 
+def _finished(dest: Path) -> bool:
+    """True when ``dest``'s done marker reads and every band it lists is a whole raster (else refetch)."""
+    try:
+        bands = json.loads((dest / DONE_MARKER).read_text())["bands"]
+        return bool(bands) and all(verify_raster(dest / b["file"]) is None for b in bands.values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
 def download_item(item: dict[str, Any], grid: Grid, out_dir: Path, *, on_missing: str = "error",
                   retries: int = 4, backoff: float = 2.0) -> str:
     """Download one item's bands into ``out_dir/<id>/``; return ``"done"``, ``"skipped"`` or ``"exists"``."""
@@ -216,7 +236,7 @@ def download_item(item: dict[str, Any], grid: Grid, out_dir: Path, *, on_missing
     if "/" in item_id or item_id.startswith("."):
         raise InputError(f"item id {item_id!r} is not a safe folder name")
     dest = out_dir / item_id
-    if (dest / DONE_MARKER).exists():
+    if (dest / DONE_MARKER).exists() and _finished(dest):
         return "exists"
     hrefs, missing = band_hrefs(item)
     kind = item_kind(item)
@@ -250,6 +270,9 @@ def download(items_json: Path, grid: Grid, out_dir: Path, ids: list[str] | None 
              on_missing: str = "error", retries: int = 4, backoff: float = 2.0,
              http_timeout: int = 30) -> dict[str, str]:
     """Download ``ids`` (all items when None) of ``items_json`` onto ``grid``; return id -> status."""
+    refuse_overwrite([items_json], [out_dir], fix="give another output folder")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: is a file, not a folder; give the output folder for the items")
     items = load_items(items_json)
     chosen = list(items) if not ids else ids
     for i in chosen:
@@ -287,8 +310,9 @@ def main(argv: list[str] | None = None) -> int:
             grid = grid_from_bbox(parse_bbox(args.bbox), args.crs, args.res)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        res = download(args.items, grid, args.out, args.item or None, on_missing=args.on_missing,
-                       retries=max(1, args.retries), backoff=args.backoff, http_timeout=args.http_timeout)
+        with one_line_errors(args.out, "check the output folder and free space"):
+            res = download(args.items, grid, args.out, args.item or None, on_missing=args.on_missing,
+                           retries=max(1, args.retries), backoff=args.backoff, http_timeout=args.http_timeout)
         print(json.dumps(res))
         return 0
 
