@@ -8,7 +8,10 @@ BBOX (minx,miny,maxx,maxy), AOI_CRS (default EPSG:32635) and RES (default 10), o
 
 from __future__ import annotations
 
+import ast
 import json
+import math
+import re
 from pathlib import Path
 
 from geohpc.core.stages import StageContext
@@ -39,6 +42,31 @@ def valid_json(path: Path) -> dict[str, object] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def npy_whole(path: Path, shape: tuple[int, ...] | None = None) -> bool:
+    """True when ``path`` is a .npy file whose header reads (of ``shape`` when given) and whose data is all
+    on disk (the size the header implies: the last row was written). Standard library only."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(10)
+            if head[:6] != b"\x93NUMPY":
+                return False
+            major = head[6]
+            if major == 1:
+                hlen, start = int.from_bytes(head[8:10], "little"), 10
+            else:
+                hlen, start = int.from_bytes(head[8:10] + f.read(2), "little"), 12
+            header = ast.literal_eval(f.read(hlen).decode("latin1"))
+        got = tuple(int(v) for v in header["shape"])
+        descr = str(header["descr"])
+        itemsize = int(re.sub(r"^[<>|=]?[a-zA-Z]", "", descr) or 0)
+        size = path.stat().st_size
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError):
+        return False
+    if shape is not None and got != tuple(shape):
+        return False
+    return itemsize > 0 and size == start + hlen + math.prod(got) * itemsize
 
 
 def stage_dir(ctx: StageContext, stage: str) -> Path:
