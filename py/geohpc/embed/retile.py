@@ -25,6 +25,7 @@ import numpy as np
 
 from geohpc.embed.layout import GRID_JSON, PATCH_LIST, STACK_JSON, iter_blocks, iter_patches, parse_block
 from geohpc.errors import ConfigError, InputError, run_cli
+from geohpc.guards import refuse_overwrite, sweep_temporaries
 from geohpc.progress import progress
 from geohpc.util import write_json_atomic, write_text_atomic
 
@@ -37,7 +38,11 @@ def open_stack(stack_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     meta_path = stack_dir / STACK_JSON
     if not meta_path.exists():
         raise InputError(f"{stack_dir}: no {STACK_JSON}; run the stack stage first (or it did not finish)")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+        int(meta["grid"]["height"]), int(meta["grid"]["width"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{meta_path}: unreadable ({type(exc).__name__}: {exc}); rerun the stack stage") from None
     arrays: dict[str, np.ndarray] = {}
     for name in (*PIXEL_FILES, *TIME_FILES):
         path = stack_dir / f"{name}.npy"
@@ -54,7 +59,14 @@ def open_stack(stack_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 
 
 def retile_block(stack_dir: Path, out: Path, block_id: str, block: int = 2000, patch: int = 500) -> list[str]:
-    """Write the patches of one block; return its manifest lines ``<block>/<patch>``."""
+    """Write the patches of one block; return its manifest lines ``<block>/<patch>``.
+
+    Each patch is written into ``<block>/.<patch>.tmp`` and renamed; a killed run's such folders are
+    removed when the block is cut again.
+    """
+    refuse_overwrite([stack_dir], [out], fix="give the patches their own output folder")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: is a file, not a folder; give the output folder for the patches")
     meta, arrays = open_stack(stack_dir)
     H, W = meta["grid"]["height"], meta["grid"]["width"]
     try:
@@ -66,6 +78,12 @@ def retile_block(stack_dir: Path, out: Path, block_id: str, block: int = 2000, p
         raise InputError(f"{block_id} is not a block of the {H}x{W} grid with block {block} "
                          f"(first is {min(known)}); plan again with the same BLOCK")
     _write_grid(out, meta, block, patch)
+    bdir = out / block_id
+    if bdir.is_dir():  # folders a killed earlier cut of this block left (one writer a block)
+        for old in bdir.glob(".*.tmp"):
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
+    sweep_temporaries(bdir / PATCH_LIST)
     lines = []
     for bname, pname, r, c, h, w in iter_patches(H, W, block, patch):
         if bname != block_id:
@@ -77,7 +95,11 @@ def retile_block(stack_dir: Path, out: Path, block_id: str, block: int = 2000, p
         tmp.mkdir(parents=True)
         for name in PIXEL_FILES:
             a = arrays[name]
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(a[:, r:r + h, c:c + w]))
+            try:
+                part = np.ascontiguousarray(a[:, r:r + h, c:c + w])
+            except (OSError, ValueError) as exc:
+                raise InputError(f"{stack_dir / (name + '.npy')}: unreadable ({exc}); rerun the stack stage") from None
+            np.save(tmp / f"{name}.npy", part)
         for name in TIME_FILES:
             np.save(tmp / f"{name}.npy", np.asarray(arrays[name]))
         (tmp / "patch.json").write_text(json.dumps({"block": bname, "patch": pname, "row": r, "col": c,
@@ -94,10 +116,16 @@ def _write_grid(out: Path, meta: dict[str, Any], block: int, patch: int) -> None
     info = {"grid": meta["grid"], "block": block, "patch": patch, "band_order": meta.get("band_order")}
     path = out / GRID_JSON
     if path.exists():
-        old = json.loads(path.read_text())
+        try:
+            old = json.loads(path.read_text())
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise InputError(f"{path}: unreadable ({exc}); delete it (or use a new OUT_DIR) and rerun") from None
         if (old.get("grid"), old.get("block"), old.get("patch")) != (info["grid"], block, patch):
             raise ConfigError(f"{path}: written for another grid/block/patch size; use a new OUT_DIR or delete it")
         return
+    sweep_temporaries(path)
     write_json_atomic(path, info)
 
 
@@ -109,6 +137,7 @@ def retile_all(stack_dir: Path, out: Path, block: int = 2000, patch: int = 500) 
     blocks = [b for b, *_ in iter_blocks(H, W, block)]
     for b in progress(blocks, desc="retile blocks"):
         lines += retile_block(stack_dir, out, b, block, patch)
+    sweep_temporaries(out / "patches.txt")
     write_text_atomic(out / "patches.txt", "".join(f"{line}\n" for line in lines))
     return lines
 
@@ -126,12 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     def work() -> int:
+        from geohpc.raster_io import one_line_errors
+
         if args.block <= 0 or args.patch <= 0 or args.patch > args.block:
             raise ConfigError(f"--patch {args.patch} / --block {args.block}: need 0 < patch <= block")
-        if args.all:
-            lines = retile_all(args.stack, args.out, args.block, args.patch)
-        else:
-            lines = retile_block(args.stack, args.out, args.block_id, args.block, args.patch)
+        with one_line_errors(args.out, "check the output folder and free space"):
+            if args.all:
+                lines = retile_all(args.stack, args.out, args.block, args.patch)
+            else:
+                lines = retile_block(args.stack, args.out, args.block_id, args.block, args.patch)
         print(json.dumps({"out": str(args.out), "patches": len(lines)}))
         return 0
 
