@@ -2,6 +2,7 @@
 
 ``full_disk(tmp_path) -> Path``: a 1 MiB tmpfs mounted for the test (root; unmounted afterwards), so a
 program writing there runs out of space part-way, the way a quota-full scratch does.
+``readonly_dir(tmp_path) -> Path``: a folder on a read-only tmpfs.
 ``record(kind, command, case, ok)`` appends one JSON line to ``$GEOHPC_RELIABILITY_LOG`` when it is set
 (kind in bad_input, kill, secret).
 """
@@ -33,6 +34,20 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
                        capture_output=True, text=True)
     if r.returncode:
         pytest.fail(f"cannot mount a tmpfs at {mnt} (the reliability suite runs as root): {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a read-only tmpfs (file modes do not stop root; a read-only mount does)."""
+    mnt = tmp_path / "read_only"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.fail(f"cannot mount a read-only tmpfs at {mnt}: {r.stderr.strip()}")
     try:
         yield mnt
     finally:

@@ -16,6 +16,7 @@ every message (signed URLs and SAS tokens never reach a log).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import logging
@@ -256,13 +257,26 @@ def download_item(item: dict[str, Any], grid: Grid, out_dir: Path, *, on_missing
         write_json_atomic(dest / SKIP_MARKER, {**meta, "reason": msg})
         print(f"geohpc.download: SKIP {msg}", file=sys.stderr, flush=True)
         return "skipped"
+    made = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
     meta["bands"] = {}
-    for band, href in hrefs.items():
-        target = dest / f"{band}.tif"
-        attempts = fetch_band(href, band, grid, target, retries, backoff)
-        meta["bands"][band] = {"file": target.name, "source": redact(href), "attempts": attempts}
-    write_json_atomic(dest / DONE_MARKER, meta)
+    written: list[Path] = []
+    try:
+        for band, href in hrefs.items():
+            target = dest / f"{band}.tif"
+            attempts = fetch_band(href, band, grid, target, retries, backoff)
+            written.append(target)
+            meta["bands"][band] = {"file": target.name, "source": redact(href), "attempts": attempts}
+        sweep_temporaries(dest / DONE_MARKER)
+        write_json_atomic(dest / DONE_MARKER, meta)
+    except BaseException:
+        # an item is all its bands or nothing: the rerun fetches it whole again anyway
+        for p in written:
+            p.unlink(missing_ok=True)
+        if made:
+            with contextlib.suppress(OSError):
+                dest.rmdir()
+        raise
     return "done"
 
 

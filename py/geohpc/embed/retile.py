@@ -77,7 +77,7 @@ def retile_block(stack_dir: Path, out: Path, block_id: str, block: int = 2000, p
     if block_id not in known:
         raise InputError(f"{block_id} is not a block of the {H}x{W} grid with block {block} "
                          f"(first is {min(known)}); plan again with the same BLOCK")
-    _write_grid(out, meta, block, patch)
+    _write_grid(out, meta, block, patch, check_only=True)
     bdir = out / block_id
     if bdir.is_dir():  # folders a killed earlier cut of this block left (one writer a block)
         for old in bdir.glob(".*.tmp"):
@@ -93,26 +93,37 @@ def retile_block(stack_dir: Path, out: Path, block_id: str, block: int = 2000, p
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        for name in PIXEL_FILES:
-            a = arrays[name]
-            try:
-                part = np.ascontiguousarray(a[:, r:r + h, c:c + w])
-            except (OSError, ValueError) as exc:
-                raise InputError(f"{stack_dir / (name + '.npy')}: unreadable ({exc}); rerun the stack stage") from None
-            np.save(tmp / f"{name}.npy", part)
-        for name in TIME_FILES:
-            np.save(tmp / f"{name}.npy", np.asarray(arrays[name]))
-        (tmp / "patch.json").write_text(json.dumps({"block": bname, "patch": pname, "row": r, "col": c,
-                                                    "height": h, "width": w}) + "\n")
+        try:
+            _write_patch(tmp, arrays, stack_dir, r, c, h, w, bname, pname)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a failed write leaves nothing behind
+            raise
         if pdir.exists():
             shutil.rmtree(pdir)
         os.replace(tmp, pdir)
         lines.append(f"{bname}/{pname}")
+    _write_grid(out, meta, block, patch)
     write_text_atomic(out / block_id / PATCH_LIST, "".join(f"{line}\n" for line in lines))
     return lines
 
 
-def _write_grid(out: Path, meta: dict[str, Any], block: int, patch: int) -> None:
+def _write_patch(tmp: Path, arrays: dict[str, np.ndarray], stack_dir: Path, r: int, c: int, h: int, w: int,
+                 bname: str, pname: str) -> None:
+    """Write one patch's arrays and patch.json into the folder ``tmp``."""
+    for name in PIXEL_FILES:
+        a = arrays[name]
+        try:
+            part = np.ascontiguousarray(a[:, r:r + h, c:c + w])
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{stack_dir / (name + '.npy')}: unreadable ({exc}); rerun the stack stage") from None
+        np.save(tmp / f"{name}.npy", part)
+    for name in TIME_FILES:
+        np.save(tmp / f"{name}.npy", np.asarray(arrays[name]))
+    (tmp / "patch.json").write_text(json.dumps({"block": bname, "patch": pname, "row": r, "col": c,
+                                                "height": h, "width": w}) + "\n")
+
+
+def _write_grid(out: Path, meta: dict[str, Any], block: int, patch: int, check_only: bool = False) -> None:
     info = {"grid": meta["grid"], "block": block, "patch": patch, "band_order": meta.get("band_order")}
     path = out / GRID_JSON
     if path.exists():
@@ -124,6 +135,8 @@ def _write_grid(out: Path, meta: dict[str, Any], block: int, patch: int) -> None
             raise InputError(f"{path}: unreadable ({exc}); delete it (or use a new OUT_DIR) and rerun") from None
         if (old.get("grid"), old.get("block"), old.get("patch")) != (info["grid"], block, patch):
             raise ConfigError(f"{path}: written for another grid/block/patch size; use a new OUT_DIR or delete it")
+        return
+    if check_only:
         return
     sweep_temporaries(path)
     write_json_atomic(path, info)
