@@ -466,3 +466,25 @@ def test_tiles_on_a_full_disk_is_one_line_and_never_looks_finished(world: dict[s
     finished = [p.name for p in (out / ".shards" / "finalized", out / "index.html", out / "cls.pmtiles") if p.exists()]
     record("bad_input", "tiles", "full disk", not problems and not finished)
     assert not problems and not finished, (problems, finished, r.stderr[-1500:])
+
+
+def test_tiles_of_a_signed_url_keep_the_signature_out_of_what_is_published(world: dict[str, Any], tmp_path: Path,
+                                                                           record: Record) -> None:
+    """tiles.json, the viewer and the archive sit beside the tiles (often on a web server): no signature there."""
+    import threading
+
+    from geohpc.products.tiles.serve import serve
+
+    server = serve(world["p"]["cls"].parent)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"/vsicurl/http://127.0.0.1:{server.server_address[1]}/cls.tif?{inp.SIG}&se=2031-01-01T00:00:00.000Z"
+        r = run("tiles", [url, tmp_path / "t", "--zoom", "10-12", "--processes", "1", "--pmtiles"])
+    finally:
+        server.shutdown()
+    secret = inp.SIG.split("=", 1)[1]
+    leaked = [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    ok = r.returncode == 0 and not leaked and secret not in r.stdout + r.stderr
+    record("secret", "tiles", "signed /vsicurl/ source: published files", ok)
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert leaked == [] and secret not in r.stdout + r.stderr

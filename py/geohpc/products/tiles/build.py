@@ -79,8 +79,9 @@ def prepare(src: str, out: Path, minzoom: int, maxzoom: int, mode: str, bands: l
         if mode == "classes" and resampling not in ("nearest", "mode"):
             resampling = "nearest"
         local = "://" not in src and not src.startswith("/vsi")
-        settings = Settings(src=str(Path(src).resolve()) if local else src, name=name or Path(src).stem, minzoom=minzoom,
-                            maxzoom=maxzoom, mode=mode, bands=chosen, fmt=fmt, resampling=resampling,
+        # tiles.json sits beside the tiles, which get published: a signed URL's signature stays out of it
+        settings = Settings(src=str(Path(src).resolve()) if local else redact(src),
+                            name=name or Path(src.split("?", 1)[0]).stem, minzoom=minzoom, maxzoom=maxzoom, mode=mode, bands=chosen, fmt=fmt, resampling=resampling,
                             skip_empty=skip_empty, percentiles=list(percentiles))
         old = load_settings(out)
         if old is not None:
@@ -143,11 +144,11 @@ def _pool_map(func: Callable[[Any], Any], items: list[Any], processes: int, desc
 
 
 def run_base(settings: Settings, out: Path, shard: int, nshards: int, processes: int,
-             budget: int = DEFAULT_BUDGET) -> dict[str, int]:
+             budget: int = DEFAULT_BUDGET, src: str | None = None) -> dict[str, int]:
     """Render shard ``shard`` of ``nshards`` of the metatiles (base zoom + 3 zooms in memory)."""
     mts = shard_items(pyramid.metatiles(settings), shard, nshards)
     written = skipped = 0
-    init_args = (settings.to_json(), str(out), budget // max(1, processes))
+    init_args = (settings.to_json(), str(out), budget // max(1, processes), src)
     for w, s in _pool_map(pyramid.render_metatile, mts, processes, f"tiles z{settings.maxzoom} shard {shard}/{nshards}",
                           pyramid.init_worker, init_args):
         written += w
@@ -287,7 +288,7 @@ def _build(src: str, out: Path, *, zoom: tuple[int, int], mode: str, bands: list
                            percentiles, budget)
         i, n = shard or (0, 1)
         summary.update(mode=settings.mode, bands=settings.bands, shard=f"{i}/{n}")
-        summary.update(run_base(settings, out, i, n, nproc, budget))
+        summary.update(run_base(settings, out, i, n, nproc, budget, src))
         missing = shards_complete(out, n)
         if no_finalize:
             summary["finalize"] = "skipped (--no-finalize)"

@@ -69,8 +69,11 @@ def downsample(a: np.ndarray, classes: bool) -> np.ndarray:
 
 # ---------------------------------------------------------------- base zoom from the source
 
-def init_worker(settings_json: dict[str, Any], out_dir: str, budget: int) -> None:
-    """Open the source once per process (pool initializer); GDAL single-threaded inside workers."""
+def init_worker(settings_json: dict[str, Any], out_dir: str, budget: int, src: str | None = None) -> None:
+    """Open the source once per process (pool initializer); GDAL single-threaded inside workers.
+
+    ``src`` is the source as given (``settings.src`` is redacted: tiles.json may be published).
+    """
     import rasterio
 
     from geohpc.products.tiles.paint import class_lut
@@ -79,7 +82,7 @@ def init_worker(settings_json: dict[str, Any], out_dir: str, budget: int) -> Non
     env = rasterio.Env(GDAL_CACHEMAX=max(64 << 20, budget // 4), GDAL_NUM_THREADS="1",
                        GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR")
     env.__enter__()
-    ds = rasterio.open(settings.src)
+    ds = rasterio.open(src or settings.src)
     lut = None
     if settings.render["mode"] == "classes":
         lut = class_lut(settings.render, ds.dtypes[settings.render["bands"][0] - 1])
