@@ -488,3 +488,15 @@ def test_tiles_of_a_signed_url_keep_the_signature_out_of_what_is_published(world
     record("secret", "tiles", "signed /vsicurl/ source: published files", ok)
     assert r.returncode == 0, r.stderr[-1500:]
     assert leaked == [] and secret not in r.stdout + r.stderr
+
+
+def test_cog_rebuilds_a_truncated_output_instead_of_skipping_it(world: dict[str, Any], tmp_path: Path) -> None:
+    from geohpc.products.cog import make_cog
+    from geohpc.raster_io import verify_raster
+
+    src = inp.float_raster(tmp_path / "s.tif", size=700)
+    out = make_cog(src, tmp_path / "o.tif")
+    _chop(out)
+    assert verify_raster(out) is not None
+    make_cog(src, out)
+    assert verify_raster(out) is None

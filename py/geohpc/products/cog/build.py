@@ -34,7 +34,14 @@ from geohpc.errors import ConfigError, GeohpcError, InputError
 from geohpc.guards import refuse_overwrite, sweep_temporaries
 from geohpc.products.cog.layout import validate_cog
 from geohpc.progress import progress
-from geohpc.raster_io import check_georeferenced, check_written, gdal_env, io_error, open_raster
+from geohpc.raster_io import (
+    check_georeferenced,
+    check_written,
+    gdal_env,
+    io_error,
+    open_raster,
+    verify_raster,
+)
 from geohpc.util import atomic_path, cpu_threads, redact
 
 DEFAULT_MEM_BUDGET = 1 << 30
@@ -191,7 +198,8 @@ def _remove_leftovers(dst: Path) -> None:
 
 
 def _is_current(src: Path, dst: Path, blocksize: int) -> bool:
-    return dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime and not validate_cog(dst, blocksize)
+    return (dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime and not validate_cog(dst, blocksize)
+            and verify_raster(dst) is None)  # a COG layout is headers only: a truncated one still "validates"
 
 
 def make_cog(
