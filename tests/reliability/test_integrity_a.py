@@ -243,6 +243,8 @@ BAD: list[tuple[str, str, Case]] = [
     ("download", "binary items file", _download(_items_text(b"\xff\xfe\x00\x01"), _tmp("dl"))),
     ("download", "read-only output folder", _download(lambda t, w: w["c"]["items"], _ro("dl"))),
     ("download", "full disk", _download(lambda t, w: w["c"]["items"], _full("dl"))),
+    ("download", "AOI outside every item (empty)", lambda t, w, full, ro: [
+        "--items", w["c"]["items"], "--bbox", "100000,100000,100320,100320", "--out", t / "dl", "--retries", "1"]),
     ("download", "output is the items file", _download(lambda t, w: copy(w["c"]["items"], t / "i.json"), _tmp("i.json"))),
     ("stack", "unreadable done marker", _stack(_bad_marker, _tmp("st"))),
     ("stack", "corrupt band body", _stack(_corrupt_band, _tmp("st"))),
