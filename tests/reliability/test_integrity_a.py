@@ -502,3 +502,14 @@ def test_cog_rebuilds_a_truncated_output_instead_of_skipping_it(world: dict[str,
     assert verify_raster(out) is not None
     make_cog(src, out)
     assert verify_raster(out) is None
+
+
+def test_tiles_done_needs_a_whole_archive(world: dict[str, Any], tmp_path: Path) -> None:
+    from geohpc.core.stages import get_stage
+
+    r = run("tiles", [world["p"]["cls"], tmp_path / "cls", "--zoom", "10-12", "--processes", "1", "--pmtiles"])
+    assert r.returncode == 0, r.stderr
+    ctx = _ctx("tiles", tmp_path, SRC=str(world["p"]["cls"]), OUT_DIR=str(tmp_path), SHARDS="1")
+    assert get_stage("tiles").done("0/1", ctx)
+    _chop(tmp_path / "cls" / "cls.pmtiles")
+    assert not get_stage("tiles").done("0/1", ctx)
