@@ -317,17 +317,16 @@ def temporaries(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.name.startswith(".") and ".tmp" in p.name]
 
 
-def kill_mid_write(cmd: str, argv: list[Any], watch: Path, timeout: float = 120) -> bool:
-    """Start the program, SIGKILL it once a temporary appears under ``watch``; True when it was killed so."""
+def kill_mid_write(cmd: str, argv: list[Any], watch: Path, timeout: float = 120, sig: int = signal.SIGKILL) -> bool:
+    """Start the program, send ``sig`` once a temporary appears under ``watch``; True when it was stopped so."""
     proc = subprocess.Popen([sys.executable, "-m", "geohpc", cmd, *map(str, argv)], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     try:
         while proc.poll() is None and time.monotonic() < deadline:
             if watch.exists() and temporaries(watch):
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                return True
+                proc.send_signal(sig)
+                return proc.wait() != 0
             time.sleep(0.001)
         return False
     finally:
@@ -375,9 +374,14 @@ KILLS: list[tuple[str, Callable[[dict[str, Any], Path, Path], tuple[list[Any], P
 ]
 
 
-@pytest.mark.parametrize(("cmd", "build"), KILLS, ids=[c for c, _ in KILLS])
+KILL_CASES = [(c, b, signal.SIGKILL) for c, b in KILLS] + [
+    (c, b, signal.SIGTERM) for c, b in KILLS if c in ("stitch", "tiles")]
+
+
+@pytest.mark.parametrize(("cmd", "build", "sig"), KILL_CASES,
+                         ids=[f"{c}-{signal.Signals(s).name}" for c, _, s in KILL_CASES])
 def test_kill_mid_write_then_rerun_gives_the_same_output(cmd: str, build: Callable[..., tuple[list[Any], Path]],
-                                                         world: dict[str, Any], tmp_path: Path,
+                                                         sig: int, world: dict[str, Any], tmp_path: Path,
                                                          record: Record) -> None:
     _world_kill_inputs(world, tmp_path)
     ref_argv, ref = build(world, tmp_path, tmp_path / "clean")
@@ -387,14 +391,14 @@ def test_kill_mid_write_then_rerun_gives_the_same_output(cmd: str, build: Callab
     killed = left_by_kill = False
     for _ in range(6):  # a temporary may be renamed between the poll and the kill: try again from scratch
         shutil.rmtree(out, ignore_errors=True)
-        killed = kill_mid_write(cmd, argv, out)
+        killed = kill_mid_write(cmd, argv, out, sig=sig)
         if (left_by_kill := killed and bool(temporaries(out))):
             break
     r = run(cmd, argv)
     leftovers = temporaries(out)
     diff = same_tree(ref, out) if r.returncode == 0 else ["rerun failed"]
     ok = killed and left_by_kill and r.returncode == 0 and not leftovers and not diff
-    record("kill", cmd, "SIGKILL at the first temporary, rerun", ok)
+    record("kill", cmd, f"{signal.Signals(sig).name} at the first temporary, rerun", ok)
     assert killed and left_by_kill, "the program was not caught mid-write"
     assert r.returncode == 0, r.stderr
     assert leftovers == [] and diff == [], (leftovers, diff)
