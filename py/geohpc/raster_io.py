@@ -6,19 +6,22 @@ Nothing here reads a whole raster: every reader walks windows whose size follows
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
+import shutil
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.errors import RasterioIOError
+from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 
-from geohpc.errors import InputError
-from geohpc.util import cpu_threads
+from geohpc.errors import GeohpcError, InputError
+from geohpc.util import cpu_threads, redact
 
 DEFAULT_MEM_BUDGET = 512 << 20  # bytes a windowed reader may hold at once
 
@@ -27,12 +30,14 @@ def open_raster(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
     """Open a raster for reading, turning a missing or corrupt file into an :class:`InputError`."""
     p = str(path)
     if "://" not in p and not p.startswith("/vsi") and not Path(p).exists():
-        raise InputError(f"{p}: no such file (check the path or the manifest line)")
+        raise InputError(f"{redact(p)}: no such file (check the path or the manifest line)")
+    if "://" not in p and not p.startswith("/vsi") and Path(p).is_dir() and not p.endswith((".zarr", ".gdb")):
+        raise InputError(f"{redact(p)}: is a folder, not a raster (give the raster file)")
     try:
         return rasterio.open(p)
     except RasterioIOError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{p}: not a readable raster ({first}); re-download or re-create it") from exc
+        first = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise InputError(f"{redact(p)}: not a readable raster ({first}); re-download or re-create it") from exc
 
 
 def check_georeferenced(ds: rasterio.io.DatasetReader, *, allow_rotation: bool = False) -> None:
@@ -104,27 +109,169 @@ def gdal_env(mem_budget: int = DEFAULT_MEM_BUDGET, threads: int | None = None, *
         yield
 
 
-def verify_raster(path: str | os.PathLike[str]) -> str | None:
-    """None when ``path`` opens as a raster and its last block of band 1 decodes, else the reason.
+# ---------------------------------------------------------------- is a written raster whole?
 
-    Reads the header and one block (the last one, which a killed or full-disk write misses first), never
-    the whole raster, so a done-check stays cheap on large outputs.
+_TIFF_TYPES = {3: ("H", 2), 4: ("I", 4), 16: ("Q", 8)}
+_OFFSETS, _COUNTS = (324, 273), (325, 279)  # tile / strip offsets and byte counts
+
+
+def _tiff_parts(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(offsets, byte counts) of every directory of a TIFF; ValueError when the structure is broken."""
+    out = []
+    with open(path, "rb") as f:
+        head = f.read(16)
+        if head[:2] not in (b"II", b"MM"):
+            raise ValueError("not a TIFF file")
+        bo = "<" if head[:2] == b"II" else ">"
+        (magic,) = struct.unpack(bo + "H", head[2:4])
+        if magic not in (42, 43):
+            raise ValueError(f"not a TIFF file (magic {magic})")
+        big = magic == 43
+        nxt = struct.unpack(bo + ("Q" if big else "I"), head[8:16] if big else head[4:8])[0]
+        seen: set[int] = set()
+        while nxt and len(out) < 10_000:
+            if nxt in seen:
+                raise ValueError("directory chain loops")
+            seen.add(nxt)
+            f.seek(nxt)
+            nfmt, ent, word = ("Q", 20, "Q") if big else ("H", 12, "I")
+            raw = f.read(8 if big else 2)
+            if len(raw) < (8 if big else 2):
+                raise ValueError("a directory lies past the end of the file")
+            (n,) = struct.unpack(bo + nfmt, raw)
+            block = f.read(n * ent + (8 if big else 4))
+            if len(block) < n * ent + (8 if big else 4):
+                raise ValueError("truncated directory")
+            tags: dict[int, np.ndarray] = {}
+            for i in range(n):
+                e = block[i * ent:(i + 1) * ent]
+                tag, typ, count = struct.unpack(bo + ("HHQ" if big else "HHI"), e[:12 if big else 8])
+                if tag not in (*_OFFSETS, *_COUNTS) or typ not in _TIFF_TYPES:
+                    continue
+                code, size = _TIFF_TYPES[typ]
+                inline = e[12:20] if big else e[8:12]
+                if size * count <= len(inline):
+                    data = inline[:size * count]
+                else:
+                    f.seek(struct.unpack(bo + word, inline)[0])
+                    data = f.read(size * count)
+                    if len(data) != size * count:
+                        raise ValueError("tile offsets run past the end of the file")
+                tags[tag] = np.frombuffer(data, dtype=np.dtype(f"{bo}{ {'H': 'u2', 'I': 'u4', 'Q': 'u8'}[code]}"))
+            none = np.zeros(0, np.uint64)
+            offs = tags.get(_OFFSETS[0], tags.get(_OFFSETS[1], none))
+            cnts = tags.get(_COUNTS[0], tags.get(_COUNTS[1], none))
+            out.append((offs, cnts))
+            nxt = struct.unpack(bo + word, block[n * ent:n * ent + (8 if big else 4)])[0]
+    if not out:
+        raise ValueError("no image directory")
+    return out
+
+
+def tiff_problem(path: str | os.PathLike[str], *, strict: bool = False) -> str | None:
+    """Why the TIFF at ``path`` is not whole (None when it is): directories and tile data inside the file.
+
+    Only headers and offset tables are read. ``strict`` (for a file this process just wrote, never
+    sparse) also refuses a tile that was never written (offset 0: a write that failed, e.g. a full disk).
+    """
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        parts = _tiff_parts(p)
+    except (OSError, ValueError, struct.error) as exc:
+        return f"not a whole TIFF ({getattr(exc, 'strerror', None) or exc})"
+    for offs, cnts in parts:  # numpy arrays: a 128-band map has millions of tiles
+        if len(offs) != len(cnts):
+            return "tile offset and size tables differ in length"
+        if len(offs) == 0:
+            continue
+        end = offs.astype(np.uint64) + cnts.astype(np.uint64)
+        if int(end.max()) > size:
+            return f"truncated: tile data runs to byte {int(end.max())}, the file has {size}"
+        if strict and bool(((offs == 0) | (cnts == 0)).any()):
+            return "a tile was never written (full disk or a failed write)"
+    return None
+
+
+def verify_raster(path: str | os.PathLike[str]) -> str | None:
+    """None when ``path`` is a readable raster, else the reason: header, the last block of the first and
+    last band (the data written last), and for a GeoTIFF that every tile lies inside the file.
+
+    Memory: one block. Used by the done-checks (a file that merely exists is not done).
     """
     p = str(path)
-    if "://" not in p and not p.startswith("/vsi"):
+    local = "://" not in p and not p.startswith("/vsi")
+    if local:
         if not Path(p).is_file():
-            return f"{p}: no such file"
+            return "no such file"
         if Path(p).stat().st_size == 0:
-            return f"{p}: empty file"
+            return "empty file (0 bytes)"
+        if Path(p).suffix.lower() in (".tif", ".tiff") and (why := tiff_problem(p)):
+            return why
     try:
         with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), rasterio.open(p) as ds:
-            last = None
-            for _, win in ds.block_windows(1):
-                last = win
-            if last is None:
-                return f"{p}: the raster has no blocks"
-            ds.read(1, window=last)
-    except Exception as exc:  # rasterio raises several types for damaged files
-        text = str(exc).strip().splitlines()
-        return f"{p}: not a readable raster ({text[0] if text else type(exc).__name__})"
+            if ds.width < 1 or ds.height < 1 or ds.count < 1:
+                return "no pixels"
+            bh, bw = ds.block_shapes[0]
+            row, col = (ds.height - 1) // bh * bh, (ds.width - 1) // bw * bw
+            win = Window(col, row, min(bw, ds.width - col), min(bh, ds.height - row))
+            for band in sorted({1, ds.count}):
+                ds.read(band, window=win)
+    except Exception as exc:  # noqa: BLE001 - GDAL raises many types; any of them means "not valid"
+        return f"not a readable raster ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
     return None
+
+
+def check_written(path: str | os.PathLike[str], final: str | os.PathLike[str] | None = None) -> None:
+    """Raise :class:`InputError` unless the raster just written at ``path`` (a temporary) is whole.
+
+    GDAL reports some write failures (a full disk while flushing tiles at close) only on stderr, so a
+    write that "succeeded" is checked: every tile written and inside the file, the last block readable.
+    ``final`` is the name the user knows (messages say it, not the temporary).
+    """
+    name = redact(os.fspath(final if final is not None else path))
+    why = tiff_problem(path, strict=True) if Path(path).suffix.lower() in (".tif", ".tiff") else None
+    why = why or verify_raster(path)
+    if why:
+        free = shutil.disk_usage(Path(path).parent).free
+        hint = "the disk is full: free space or write elsewhere" if free < (64 << 20) else "check the disk and rerun"
+        raise InputError(f"{name}: the write failed, {why} ({hint})")
+
+
+_ERRNO_FIX = {
+    errno.ENOSPC: ("no space left on the device", "free space or write elsewhere"),
+    errno.EDQUOT: ("disk quota exceeded", "free space or write elsewhere"),
+    errno.EACCES: ("permission denied", "choose a folder you can write to, or fix its permissions"),
+    errno.EPERM: ("operation not permitted", "choose a folder you can write to"),
+    errno.EROFS: ("read-only file system", "write elsewhere"),
+    errno.EISDIR: ("is a directory", "give a file path, not a folder"),
+    errno.ENOTDIR: ("a parent is not a folder", "check the path"),
+    errno.ENOENT: ("no such file or folder", "check the path"),
+}
+
+
+def io_error(exc: BaseException, path: str | os.PathLike[str], fix: str = "check the file and rerun") -> InputError:
+    """One-line :class:`InputError` for an OSError or GDAL error on ``path`` (redacted): what and the fix."""
+    fname = getattr(exc, "filename", None)
+    if not fname or (Path(os.fspath(fname)).name.startswith(".") and ".tmp" in os.fspath(fname)):
+        fname = path  # a temporary's name means nothing to the user: name the output it stood for
+    where = redact(os.fspath(fname))
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    code = getattr(exc, "errno", None)
+    if code is None and "No space left" in text:
+        code = errno.ENOSPC
+    if code in _ERRNO_FIX:
+        what, how = _ERRNO_FIX[code]
+        return InputError(f"{where}: {what} ({how})")
+    return InputError(f"{where}: {redact(text)} ({fix})")
+
+
+@contextlib.contextmanager
+def one_line_errors(path: str | os.PathLike[str], fix: str = "check the file and rerun") -> Iterator[None]:
+    """Turn an OSError or GDAL error inside the block into one :func:`io_error` line about ``path``."""
+    try:
+        yield
+    except GeohpcError:
+        raise
+    except (OSError, RasterioError) as exc:
+        raise io_error(exc, path, fix) from None

@@ -7,10 +7,11 @@ The helpers (hostile runs, kills, the outcome log) are in ``relutil.py`` beside 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from relutil import record as record_outcome
 
 
 @pytest.fixture
@@ -37,3 +38,15 @@ def read_only_dir(tmp_path: Path) -> Iterator[Path]:
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def readonly_dir(read_only_dir: Path) -> Path:
+    """The same read-only tmpfs under the name integrity-A's tests use."""
+    return read_only_dir
+
+
+@pytest.fixture
+def record() -> Callable[[str, str, str, bool], bool]:
+    """relutil.record as a fixture: one reliability outcome appended to $GEOHPC_RELIABILITY_LOG."""
+    return record_outcome

@@ -16,6 +16,8 @@ every message (signed URLs and SAS tokens never reach a log).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -42,7 +44,9 @@ from geohpc.embed.layout import (
     parse_bbox,
 )
 from geohpc.errors import ConfigError, InputError, ServiceError, run_cli
-from geohpc.raster_io import iter_block_windows
+from geohpc.guards import refuse_overwrite, sweep_temporaries
+from geohpc.raster_io import check_written as raster_written
+from geohpc.raster_io import io_error, iter_block_windows, one_line_errors, verify_raster
 from geohpc.util import atomic_path, redact, write_json_atomic
 
 # Common-name aliases (earth-search) of the Sentinel-2 L2A bands, and lower-case S1 keys.
@@ -134,8 +138,9 @@ def export_boto3_credentials() -> None:
         os.environ["AWS_SESSION_TOKEN"] = frozen.token
 
 
-def _read_to(href: str, band: str, grid: Grid, out: Path, block: int) -> None:
-    """Read ``href`` onto ``grid`` window by window into a tiled GeoTIFF at ``out`` (atomic)."""
+def _read_to(href: str, band: str, grid: Grid, out: Path, block: int) -> bool:
+    """Read ``href`` onto ``grid`` window by window into a tiled GeoTIFF at ``out`` (atomic); True when
+    the band has any data pixel on the AOI."""
     resampling = Resampling.nearest if band == S2_MASK_BAND else Resampling.bilinear
     transform = Affine(*grid.transform)
     with rasterio.open(gdal_path(href)) as src:
@@ -147,27 +152,33 @@ def _read_to(href: str, band: str, grid: Grid, out: Path, block: int) -> None:
             prof = {"driver": "GTiff", "width": grid.width, "height": grid.height, "count": 1,
                     "dtype": src.dtypes[0], "crs": grid.crs, "transform": transform, "nodata": nodata,
                     "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate"}
+            sweep_temporaries(out)  # a killed earlier attempt of this band
             with atomic_path(out) as tmp:
                 with rasterio.open(tmp, "w", **prof) as dst:
                     for win in iter_block_windows(grid.height, grid.width, block):
                         dst.write(vrt.read(1, window=win), 1, window=win)
-                check_written(tmp, grid, prof["dtype"])
+                raster_written(tmp, out)  # a full disk shows only at close
+                return check_written(tmp, grid, prof["dtype"])
 
 
-def check_written(path: Path, grid: Grid, dtype: str) -> None:
-    """Re-open a written band and check its grid, type and that every block decodes."""
+def check_written(path: Path, grid: Grid, dtype: str) -> bool:
+    """Re-open a written band and check its grid, type and that every block decodes; True when any pixel
+    holds data (not nodata)."""
+    data = False
     with rasterio.open(path) as ds:
         if (ds.width, ds.height, ds.dtypes[0]) != (grid.width, grid.height, dtype):
             raise ServiceError(f"{path}: written file has the wrong shape/type; disk full? rerun the item")
         if not np.allclose(tuple(ds.transform)[:6], Affine(*grid.transform)[:6]):
             raise ServiceError(f"{path}: written file is off the AOI grid; rerun the item")
         for _, win in ds.block_windows(1):
-            ds.read(1, window=win)
+            a = ds.read(1, window=win, masked=True)
+            data = data or bool(a.count())
+    return data
 
 
 def fetch_band(href: str, band: str, grid: Grid, out: Path, retries: int = 4, backoff: float = 2.0,
-               block: int = 1024) -> int:
-    """Fetch one band with retries and exponential backoff; return the number of attempts used.
+               block: int = 1024) -> tuple[int, bool]:
+    """Fetch one band with retries and exponential backoff; return (attempts used, any data on the AOI).
 
     Raises
     ------
@@ -177,15 +188,18 @@ def fetch_band(href: str, band: str, grid: Grid, out: Path, retries: int = 4, ba
     last = ""
     for attempt in range(1, retries + 1):
         try:
-            _read_to(href, band, grid, out, block)
-            return attempt
-        except (RasterioError, OSError) as exc:
+            return attempt, _read_to(href, band, grid, out, block)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EISDIR, errno.ENOTDIR):
+                raise io_error(exc, out, "check the output folder") from None  # retrying cannot help
             last = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            if attempt < retries:
-                delay = backoff * 2 ** (attempt - 1)
-                print(f"geohpc.download: {band} attempt {attempt}/{retries} failed ({last}); retry in {delay:.1f}s",
-                      file=sys.stderr, flush=True)
-                time.sleep(delay)
+        except RasterioError as exc:
+            last = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        if attempt < retries:
+            delay = backoff * 2 ** (attempt - 1)
+            print(f"geohpc.download: {band} attempt {attempt}/{retries} failed ({last}); retry in {delay:.1f}s",
+                  file=sys.stderr, flush=True)
+            time.sleep(delay)
     raise ServiceError(f"{redact(href)}: band {band} failed after {retries} attempts ({last}); "
                        "check the URL/credentials (an expired signature or SAS token gives 403/404) and rerun")
 
@@ -198,6 +212,8 @@ def load_items(path: Path) -> dict[str, dict[str, Any]]:
         raise InputError(f"{path}: ItemCollection not found (save the STAC search result there)") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not JSON ({exc.msg} at line {exc.lineno}); save the STAC search as JSON") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: unreadable ({exc}); save the STAC search result as a JSON text file") from None
     feats = data.get("features") if isinstance(data, dict) else data
     if not isinstance(feats, list) or not feats:
         raise InputError(f"{path}: no items (expected a FeatureCollection with features)")
@@ -209,14 +225,23 @@ def load_items(path: Path) -> dict[str, dict[str, Any]]:
     return items
 
 
+def _finished(dest: Path) -> bool:
+    """True when ``dest``'s done marker reads and every band it lists is a whole raster (else refetch)."""
+    try:
+        bands = json.loads((dest / DONE_MARKER).read_text())["bands"]
+        return bool(bands) and all(verify_raster(dest / b["file"]) is None for b in bands.values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
 def download_item(item: dict[str, Any], grid: Grid, out_dir: Path, *, on_missing: str = "error",
-                  retries: int = 4, backoff: float = 2.0) -> str:
+                  retries: int = 4, backoff: float = 2.0, allow_empty: bool = False) -> str:
     """Download one item's bands into ``out_dir/<id>/``; return ``"done"``, ``"skipped"`` or ``"exists"``."""
     item_id = str(item["id"])
     if "/" in item_id or item_id.startswith("."):
         raise InputError(f"item id {item_id!r} is not a safe folder name")
     dest = out_dir / item_id
-    if (dest / DONE_MARKER).exists():
+    if (dest / DONE_MARKER).exists() and _finished(dest):
         return "exists"
     hrefs, missing = band_hrefs(item)
     kind = item_kind(item)
@@ -236,20 +261,47 @@ def download_item(item: dict[str, Any], grid: Grid, out_dir: Path, *, on_missing
         write_json_atomic(dest / SKIP_MARKER, {**meta, "reason": msg})
         print(f"geohpc.download: SKIP {msg}", file=sys.stderr, flush=True)
         return "skipped"
+    made = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
     meta["bands"] = {}
-    for band, href in hrefs.items():
-        target = dest / f"{band}.tif"
-        attempts = fetch_band(href, band, grid, target, retries, backoff)
-        meta["bands"][band] = {"file": target.name, "source": redact(href), "attempts": attempts}
-    write_json_atomic(dest / DONE_MARKER, meta)
+    written: list[Path] = []
+    any_data = False
+    try:
+        for band, href in hrefs.items():
+            target = dest / f"{band}.tif"
+            attempts, data = fetch_band(href, band, grid, target, retries, backoff)
+            written.append(target)
+            any_data = any_data or data
+            meta["bands"][band] = {"file": target.name, "source": redact(href), "attempts": attempts}
+        if not any_data and not allow_empty:
+            msg = f"item {item_id}: no band has a single data pixel on the AOI (the item does not cover it)"
+            if on_missing != "skip":
+                raise InputError(f"{msg}; drop the item, pass --on-missing skip, or --allow-empty to keep it")
+            for p in written:
+                p.unlink(missing_ok=True)
+            write_json_atomic(dest / SKIP_MARKER, {**{k: v for k, v in meta.items() if k != "bands"}, "reason": msg})
+            print(f"geohpc.download: SKIP {msg}", file=sys.stderr, flush=True)
+            return "skipped"
+        sweep_temporaries(dest / DONE_MARKER)
+        write_json_atomic(dest / DONE_MARKER, meta)
+    except BaseException:
+        # an item is all its bands or nothing: the rerun fetches it whole again anyway
+        for p in written:
+            p.unlink(missing_ok=True)
+        if made:
+            with contextlib.suppress(OSError):
+                dest.rmdir()
+        raise
     return "done"
 
 
 def download(items_json: Path, grid: Grid, out_dir: Path, ids: list[str] | None = None, *,
              on_missing: str = "error", retries: int = 4, backoff: float = 2.0,
-             http_timeout: int = 30) -> dict[str, str]:
+             http_timeout: int = 30, allow_empty: bool = False) -> dict[str, str]:
     """Download ``ids`` (all items when None) of ``items_json`` onto ``grid``; return id -> status."""
+    refuse_overwrite([items_json], [out_dir], fix="give another output folder")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: is a file, not a folder; give the output folder for the items")
     items = load_items(items_json)
     chosen = list(items) if not ids else ids
     for i in chosen:
@@ -261,7 +313,8 @@ def download(items_json: Path, grid: Grid, out_dir: Path, ids: list[str] | None 
     result: dict[str, str] = {}
     with rasterio.Env(**env):
         for i in chosen:
-            result[i] = download_item(items[i], grid, out_dir, on_missing=on_missing, retries=retries, backoff=backoff)
+            result[i] = download_item(items[i], grid, out_dir, on_missing=on_missing, retries=retries,
+                                      backoff=backoff, allow_empty=allow_empty)
             print(f"geohpc.download: {i} {result[i]}", file=sys.stderr, flush=True)
     return result
 
@@ -279,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="an item lacking a band: error (default) or a reported skip")
     ap.add_argument("--retries", type=int, default=4, help="attempts per band (default 4)")
     ap.add_argument("--backoff", type=float, default=2.0, help="first retry delay in s, doubled each time")
+    ap.add_argument("--allow-empty", action="store_true",
+                    help="keep an item with no data pixel on the AOI (default: error, or a skip with --on-missing skip)")
     ap.add_argument("--http-timeout", type=int, default=30, help="GDAL_HTTP_TIMEOUT in s (default 30)")
     args = ap.parse_args(argv)
 
@@ -287,8 +342,10 @@ def main(argv: list[str] | None = None) -> int:
             grid = grid_from_bbox(parse_bbox(args.bbox), args.crs, args.res)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        res = download(args.items, grid, args.out, args.item or None, on_missing=args.on_missing,
-                       retries=max(1, args.retries), backoff=args.backoff, http_timeout=args.http_timeout)
+        with one_line_errors(args.out, "check the output folder and free space"):
+            res = download(args.items, grid, args.out, args.item or None, on_missing=args.on_missing,
+                           retries=max(1, args.retries), backoff=args.backoff, http_timeout=args.http_timeout,
+                           allow_empty=args.allow_empty)
         print(json.dumps(res))
         return 0
 

@@ -37,6 +37,7 @@ from geohpc.embed.codec import quantize, scale_path
 from geohpc.embed.infer_workers import add_parallel_args, dispatch
 from geohpc.embed.layout import EMBED_DIM, PATCH_LIST, parse_patch
 from geohpc.errors import ConfigError, InputError, run_cli
+from geohpc.guards import refuse_overwrite
 from geohpc.util import atomic_path
 
 _PATCH_ARRAYS = ("bands", "masks", "doys", "sar_ascending", "sar_ascending_doy", "sar_descending",
@@ -242,7 +243,10 @@ def read_manifest_lines(patches: Path, manifest: Path | None, block: str | None)
     src = manifest if manifest is not None else patches / str(block) / PATCH_LIST
     if not src.is_file():
         raise InputError(f"{src}: patch manifest not found; run retile first (for block {block})")
-    lines = src.read_text().splitlines()
+    try:
+        lines = src.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{src}: unreadable patch manifest ({exc}); rerun retile") from None
     for n, line in enumerate(lines, 1):
         try:
             parse_patch(line.strip())
@@ -271,13 +275,17 @@ def run_patches(lines: list[str], patches: Path, out: Path, model_path: Path, *,
         nod = int((~np.isfinite(emb).all(-1)).sum())
         counts["nodata_pixels"] += nod
         target = output_path(out, line)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if dtype == "int8":
-            q, scale = quantize(emb)
-            _save_npy(scale_path(target), scale)
-            _save_npy(target, q)
-        else:
-            _save_npy(target, emb)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if dtype == "int8":
+                q, scale = quantize(emb)
+                _save_npy(scale_path(target), scale)
+                _save_npy(target, q)
+            else:
+                _save_npy(target, emb)
+        except OSError as exc:
+            raise InputError(f"{target}: cannot write ({exc.strerror or exc}); free space or choose a writable "
+                             "--out (finished patches are kept)") from None
         counts["done"] += 1
         dt_s = time.monotonic() - t0
         print(f"geohpc.infer{tag}: {line} {shape[0]}x{shape[1]} in {dt_s:.2f}s "
@@ -305,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     def work() -> int:
+        refuse_overwrite([args.patches, args.model, *([args.manifest] if args.manifest else [])], [args.out],
+                         fix="give the embeddings their own --out folder")
+        if args.out.exists() and not args.out.is_dir():
+            raise InputError(f"{args.out}: is a file, not a folder; give the output folder for the embeddings")
         lines = read_manifest_lines(args.patches, args.manifest, args.block)
         counts: dict[str, Any] = dispatch(args, lines, argv if argv is not None else sys.argv[1:],
                                             run_patches)

@@ -25,6 +25,7 @@ import numpy as np
 
 from geohpc.embed.layout import GRID_JSON, PATCH_LIST, STACK_JSON, iter_blocks, iter_patches, parse_block
 from geohpc.errors import ConfigError, InputError, run_cli
+from geohpc.guards import refuse_overwrite, sweep_temporaries
 from geohpc.progress import progress
 from geohpc.util import write_json_atomic, write_text_atomic
 
@@ -37,7 +38,11 @@ def open_stack(stack_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     meta_path = stack_dir / STACK_JSON
     if not meta_path.exists():
         raise InputError(f"{stack_dir}: no {STACK_JSON}; run the stack stage first (or it did not finish)")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+        int(meta["grid"]["height"]), int(meta["grid"]["width"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{meta_path}: unreadable ({type(exc).__name__}: {exc}); rerun the stack stage") from None
     arrays: dict[str, np.ndarray] = {}
     for name in (*PIXEL_FILES, *TIME_FILES):
         path = stack_dir / f"{name}.npy"
@@ -54,7 +59,14 @@ def open_stack(stack_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 
 
 def retile_block(stack_dir: Path, out: Path, block_id: str, block: int = 2000, patch: int = 500) -> list[str]:
-    """Write the patches of one block; return its manifest lines ``<block>/<patch>``."""
+    """Write the patches of one block; return its manifest lines ``<block>/<patch>``.
+
+    Each patch is written into ``<block>/.<patch>.tmp`` and renamed; a killed run's such folders are
+    removed when the block is cut again.
+    """
+    refuse_overwrite([stack_dir], [out], fix="give the patches their own output folder")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: is a file, not a folder; give the output folder for the patches")
     meta, arrays = open_stack(stack_dir)
     H, W = meta["grid"]["height"], meta["grid"]["width"]
     try:
@@ -65,7 +77,13 @@ def retile_block(stack_dir: Path, out: Path, block_id: str, block: int = 2000, p
     if block_id not in known:
         raise InputError(f"{block_id} is not a block of the {H}x{W} grid with block {block} "
                          f"(first is {min(known)}); plan again with the same BLOCK")
-    _write_grid(out, meta, block, patch)
+    _write_grid(out, meta, block, patch, check_only=True)
+    bdir = out / block_id
+    if bdir.is_dir():  # folders a killed earlier cut of this block left (one writer a block)
+        for old in bdir.glob(".*.tmp"):
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
+    sweep_temporaries(bdir / PATCH_LIST)
     lines = []
     for bname, pname, r, c, h, w in iter_patches(H, W, block, patch):
         if bname != block_id:
@@ -75,29 +93,52 @@ def retile_block(stack_dir: Path, out: Path, block_id: str, block: int = 2000, p
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        for name in PIXEL_FILES:
-            a = arrays[name]
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(a[:, r:r + h, c:c + w]))
-        for name in TIME_FILES:
-            np.save(tmp / f"{name}.npy", np.asarray(arrays[name]))
-        (tmp / "patch.json").write_text(json.dumps({"block": bname, "patch": pname, "row": r, "col": c,
-                                                    "height": h, "width": w}) + "\n")
+        try:
+            _write_patch(tmp, arrays, stack_dir, r, c, h, w, bname, pname)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a failed write leaves nothing behind
+            raise
         if pdir.exists():
             shutil.rmtree(pdir)
         os.replace(tmp, pdir)
         lines.append(f"{bname}/{pname}")
+    _write_grid(out, meta, block, patch)
     write_text_atomic(out / block_id / PATCH_LIST, "".join(f"{line}\n" for line in lines))
     return lines
 
 
-def _write_grid(out: Path, meta: dict[str, Any], block: int, patch: int) -> None:
+def _write_patch(tmp: Path, arrays: dict[str, np.ndarray], stack_dir: Path, r: int, c: int, h: int, w: int,
+                 bname: str, pname: str) -> None:
+    """Write one patch's arrays and patch.json into the folder ``tmp``."""
+    for name in PIXEL_FILES:
+        a = arrays[name]
+        try:
+            part = np.ascontiguousarray(a[:, r:r + h, c:c + w])
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{stack_dir / (name + '.npy')}: unreadable ({exc}); rerun the stack stage") from None
+        np.save(tmp / f"{name}.npy", part)
+    for name in TIME_FILES:
+        np.save(tmp / f"{name}.npy", np.asarray(arrays[name]))
+    (tmp / "patch.json").write_text(json.dumps({"block": bname, "patch": pname, "row": r, "col": c,
+                                                "height": h, "width": w}) + "\n")
+
+
+def _write_grid(out: Path, meta: dict[str, Any], block: int, patch: int, check_only: bool = False) -> None:
     info = {"grid": meta["grid"], "block": block, "patch": patch, "band_order": meta.get("band_order")}
     path = out / GRID_JSON
     if path.exists():
-        old = json.loads(path.read_text())
+        try:
+            old = json.loads(path.read_text())
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise InputError(f"{path}: unreadable ({exc}); delete it (or use a new OUT_DIR) and rerun") from None
         if (old.get("grid"), old.get("block"), old.get("patch")) != (info["grid"], block, patch):
             raise ConfigError(f"{path}: written for another grid/block/patch size; use a new OUT_DIR or delete it")
         return
+    if check_only:
+        return
+    sweep_temporaries(path)
     write_json_atomic(path, info)
 
 
@@ -109,6 +150,7 @@ def retile_all(stack_dir: Path, out: Path, block: int = 2000, patch: int = 500) 
     blocks = [b for b, *_ in iter_blocks(H, W, block)]
     for b in progress(blocks, desc="retile blocks"):
         lines += retile_block(stack_dir, out, b, block, patch)
+    sweep_temporaries(out / "patches.txt")
     write_text_atomic(out / "patches.txt", "".join(f"{line}\n" for line in lines))
     return lines
 
@@ -126,12 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     def work() -> int:
+        from geohpc.raster_io import one_line_errors
+
         if args.block <= 0 or args.patch <= 0 or args.patch > args.block:
             raise ConfigError(f"--patch {args.patch} / --block {args.block}: need 0 < patch <= block")
-        if args.all:
-            lines = retile_all(args.stack, args.out, args.block, args.patch)
-        else:
-            lines = retile_block(args.stack, args.out, args.block_id, args.block, args.patch)
+        with one_line_errors(args.out, "check the output folder and free space"):
+            if args.all:
+                lines = retile_all(args.stack, args.out, args.block, args.patch)
+            else:
+                lines = retile_block(args.stack, args.out, args.block_id, args.block, args.patch)
         print(json.dumps({"out": str(args.out), "patches": len(lines)}))
         return 0
 

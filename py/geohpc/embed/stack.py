@@ -25,8 +25,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import errno
 import gc
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,9 +48,10 @@ from geohpc.embed.layout import (
     STACK_JSON,
     Grid,
 )
-from geohpc.errors import InputError, run_cli
+from geohpc.errors import ConfigError, InputError, run_cli
+from geohpc.guards import refuse_overwrite, sweep_temporaries
 from geohpc.progress import progress
-from geohpc.raster_io import gdal_env, iter_block_windows
+from geohpc.raster_io import gdal_env, iter_block_windows, one_line_errors
 from geohpc.util import atomic_path, write_json_atomic
 
 DEFAULT_SCL_VALID = (4, 5, 6, 7, 11)  # vegetation, bare, water, unclassified, snow
@@ -76,8 +80,14 @@ def collect(download_dir: Path) -> tuple[Grid, dict[str, list[dict[str, Any]]]]:
                 print(f"geohpc.stack: skipping {sub.name} (download reported it skipped)", file=sys.stderr)
                 continue
             raise InputError(f"{sub}: item not finished ({DONE_MARKER} missing); rerun the download stage")
-        meta = json.loads(marker.read_text())
-        g = Grid(**meta["grid"])
+        try:
+            meta = json.loads(marker.read_text())
+            g = Grid(**meta["grid"])
+            if meta["kind"] != "s2" and meta.get("orbit") not in ORBITS:
+                raise ValueError(f"orbit {meta.get('orbit')!r}")
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{marker}: unreadable done marker ({type(exc).__name__}: {exc}); delete {sub} "
+                             "and rerun the download") from None
         if grid is None:
             grid = g
         elif g != grid:
@@ -117,11 +127,24 @@ def _open_bands(es: contextlib.ExitStack, meta: dict[str, Any], bands: tuple[str
 
 
 def _read(dss: list[Any], win: Window) -> np.ndarray:
-    return np.stack([ds.read(1, window=win) for ds in dss], axis=-1)
+    try:
+        return np.stack([ds.read(1, window=win) for ds in dss], axis=-1)
+    except rasterio.errors.RasterioError as exc:
+        bad = next((ds.name for ds in dss if _unreadable(ds, win)), dss[0].name)
+        raise InputError(f"{bad}: corrupt or truncated ({str(exc).splitlines()[0]}); delete its item folder "
+                         "and rerun the download") from None
+
+
+def _unreadable(ds: Any, win: Window) -> bool:
+    try:
+        ds.read(1, window=win)
+    except rasterio.errors.RasterioError:
+        return True
+    return False
 
 
 def _fill(out: Path, series: dict[str, list[dict[str, Any]]], specs: dict[str, tuple[tuple[int, ...], str]],
-          block: int, scl_valid: tuple[int, ...], s1_db: bool) -> None:
+          block: int, scl_valid: tuple[int, ...], s1_db: bool, allow_empty: bool = False) -> None:
     """Fill the memory-mapped arrays date by date and block by block, then rename them into place."""
     s2 = series["s2"]
     H, W = specs["masks"][0][1:]
@@ -130,8 +153,11 @@ def _fill(out: Path, series: dict[str, list[dict[str, Any]]], specs: dict[str, t
         tmps = {name: atomic.enter_context(atomic_path(out / f"{name}.npy")) for name in specs}
         arrays = {name: np.lib.format.open_memmap(tmps[name], mode="w+", dtype=dtype, shape=shape)
                   for name, (shape, dtype) in specs.items()}
+        for name in specs:
+            _reserve(tmps[name], out / f"{name}.npy")
         windows = list(iter_block_windows(H, W, block))
         valid = np.array(scl_valid, dtype=np.uint8)
+        clear = False
         for t, meta in enumerate(progress(s2, desc="stack S2 dates")):
             with contextlib.ExitStack() as es:
                 dss, scl_ds = _open_bands(es, meta, S2_BANDS), _open_bands(es, meta, (S2_MASK_BAND,))
@@ -140,7 +166,9 @@ def _fill(out: Path, series: dict[str, list[dict[str, Any]]], specs: dict[str, t
                     refl = _read(dss, win)
                     scl = _read(scl_ds, win)[..., 0]
                     arrays["bands"][t, rs, cs, :] = refl
-                    arrays["masks"][t, rs, cs] = np.isin(scl, valid) & (refl > 0).all(axis=-1)
+                    m = np.isin(scl, valid) & (refl > 0).all(axis=-1)
+                    clear = clear or bool(m.any())
+                    arrays["masks"][t, rs, cs] = m
             gc.collect()  # rasterio leaves small reference cycles per read: keep them from piling up
         for orbit in ORBITS:
             arr = arrays[f"sar_{orbit}"]
@@ -154,13 +182,39 @@ def _fill(out: Path, series: dict[str, list[dict[str, Any]]], specs: dict[str, t
                             with np.errstate(divide="ignore", invalid="ignore"):
                                 x = np.where(x > 0, 10.0 * np.log10(x), np.nan).astype(np.float32)
                         arr[t, rs, cs, :] = x
+        if not clear and not allow_empty:
+            raise InputError(f"{s2[0]['dir'].parent}: not one clear Sentinel-2 observation (every pixel of every "
+                             "date is cloud, shadow or nodata); check --scl-valid and the AOI, or pass --allow-empty")
         for a in arrays.values():
             a.flush()
         del arrays
 
 
+def specs_names(series: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The pixel arrays the stack writes (``<name>.npy``)."""
+    return ["bands", "masks", *(f"sar_{o}" for o in ORBITS)]
+
+
+def _reserve(path: Path, final: Path) -> None:
+    """Allocate a memory-mapped file's blocks now: a full disk is then an error here, not a SIGBUS later."""
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise InputError(f"{final}: cannot reserve {size >> 20} MiB ({exc.strerror}); free space or "
+                             "write the stack elsewhere") from None
+        if shutil.disk_usage(path.parent).free < size:  # no fallocate (some parallel file systems)
+            raise InputError(f"{final}: needs {size >> 20} MiB, the disk has less free; free space or "
+                             "write the stack elsewhere") from None
+    finally:
+        os.close(fd)
+
+
 def build_stack(download_dir: Path, out: Path, block: int = 1024,
-                scl_valid: tuple[int, ...] = DEFAULT_SCL_VALID, s1_db: bool = True) -> dict[str, Any]:
+                scl_valid: tuple[int, ...] = DEFAULT_SCL_VALID, s1_db: bool = True,
+                allow_empty: bool = False) -> dict[str, Any]:
     """Stack the downloaded items into the TESSERA arrays in ``out``; return the ``stack.json`` content.
 
     Parameters
@@ -175,9 +229,21 @@ def build_stack(download_dir: Path, out: Path, block: int = 1024,
         SCL classes that count as a clear observation.
     s1_db : bool
         Convert Sentinel-1 linear backscatter to dB (False: the input is already dB).
+    allow_empty : bool
+        Write a stack without a single clear observation instead of failing.
     """
+    refuse_overwrite([download_dir], [out], folders=[], fix="give the stack its own output folder")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: is a file, not a folder; give the output folder for the stack")
+    if download_dir.resolve() in out.resolve().parents:
+        raise InputError(f"{out}: lies inside the download folder {download_dir}; the stack would be read "
+                         "as a downloaded item next time: give it its own folder")
     grid, series = collect(download_dir)
     out.mkdir(parents=True, exist_ok=True)
+    names = [*specs_names(series), "doys", "sar_ascending_doy", "sar_descending_doy"]
+    for name in names:
+        sweep_temporaries(out / f"{name}.npy")  # a killed earlier run's arrays: full stack size
+    sweep_temporaries(out / STACK_JSON)
     H, W = grid.height, grid.width
     s2 = series["s2"]
     specs: dict[str, tuple[tuple[int, ...], str]] = {
@@ -187,7 +253,7 @@ def build_stack(download_dir: Path, out: Path, block: int = 1024,
     # One GDAL environment for every open: without it each rasterio.open builds its own Env (and, with AWS
     # keys in the environment, a boto3 session: ~1 MB and ~50 ms per file).
     with gdal_env(threads=1):
-        _fill(out, series, specs, block, scl_valid, s1_db)
+        _fill(out, series, specs, block, scl_valid, s1_db, allow_empty)
     for key, fname in (("s2", "doys"), ("ascending", "sar_ascending_doy"), ("descending", "sar_descending_doy")):
         with atomic_path(out / f"{fname}.npy") as tmp:
             np.save(tmp, _doy(series[key]))
@@ -208,11 +274,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scl-valid", default=",".join(map(str, DEFAULT_SCL_VALID)),
                     help="SCL classes counted as clear (default 4,5,6,7,11)")
     ap.add_argument("--s1-already-db", action="store_true", help="S1 input is dB already (default: linear)")
+    ap.add_argument("--allow-empty", action="store_true", help="write a stack without any clear observation")
     args = ap.parse_args(argv)
 
     def work() -> int:
-        scl = tuple(int(v) for v in args.scl_valid.split(",") if v.strip())
-        info = build_stack(args.downloads, args.out, max(16, args.block), scl, not args.s1_already_db)
+        try:
+            scl = tuple(int(v) for v in args.scl_valid.split(",") if v.strip())
+        except ValueError:
+            raise ConfigError(f"--scl-valid {args.scl_valid!r}: give SCL class numbers like 4,5,6,7,11") from None
+        with one_line_errors(args.out, "check the output folder and free space"):
+            info = build_stack(args.downloads, args.out, max(16, args.block), scl, not args.s1_already_db,
+                               args.allow_empty)
         print(json.dumps({"out": str(args.out), "s2_dates": len(info["dates"]["s2"]),
                           "ascending": len(info["dates"]["ascending"]),
                           "descending": len(info["dates"]["descending"]), "grid": info["grid"]}))

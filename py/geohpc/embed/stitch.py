@@ -30,17 +30,31 @@ from rasterio.windows import Window
 from geohpc.embed.codec import NODATA_INT8, dequantize, open_embedding, quantize
 from geohpc.embed.layout import EMBED_DIM, GRID_JSON, iter_patches
 from geohpc.errors import ConfigError, InputError, run_cli
+from geohpc.guards import refuse_overwrite, sweep_temporaries
 from geohpc.progress import progress
-from geohpc.raster_io import gdal_env, iter_block_windows
+from geohpc.raster_io import check_written, gdal_env, iter_block_windows, one_line_errors, open_raster
 from geohpc.util import atomic_path, cpu_threads
 
 
 def read_grid(patches: Path) -> dict[str, Any]:
     """``grid.json`` written by retile (the AOI grid and the block/patch sizes)."""
     p = patches / GRID_JSON
-    if not p.exists():
+    if not p.is_file():
         raise InputError(f"{p}: not found; run retile first (it records the AOI grid)")
-    return dict(json.loads(p.read_text()))
+    try:
+        g = json.loads(p.read_text())
+        grid = g["grid"]
+        for key in ("width", "height", "res", "x0", "y0", "crs"):
+            grid[key]  # noqa: B018 - a KeyError names what is missing
+        if not (int(g["block"]) > 0 and int(g["patch"]) > 0 and int(grid["width"]) > 0 and int(grid["height"]) > 0):
+            raise ValueError("sizes must be positive")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: unreadable ({exc}); rerun retile") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{p}: not JSON ({exc.msg} at line {exc.lineno}); rerun retile to rewrite it") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{p}: not a retile grid.json ({type(exc).__name__}: {exc}); rerun retile") from None
+    return dict(g)
 
 
 def _profile(grid: dict[str, Any], dtype: str, count: int, tile: int) -> dict[str, Any]:
@@ -52,7 +66,7 @@ def _profile(grid: dict[str, Any], dtype: str, count: int, tile: int) -> dict[st
 
 
 def stitch(patches: Path, emb: Path, out: Path, dtype: str = "float32", tile: int = 512,
-           allow_missing: bool = False, cache_mb: int = 64) -> dict[str, Any]:
+           allow_missing: bool = False, cache_mb: int = 64, allow_empty: bool = False) -> dict[str, Any]:
     """Write the stitched map to ``out`` (and ``<out stem>_scale.tif`` for int8); return a summary.
 
     Parameters
@@ -71,9 +85,26 @@ def stitch(patches: Path, emb: Path, out: Path, dtype: str = "float32", tile: in
         Write nodata for patches without an embedding instead of failing.
     cache_mb : int
         GDAL block cache (GDAL_CACHEMAX) in MiB.
+    allow_empty : bool
+        Write a map without a single valid pixel instead of failing.
+
+    Both files are written to temporaries, checked whole (a full disk shows only at close), and renamed
+    scale first, map last (the done marker); a failure leaves neither under its final name.
     """
     if tile % 16 or tile <= 0:
         raise ConfigError(f"--tile {tile}: GeoTIFF tiles must be a positive multiple of 16")
+    scale_out = out.with_name(out.stem + "_scale.tif")
+    outputs = [out, scale_out] if dtype == "int8" else [out]
+    refuse_overwrite([patches / GRID_JSON, patches, emb], outputs, fix="write the map outside the patch and embedding folders")
+    for o in outputs:
+        if o.is_dir():
+            raise InputError(f"{o}: is a folder; give the output GeoTIFF's file path (e.g. {o / 'embeddings.tif'})")
+    with one_line_errors(out, "check the output folder and free space"):
+        return _stitch(patches, emb, out, scale_out, dtype, tile, allow_missing, cache_mb, allow_empty)
+
+
+def _stitch(patches: Path, emb: Path, out: Path, scale_out: Path, dtype: str, tile: int, allow_missing: bool,
+            cache_mb: int, allow_empty: bool) -> dict[str, Any]:
     g = read_grid(patches)
     grid = g["grid"]
     H, W = grid["height"], grid["width"]
@@ -82,28 +113,36 @@ def stitch(patches: Path, emb: Path, out: Path, dtype: str = "float32", tile: in
     if missing and not allow_missing:
         raise InputError(f"{emb}: {len(missing)} patch(es) have no embedding (first {missing[0]}); "
                          "rerun infer for their blocks, or pass --allow-missing to write nodata there")
-    scale_out = out.with_name(out.stem + "_scale.tif")
     windows = list(iter_block_windows(H, W, tile))
+    for o in (out, scale_out):
+        sweep_temporaries(o)  # what a killed earlier run of this output left (full-map size)
+    seen_data = False
     with contextlib.ExitStack() as stack:
         # GDAL keeps written tiles in its block cache (default 5% of RAM): cap it so memory stays flat.
         stack.enter_context(gdal_env(mem_budget=cache_mb << 20))
-        tmp = stack.enter_context(atomic_path(out))
-        dst = stack.enter_context(rasterio.open(tmp, "w", **_profile(grid, dtype, EMBED_DIM, tile)))
-        for i in range(EMBED_DIM):
-            dst.set_band_description(i + 1, f"emb_{i:03d}")
-        dst.update_tags(source="geohpc.stitch", encoding="value = int8 * scale" if dtype == "int8" else "float32")
-        sdst = None
-        if dtype == "int8":  # the scale file is renamed into place before the main file (the done marker)
-            stmp = stack.enter_context(atomic_path(scale_out))
-            sdst = stack.enter_context(rasterio.open(stmp, "w", **_profile(grid, "float32", 1, tile)))
-        for win in progress(windows, desc="stitch windows"):
-            buf = _fill_window(win, plist, emb)
-            if sdst is not None:
-                q, scale = quantize(buf)
-                dst.write(np.moveaxis(q, -1, 0), window=win)
-                sdst.write(scale, 1, window=win)
-            else:
-                dst.write(np.moveaxis(buf, -1, 0), window=win)
+        tmp = stack.enter_context(atomic_path(out))  # entered first: renamed last, after the scale file
+        stmp = stack.enter_context(atomic_path(scale_out)) if dtype == "int8" else None
+        with contextlib.ExitStack() as files:
+            dst = files.enter_context(rasterio.open(tmp, "w", **_profile(grid, dtype, EMBED_DIM, tile)))
+            for i in range(EMBED_DIM):
+                dst.set_band_description(i + 1, f"emb_{i:03d}")
+            dst.update_tags(source="geohpc.stitch", encoding="value = int8 * scale" if dtype == "int8" else "float32")
+            sdst = files.enter_context(rasterio.open(stmp, "w", **_profile(grid, "float32", 1, tile))) if stmp else None
+            for win in progress(windows, desc="stitch windows"):
+                buf = _fill_window(win, plist, emb)
+                seen_data = seen_data or bool(np.isfinite(buf).all(axis=-1).any())
+                if sdst is not None:
+                    q, scale = quantize(buf)
+                    dst.write(np.moveaxis(q, -1, 0), window=win)
+                    sdst.write(scale, 1, window=win)
+                else:
+                    dst.write(np.moveaxis(buf, -1, 0), window=win)
+        if not seen_data and not allow_empty:
+            raise InputError(f"{emb}: no patch has a valid embedding pixel, the map would be all nodata; "
+                             "rerun infer (or pass --allow-empty to write it anyway)")
+        check_written(tmp, out)
+        if stmp is not None:
+            check_written(stmp, scale_out)
     return {"out": str(out), "scale": str(scale_out) if dtype == "int8" else None, "width": W, "height": H,
             "dtype": dtype, "windows": len(windows), "missing_patches": len(missing)}
 
@@ -136,7 +175,7 @@ def write_preview(tif: Path, png: Path, max_side: int = 1024) -> None:
     """A PNG of embedding dims 1-3 as RGB (2-98 % stretch), read decimated (memory ~ max_side**2)."""
     from PIL import Image
 
-    with rasterio.open(tif) as ds:
+    with open_raster(tif) as ds:
         f = max(1, int(np.ceil(max(ds.width, ds.height) / max_side)))
         shape = (3, max(1, ds.height // f), max(1, ds.width // f))
         is_int8 = ds.dtypes[0] == "int8"
@@ -150,7 +189,8 @@ def write_preview(tif: Path, png: Path, max_side: int = 1024) -> None:
         if ok.any():
             lo, hi = np.percentile(band[ok], [2, 98])
             img[..., i] = np.where(ok, np.clip((band - lo) / max(hi - lo, 1e-9) * 255, 0, 255), 0).astype(np.uint8)
-    with atomic_path(png) as tmp:
+    sweep_temporaries(png)
+    with one_line_errors(png, "check the output folder and free space"), atomic_path(png) as tmp:
         Image.fromarray(img).save(tmp, format="PNG")
 
 
@@ -165,10 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--allow-missing", action="store_true", help="nodata for patches without embeddings")
     ap.add_argument("--cache-mb", type=int, default=64, help="GDAL block cache in MiB (default 64)")
     ap.add_argument("--preview", action="store_true", help="also write <out>.png (dims 1-3 as RGB)")
+    ap.add_argument("--allow-empty", action="store_true", help="write a map with no valid pixel instead of failing")
     args = ap.parse_args(argv)
 
     def work() -> int:
-        res = stitch(args.patches, args.emb, args.out, args.dtype, args.tile, args.allow_missing, args.cache_mb)
+        res = stitch(args.patches, args.emb, args.out, args.dtype, args.tile, args.allow_missing, args.cache_mb,
+                     args.allow_empty)
         if args.preview:
             write_preview(args.out, args.out.with_suffix(".png"))
             res["preview"] = str(args.out.with_suffix(".png"))

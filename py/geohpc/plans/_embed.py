@@ -8,7 +8,10 @@ BBOX (minx,miny,maxx,maxy), AOI_CRS (default EPSG:32635) and RES (default 10), o
 
 from __future__ import annotations
 
+import ast
 import json
+import math
+import re
 from pathlib import Path
 
 from geohpc.core.stages import StageContext
@@ -21,6 +24,49 @@ DIR_PARAMS = {"download": "DOWNLOAD_DIR", "stack": "STACK_DIR", "retile": "PATCH
 DEFAULTS = {"AOI_CRS": "EPSG:32635", "RES": "10", "BLOCK": "2000", "PATCH": "500",
             **{key: f"outputs/{stage}" for stage, key in DIR_PARAMS.items()}}
 PATHS = tuple(DIR_PARAMS.values())
+
+
+def valid_raster(path: Path) -> bool:
+    """Done means valid: the raster opens and its last block reads (lazy import: plans stay stdlib-only)."""
+    if not path.is_file():
+        return False
+    from geohpc.raster_io import verify_raster
+
+    return verify_raster(path) is None
+
+
+def valid_json(path: Path) -> dict[str, object] | None:
+    """The JSON object in ``path``, or None when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def npy_whole(path: Path, shape: tuple[int, ...] | None = None) -> bool:
+    """True when ``path`` is a .npy file whose header reads (of ``shape`` when given) and whose data is all
+    on disk (the size the header implies: the last row was written). Standard library only."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(10)
+            if head[:6] != b"\x93NUMPY":
+                return False
+            major = head[6]
+            if major == 1:
+                hlen, start = int.from_bytes(head[8:10], "little"), 10
+            else:
+                hlen, start = int.from_bytes(head[8:10] + f.read(2), "little"), 12
+            header = ast.literal_eval(f.read(hlen).decode("latin1"))
+        got = tuple(int(v) for v in header["shape"])
+        descr = str(header["descr"])
+        itemsize = int(re.sub(r"^[<>|=]?[a-zA-Z]", "", descr) or 0)
+        size = path.stat().st_size
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError):
+        return False
+    if shape is not None and got != tuple(shape):
+        return False
+    return itemsize > 0 and size == start + hlen + math.prod(got) * itemsize
 
 
 def stage_dir(ctx: StageContext, stage: str) -> Path:

@@ -45,8 +45,9 @@ def _done(item: str, ctx: StageContext) -> bool:
     if not out.is_file():
         return False
     from geohpc.products.cog.layout import validate_cog  # lazy: planning imports the standard library only
+    from geohpc.raster_io import verify_raster
 
-    return not validate_cog(out)
+    return not validate_cog(out) and verify_raster(out) is None
 
 
 def _output_bytes(item: str, ctx: StageContext) -> int:

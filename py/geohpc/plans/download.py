@@ -31,7 +31,15 @@ def _output(item: str, ctx: StageContext) -> Path:
 
 
 def _done(item: str, ctx: StageContext) -> bool:
-    return (ctx.out_dir / item / DONE_MARKER).exists() or (ctx.out_dir / item / SKIP_MARKER).exists()
+    """Done means valid: a readable skip marker, or a readable done marker whose every band file reads."""
+    folder = ctx.out_dir / item
+    if _embed.valid_json(folder / SKIP_MARKER) is not None and not (folder / DONE_MARKER).exists():
+        return True
+    meta = _embed.valid_json(folder / DONE_MARKER)
+    bands = meta.get("bands") if meta else None
+    if not isinstance(bands, dict) or not bands:
+        return False
+    return all(isinstance(b, dict) and _embed.valid_raster(folder / str(b.get("file", ""))) for b in bands.values())
 
 
 STAGE = Stage(

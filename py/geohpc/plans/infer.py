@@ -13,7 +13,15 @@ def _output(item: str, ctx: StageContext) -> Path:
 
 
 def _done(item: str, ctx: StageContext) -> bool:
-    return all((ctx.out_dir / f"{line}.npy").exists() for line, _, _ in _embed.patches_of(ctx, item))
+    """Done means valid: every patch's embedding is a whole .npy of (h, w, 128) (+ its (h, w) int8 scale)."""
+    int8 = ctx.param("EMB_DTYPE") == "int8"
+    for line, h, w in _embed.patches_of(ctx, item):
+        path = ctx.out_dir / f"{line}.npy"
+        if not _embed.npy_whole(path, (h, w, 128)):
+            return False
+        if int8 and not _embed.npy_whole(path.with_name(f"{path.stem}_scale.npy"), (h, w)):
+            return False
+    return True
 
 
 def _bytes(item: str, ctx: StageContext) -> int:

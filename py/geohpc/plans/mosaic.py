@@ -31,11 +31,13 @@ def _done(item: str, ctx: StageContext) -> bool:
     out = _output(item, ctx)
     if not out.is_file():
         return False
-    if out.suffix == ".vrt":
-        return True
-    from geohpc.products.cog.layout import validate_cog  # lazy: planning imports the standard library only
+    from geohpc.raster_io import verify_raster  # lazy: planning imports the standard library only
 
-    return not validate_cog(out)
+    if out.suffix == ".vrt":
+        return verify_raster(out) is None
+    from geohpc.products.cog.layout import validate_cog
+
+    return not validate_cog(out) and verify_raster(out) is None
 
 
 STAGE = Stage(

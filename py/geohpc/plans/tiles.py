@@ -10,6 +10,8 @@ archive and the viewer (``python -m geohpc tiles ... --finalize`` does it by han
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
 
 from geohpc.core.stages import Stage, StageContext
@@ -46,12 +48,43 @@ def _done(item: str, ctx: StageContext) -> bool:
     So if the finalizing task died, every item looks unfinished again and a resubmit reruns them all:
     each skips its finished tiles in seconds and one of them finalizes.
     """
-    if not _output(item, ctx).exists():
+    if _json(_output(item, ctx)) is None:  # a marker that does not read is no marker
         return False
     folder = _folder(ctx)
     n = int(item.split("/")[1])
     every = all((folder / ".shards" / f"{i}-of-{n}.done").exists() for i in range(n))
-    return (folder / ".shards" / "finalized").exists() or not every
+    return _finalized_ok(folder) or not every
+
+
+def _json(path: Path) -> dict[str, object] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _finalized_ok(folder: Path) -> bool:
+    """The finalize summary reads, and the archive and viewer it names are whole (PMTiles: header and the
+    directory/data sizes it declares fit in the file)."""
+    summary = _json(folder / ".shards" / "finalized")
+    if summary is None:
+        return False
+    if summary.get("pmtiles"):
+        archive = Path(str(summary["pmtiles"]))
+        try:
+            with open(archive, "rb") as f:
+                head = f.read(127)
+            size = archive.stat().st_size
+        except OSError:
+            return False
+        if len(head) < 127 or head[:7] != b"PMTiles":
+            return False
+        # v3 header: root dir, metadata, leaf dirs, tile data as (offset, length) uint64 pairs from byte 8
+        spans = [struct.unpack_from("<QQ", head, 8 + 16 * k) for k in range(4)]
+        if any(off + length > size for off, length in spans):
+            return False
+    return not summary.get("viewer") or Path(str(summary["viewer"])).is_file()
 
 
 def output_bytes(item: str, ctx: StageContext) -> int:

@@ -22,8 +22,9 @@ from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 from geohpc.errors import ConfigError, InputError, run_cli
+from geohpc.guards import refuse_overwrite, sweep_temporaries
 from geohpc.progress import progress
-from geohpc.util import parse_size, write_text_atomic
+from geohpc.util import atomic_path, parse_size, write_text_atomic
 
 _GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
                "int32": "Int32", "uint64": "UInt64", "int64": "Int64", "float32": "Float32", "float64": "Float64"}
@@ -45,6 +46,8 @@ class Header:
     block: tuple[int, int]  # (rows, cols)
     colormap: dict[int, tuple[int, int, int, int]] | None
     colorinterp: tuple[str, ...]
+    tags: tuple[tuple[str, str], ...] = ()  # dataset metadata (the class legend GEOHPC_CLASSES, ...)
+    descriptions: tuple[str, ...] = ()
 
 
 def read_header(path: str | os.PathLike[str]) -> Header:
@@ -62,7 +65,8 @@ def read_header(path: str | os.PathLike[str]) -> Header:
             t = ds.transform
             return Header(str(path), ds.crs.to_wkt(), (t.a, t.b, t.c, t.d, t.e, t.f), ds.width, ds.height,
                           ds.count, ds.dtypes[0], ds.nodata, tuple(ds.block_shapes[0]), cmap,
-                          tuple(ci.name for ci in ds.colorinterp))
+                          tuple(ci.name for ci in ds.colorinterp), tuple(sorted(ds.tags().items())),
+                          tuple(d or "" for d in ds.descriptions))
 
 
 def check_compatible(ref: Header, h: Header, ref_crs: object, *, reproject: bool = False) -> bool:
@@ -158,6 +162,12 @@ def vrt_xml(headers: list[Header], vrt_path: Path, nodata: float | None = None) 
     out = [f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">',
            f'  <SRS dataAxisToSRSAxisMapping="1,2">{escape(ref.crs_wkt)}</SRS>',
            f"  <GeoTransform>{minx!r}, {a!r}, 0, {maxy!r}, 0, {e!r}</GeoTransform>"]
+    # metadata every input agrees on (the class legend of a class map) travels to the mosaic and its COG
+    common = set(ref.tags).intersection(*(set(h.tags) for h in headers[1:]))
+    if common:
+        out.append("  <Metadata>")
+        out += [f"    <MDI key={quoteattr(k)}>{escape(v)}</MDI>" for k, v in sorted(common)]
+        out.append("  </Metadata>")
     places = []
     for h in headers:
         xoff, yoff = round((h.transform[2] - minx) / a), round((h.transform[5] - maxy) / e)
@@ -165,6 +175,8 @@ def vrt_xml(headers: list[Header], vrt_path: Path, nodata: float | None = None) 
         places.append((h, xoff, yoff, quoteattr(src)))
     for b in range(1, ref.count + 1):
         out.append(f'  <VRTRasterBand dataType="{gtype}" band="{b}">')
+        if len(ref.descriptions) >= b and ref.descriptions[b - 1]:
+            out.append(f"    <Description>{escape(ref.descriptions[b - 1])}</Description>")
         if mosaic_nodata is not None:
             out.append(f"    <NoDataValue>{_num(mosaic_nodata)}</NoDataValue>")
         if b == 1 and ref.colormap:
@@ -243,11 +255,37 @@ def build_mosaic(
     clash = next((p for p in inputs if Path(p).resolve() in outputs), None)
     if clash is not None:
         raise InputError(f"{clash}: is both an input and the mosaic's output; write the mosaic elsewhere (--out/--cog)")
+    refuse_overwrite(inputs, [p for p in (vrt, cog) if p is not None],  # hard links and symlinks too
+                     fix="write the mosaic elsewhere (--out/--cog)")
+    for p in (vrt, cog):
+        if p is not None and Path(p).is_dir():
+            raise InputError(f"{p}: is a folder; give the mosaic's file path (e.g. {Path(p) / 'mosaic.vrt'})")
     headers = read_headers(inputs, reproject=reproject, warp_dir=vrt.parent / f"{vrt.stem}.warped", nodata=nodata)
+    text = _vrt_text(headers, vrt, nodata)
+    for p in (vrt, cog):
+        if p is not None:
+            sweep_temporaries(p)
+    print(f"[mosaic] {vrt}: {len(headers)} inputs", file=sys.stderr, flush=True)
+    same = vrt.is_file() and vrt.read_text() == text
+    if cog is None:
+        if not same:
+            write_text_atomic(vrt, text)
+        return vrt
+    if same:  # unchanged inputs: the COG step may skip a valid COG newer than the VRT
+        return _cog_from(vrt, Path(cog), blocksize, mem_budget, threads, force)
+    # the VRT gets its final name only once the COG is built: a failed COG step leaves neither
+    with atomic_path(vrt) as tmp:
+        tmp.write_text(text)
+        return _cog_from(tmp, Path(cog), blocksize, mem_budget, threads, True)
+
+
+def _vrt_text(headers: list[Header], vrt: Path, nodata: float | None) -> str:
     gdal = _osgeo_gdal()
-    if gdal is not None:  # GDAL's Python bindings are present: let BuildVRT write it
-        vrt.parent.mkdir(parents=True, exist_ok=True)
-        tmp = vrt.with_name(f".{vrt.name}.{os.getpid()}.tmp.vrt")
+    if gdal is None:
+        return vrt_xml(headers, vrt, nodata)
+    # GDAL's Python bindings are present: let BuildVRT write it
+    vrt.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(vrt.with_name(f"{vrt.name}.buildvrt")) as tmp:
         extra = {"VRTNodata": nodata} if nodata is not None else {}
         ds = gdal.BuildVRT(str(tmp), [h.path for h in headers], **extra)
         if ds is None:
@@ -255,16 +293,10 @@ def build_mosaic(
         ds = None
         text = tmp.read_text()
         tmp.unlink()
-    else:
-        text = vrt_xml(headers, vrt, nodata)
-    if not vrt.is_file() or vrt.read_text() != text:
-        try:
-            write_text_atomic(vrt, text)
-        except OSError as exc:
-            raise InputError(f"{vrt}: cannot write the VRT ({exc.strerror or exc}); choose a writable folder") from exc
-    print(f"[mosaic] {vrt}: {len(headers)} inputs", file=sys.stderr, flush=True)
-    if cog is None:
-        return vrt
+    return text
+
+
+def _cog_from(vrt: Path, cog: Path, blocksize: int, mem_budget: int, threads: int | None, force: bool) -> Path:
     from geohpc.products.cog import make_cog
 
     # GDAL keeps at most this many VRT sources open: stay well under this process's open-file limit.
@@ -287,7 +319,10 @@ def _inputs(args: argparse.Namespace) -> list[str]:
         lst = Path(args.list)
         if not lst.is_file():
             raise InputError(f"{lst}: input list not found (one raster path a line)")
-        paths += [ln.strip() for ln in lst.read_text().splitlines() if ln.strip()]
+        try:
+            paths += [ln.strip() for ln in lst.read_text().splitlines() if ln.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{lst}: unreadable input list ({exc}); give a text file with one raster path a line") from None
     if args.input_dir:
         d = Path(args.input_dir)
         if not d.is_dir():
@@ -321,8 +356,11 @@ def main(argv: list[str] | None = None) -> int:
             budget = parse_size(args.mem)
         except ValueError as exc:
             raise ConfigError(f"--mem: {exc}") from None
-        out = build_mosaic(_inputs(args), args.out, cog=args.cog, blocksize=args.blocksize, mem_budget=budget,
-                           threads=args.threads, force=args.force, reproject=args.reproject, nodata=args.nodata)
+        from geohpc.raster_io import one_line_errors
+
+        with one_line_errors(args.cog or args.out, "check the output folder and free space"):
+            out = build_mosaic(_inputs(args), args.out, cog=args.cog, blocksize=args.blocksize, mem_budget=budget,
+                               threads=args.threads, force=args.force, reproject=args.reproject, nodata=args.nodata)
         print(out)
         return 0
 

@@ -20,6 +20,8 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from geohpc.errors import InputError
+from geohpc.guards import sweep_temporaries
+from geohpc.raster_io import check_written, open_raster, verify_raster
 from geohpc.util import atomic_path
 
 WINDOW_BYTES = 256 << 20  # pixels held at once while warping
@@ -47,11 +49,12 @@ def warp_to_grid(src: str, ref_crs_wkt: str, ref_transform: tuple[float, ...], d
     Path
         ``dst``.
     """
-    if dst.is_file() and dst.stat().st_mtime >= Path(src).stat().st_mtime:
+    if dst.is_file() and dst.stat().st_mtime >= Path(src).stat().st_mtime and verify_raster(dst) is None:
         return dst
+    sweep_temporaries(dst)
     a, _, c0, _, e, f0 = ref_transform[:6]
     crs = CRS.from_wkt(ref_crs_wkt)
-    with rasterio.open(src) as ds:
+    with open_raster(src) as ds:
         fill = ds.nodata if ds.nodata is not None else nodata
         if fill is None:
             raise InputError(f"{src}: has no nodata value, so the area around it after reprojection cannot be "
@@ -80,6 +83,7 @@ def warp_to_grid(src: str, ref_crs_wkt: str, ref_transform: tuple[float, ...], d
                 for r in range(0, height, rows):
                     w = Window(0, r, width, min(rows, height - r))
                     out.write(vrt.read(window=w).astype(ds.dtypes[0], copy=False), window=w)
+            check_written(tmp, dst)
     return dst
 
 

@@ -31,10 +31,18 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from geohpc.errors import ConfigError, GeohpcError, InputError
+from geohpc.guards import refuse_overwrite, sweep_temporaries
 from geohpc.products.cog.layout import validate_cog
 from geohpc.progress import progress
-from geohpc.raster_io import check_georeferenced, gdal_env, open_raster
-from geohpc.util import atomic_path, cpu_threads
+from geohpc.raster_io import (
+    check_georeferenced,
+    check_written,
+    gdal_env,
+    io_error,
+    open_raster,
+    verify_raster,
+)
+from geohpc.util import atomic_path, cpu_threads, redact
 
 DEFAULT_MEM_BUDGET = 1 << 30
 DEFAULT_ZSTD_LEVEL = 1  # measured: level 9 triples the write time for ~3% smaller float32 files
@@ -179,6 +187,8 @@ def _remove_leftovers(dst: Path) -> None:
     One manifest item has one writer, so anything matching this output's temporary names is stale;
     on scratch with quotas a forgotten tiled copy can be tens of GB.
     """
+    for old in sweep_temporaries(dst):
+        log(f"removed {old} left by an interrupted earlier build")
     for pattern in (f".{dst.name}.*.tiled.tif", f".{dst.name}.*.tmp{dst.suffix}"):
         for old in dst.parent.glob(pattern):
             with contextlib.suppress(OSError):
@@ -188,7 +198,8 @@ def _remove_leftovers(dst: Path) -> None:
 
 
 def _is_current(src: Path, dst: Path, blocksize: int) -> bool:
-    return dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime and not validate_cog(dst, blocksize)
+    return (dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime and not validate_cog(dst, blocksize)
+            and verify_raster(dst) is None)  # a COG layout is headers only: a truncated one still "validates"
 
 
 def make_cog(
@@ -241,8 +252,7 @@ def make_cog(
         raise ConfigError(f"blocksize {blocksize} must be a multiple of 16 from 64 to 4096 (e.g. 256 or 512)")
     if mem_budget < MIN_MEM_BUDGET:
         raise ConfigError(f"memory budget {mem_budget} bytes is too small; give at least 64M")
-    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
-        raise ConfigError(f"{dst}: output would overwrite the input; choose another output path")
+    refuse_overwrite([src], [dst], fix="choose another output path")
     n_threads = threads or cpu_threads()
     codec = (compress or ("ZSTD" if zstd_available() else "DEFLATE")).upper()
     if codec not in ("ZSTD", "DEFLATE", "LZW", "NONE"):
@@ -253,14 +263,14 @@ def make_cog(
             log(f"{dst}: already a valid COG newer than its input; skipped (use --force to rebuild)")
             return dst
         if len(set(ds.dtypes)) != 1:
-            raise InputError(f"{src}: bands have different data types {sorted(set(ds.dtypes))}; split them first")
+            raise InputError(f"{redact(str(src))}: bands have different data types {sorted(set(ds.dtypes))}; split them first")
         _check_output_dir(dst)
         raw = ds.width * ds.height * ds.count * np.dtype(ds.dtypes[0]).itemsize
         _check_space(dst, raw)
         classes = has_colormap(ds)
         resampling = _resampling(overview_resampling, classes)
         _remove_leftovers(dst)
-        inter = dst.parent / f".{dst.name}.{os.getpid()}.tiled.tif"
+        inter = dst.parent / f".{dst.name}.{os.getpid()}.tmp.tiled.tif"  # a name the rerun's sweep finds
         env: dict[str, Any] = {"GDAL_TIFF_OVR_BLOCKSIZE": str(blocksize), "GDAL_PAM_ENABLED": "NO",
                                "GDAL_TIFF_INTERNAL_MASK": "YES",
                                "CPL_TMPDIR": str(dst.parent)}
@@ -268,11 +278,13 @@ def make_cog(
             with gdal_env(mem_budget // 2, n_threads, **env):
                 t0 = time.monotonic()
                 _tiled_copy(ds, inter, blocksize, mem_budget // 4)
+                check_written(inter, dst)
                 t1 = time.monotonic()
                 factors = overview_factors(ds.width, ds.height, blocksize)
                 if factors:
                     with rasterio.open(inter, "r+") as tmp:
                         tmp.build_overviews(factors, resampling)
+                    check_written(inter, dst)
                 t2 = time.monotonic()
                 opts: dict[str, Any] = {
                     "tiled": True, "blockxsize": blocksize, "blockysize": blocksize,
@@ -285,15 +297,16 @@ def make_cog(
                     opts["zstd_level"] = zstd_level
                 with atomic_path(dst) as out:
                     rasterio.shutil.copy(inter, out, driver="GTiff", **opts)
+                    check_written(out, dst)
                     problems = validate_cog(out, blocksize)
                     if problems:
                         raise GeohpcError(f"{dst}: the written file is not a valid COG ({'; '.join(problems)})")
                 t3 = time.monotonic()
         except RasterioError as exc:
-            first = gdal_message(exc)
-            raise GeohpcError(f"{src} -> {dst}: GDAL failed ({first}); check free space and the input") from exc
+            first = redact(gdal_message(exc))
+            raise GeohpcError(f"{redact(str(src))} -> {dst}: GDAL failed ({first}); check free space and the input") from exc
         except OSError as exc:
-            raise GeohpcError(f"{dst}: cannot write ({exc.strerror or exc}); check the output folder") from exc
+            raise io_error(exc, dst, "check the output folder") from exc
         finally:
             for leftover in (inter, Path(f"{inter}.ovr"), Path(f"{inter}.aux.xml")):
                 with contextlib.suppress(FileNotFoundError):
@@ -330,11 +343,12 @@ def _tiled_copy(ds: rasterio.io.DatasetReader, inter: Path, blocksize: int, budg
                 fix = ("raise the open-file limit (ulimit -n) or lower GDAL_MAX_DATASET_POOL_SIZE"
                        if "Too many open files" in first else
                        "the file is corrupt or truncated: re-download or re-create it")
-                raise InputError(f"{ds.name}: cannot read rows {w.row_off}-{w.row_off + w.height} ({first}); {fix}") from exc
+                raise InputError(f"{redact(ds.name)}: cannot read rows {w.row_off}-{w.row_off + w.height} "
+                                 f"({redact(first)}); {fix}") from exc
             if not seen_data:
                 seen_data = _has_data(a, nodata)
             out.write(a, window=w)
             if own_mask:  # an internal transparency mask (not nodata, not alpha) travels along
                 out.write_mask(ds.read_masks(1, window=w), window=w)
     if not seen_data:
-        raise InputError(f"{ds.name}: every pixel is nodata ({nodata}); nothing to publish, check the producing step")
+        raise InputError(f"{redact(ds.name)}: every pixel is nodata ({nodata}); nothing to publish, check the producing step")

@@ -18,10 +18,14 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from geohpc.errors import ConfigError, InputError
+from rasterio.errors import RasterioError
+
+from geohpc.errors import ConfigError, GeohpcError, InputError
+from geohpc.guards import refuse_overwrite, sweep_temporaries
 from geohpc.products.tiles import pyramid
 from geohpc.products.tiles.core import (
     SETTINGS_FILE,
@@ -33,13 +37,16 @@ from geohpc.products.tiles.core import (
     shard_marker,
 )
 from geohpc.progress import progress
-from geohpc.util import cpu_threads, write_json_atomic, write_text_atomic
+from geohpc.raster_io import io_error
+from geohpc.util import cpu_threads, redact, write_json_atomic, write_text_atomic
 
 DEFAULT_BUDGET = 512 << 20
 
 
 def check_out_dir(out: Path) -> None:
     """Make sure ``out`` can be written (created if missing); a clear error otherwise."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: is a file, not a folder; give the output folder for the tiles")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test.{os.getpid()}"
@@ -71,8 +78,10 @@ def prepare(src: str, out: Path, minzoom: int, maxzoom: int, mode: str, bands: l
         mode, chosen = choose_mode(ds, mode, bands)
         if mode == "classes" and resampling not in ("nearest", "mode"):
             resampling = "nearest"
-        settings = Settings(src=str(Path(src).resolve()), name=name or Path(src).stem, minzoom=minzoom,
-                            maxzoom=maxzoom, mode=mode, bands=chosen, fmt=fmt, resampling=resampling,
+        local = "://" not in src and not src.startswith("/vsi")
+        # tiles.json sits beside the tiles, which get published: a signed URL's signature stays out of it
+        settings = Settings(src=str(Path(src).resolve()) if local else redact(src),
+                            name=name or Path(src.split("?", 1)[0]).stem, minzoom=minzoom, maxzoom=maxzoom, mode=mode, bands=chosen, fmt=fmt, resampling=resampling,
                             skip_empty=skip_empty, percentiles=list(percentiles))
         old = load_settings(out)
         if old is not None:
@@ -91,10 +100,11 @@ def prepare(src: str, out: Path, minzoom: int, maxzoom: int, mode: str, bands: l
         try:
             bounds = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21)
         except Exception as exc:  # noqa: BLE001 - PROJ raises several types
-            raise InputError(f"{src}: cannot transform its bounds to lon/lat ({exc}); check its CRS") from exc
+            raise InputError(f"{redact(src)}: cannot transform its bounds to lon/lat ({exc}); check its CRS") from exc
         settings.bounds = tuple(float(v) for v in bounds)
         settings.render = fit_render(ds, mode, chosen, percentiles, budget // 2)
     check_out_dir(out)
+    sweep_temporaries(out / SETTINGS_FILE)
     write_json_atomic(out / SETTINGS_FILE, settings.to_json())
     make_readable(out / SETTINGS_FILE)
     return settings
@@ -134,17 +144,18 @@ def _pool_map(func: Callable[[Any], Any], items: list[Any], processes: int, desc
 
 
 def run_base(settings: Settings, out: Path, shard: int, nshards: int, processes: int,
-             budget: int = DEFAULT_BUDGET) -> dict[str, int]:
+             budget: int = DEFAULT_BUDGET, src: str | None = None) -> dict[str, int]:
     """Render shard ``shard`` of ``nshards`` of the metatiles (base zoom + 3 zooms in memory)."""
     mts = shard_items(pyramid.metatiles(settings), shard, nshards)
     written = skipped = 0
-    init_args = (settings.to_json(), str(out), budget // max(1, processes))
+    init_args = (settings.to_json(), str(out), budget // max(1, processes), src)
     for w, s in _pool_map(pyramid.render_metatile, mts, processes, f"tiles z{settings.maxzoom} shard {shard}/{nshards}",
                           pyramid.init_worker, init_args):
         written += w
         skipped += s
     marker = shard_marker(out, shard, nshards)
     marker.parent.mkdir(exist_ok=True)
+    sweep_temporaries(marker)
     write_json_atomic(marker, {"metatiles": len(mts), "written": written, "skipped": skipped})
     return {"metatiles": len(mts), "written": written, "skipped": skipped}
 
@@ -206,6 +217,7 @@ def finalize(settings: Settings, out: Path, processes: int, make_pmtiles: bool, 
         result.update(pmtiles=str(path), pmtiles_tiles=n)
     if viewer:
         result["viewer"] = str(write_viewer(out, settings, DEFAULT_BASEMAP if basemap is None else basemap or None))
+    sweep_temporaries(out / SHARD_DIR / "finalized")
     write_text_atomic(out / SHARD_DIR / "finalized", json.dumps(result) + "\n")
     return result
 
@@ -230,6 +242,33 @@ def build(src: str, out: Path, *, zoom: tuple[int, int], mode: str = "auto", ban
     dict
         A summary (tiles written and skipped, archive, viewer, seconds) printed as JSON by the CLI.
     """
+    if not finalize_only:
+        refuse_overwrite([src], [out], fix="give another output folder for the tiles")
+    try:
+        return _build(src, out, zoom=zoom, mode=mode, bands=bands, fmt=fmt, resampling=resampling,
+                      make_pmtiles=make_pmtiles, viewer=viewer, processes=processes, shard=shard,
+                      finalize_only=finalize_only, no_finalize=no_finalize, skip_empty=skip_empty, name=name,
+                      percentiles=percentiles, budget=budget, basemap=basemap)
+    except GeohpcError:
+        raise
+    except BrokenProcessPool:
+        raise GeohpcError(f"{out}: a tile worker died (out of memory? raise MEM or lower --processes); "
+                          "rerun: finished tiles are kept") from None
+    except RasterioError as exc:
+        from geohpc.products.cog.build import gdal_message
+
+        first = redact(gdal_message(exc))
+        raise InputError(f"{redact(src)}: cannot read it ({first}); the file is corrupt or truncated, "
+                         "re-create it") from None
+    except OSError as exc:
+        raise io_error(exc, out, "check the output folder; a rerun keeps finished tiles") from None
+
+
+def _build(src: str, out: Path, *, zoom: tuple[int, int], mode: str, bands: list[int] | None, fmt: str,
+           resampling: str, make_pmtiles: bool, viewer: bool, processes: int | None,
+           shard: tuple[int, int] | None, finalize_only: bool, no_finalize: bool, skip_empty: bool,
+           name: str | None, percentiles: tuple[float, float], budget: int,
+           basemap: str | None) -> dict[str, Any]:
     t0 = time.monotonic()
     nproc = processes or cpu_threads()
     minzoom, maxzoom = zoom
@@ -249,7 +288,7 @@ def build(src: str, out: Path, *, zoom: tuple[int, int], mode: str = "auto", ban
                            percentiles, budget)
         i, n = shard or (0, 1)
         summary.update(mode=settings.mode, bands=settings.bands, shard=f"{i}/{n}")
-        summary.update(run_base(settings, out, i, n, nproc, budget))
+        summary.update(run_base(settings, out, i, n, nproc, budget, src))
         missing = shards_complete(out, n)
         if no_finalize:
             summary["finalize"] = "skipped (--no-finalize)"

@@ -7,6 +7,7 @@ column/row range per zoom so that a country at zoom 18 never becomes a list of m
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -207,6 +208,29 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+_TILE_TMP = re.compile(r"^\.(\d+)\.(?:png|webp)\.\d+\.tmp$")
+
+
+def sweep_tile_temporaries(folder: Path, rows: tuple[int, int] | None = None) -> int:
+    """Remove ``.<y>.<fmt>.<pid>.tmp`` files a killed writer left in one ``z/x`` folder; return how many.
+
+    ``rows`` limits it to tiles ``y0 <= y <= y1`` (the tiles this process owns: shards never touch each
+    other's). Only names :func:`write_bytes_atomic` makes are removed.
+    """
+    n = 0
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for e in entries:
+        m = _TILE_TMP.match(e.name)
+        if m and (rows is None or rows[0] <= int(m.group(1)) <= rows[1]):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(e.path)
+                n += 1
+    return n
 
 
 def make_readable(path: Path) -> None:

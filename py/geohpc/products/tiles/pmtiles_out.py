@@ -14,6 +14,7 @@ from pathlib import Path
 from pmtiles.tile import Compression, TileType, zxy_to_tileid
 from pmtiles.writer import Writer
 
+from geohpc.guards import sweep_temporaries
 from geohpc.products.tiles.core import Settings, make_readable, tile_path, tile_range
 from geohpc.util import atomic_path
 
@@ -40,6 +41,7 @@ def write_pmtiles(out_dir: Path, settings: Settings, target: Path | None = None)
         The archive and the number of tiles in it.
     """
     target = target or out_dir / f"{settings.name}.pmtiles"
+    sweep_temporaries(target)  # a killed earlier archive write: as large as the pyramid
     ids: list[tuple[int, int, int, int]] = []
     for z in range(settings.minzoom, settings.maxzoom + 1):
         for x, y, _z in tile_range(settings.bounds, z):

@@ -22,6 +22,7 @@ from geohpc.products.tiles.core import (
     decode_tile,
     encode_tile,
     meta_zoom,
+    sweep_tile_temporaries,
     tile_path,
     tile_range,
     write_bytes_atomic,
@@ -68,8 +69,11 @@ def downsample(a: np.ndarray, classes: bool) -> np.ndarray:
 
 # ---------------------------------------------------------------- base zoom from the source
 
-def init_worker(settings_json: dict[str, Any], out_dir: str, budget: int) -> None:
-    """Open the source once per process (pool initializer); GDAL single-threaded inside workers."""
+def init_worker(settings_json: dict[str, Any], out_dir: str, budget: int, src: str | None = None) -> None:
+    """Open the source once per process (pool initializer); GDAL single-threaded inside workers.
+
+    ``src`` is the source as given (``settings.src`` is redacted: tiles.json may be published).
+    """
     import rasterio
 
     from geohpc.products.tiles.paint import class_lut
@@ -78,7 +82,7 @@ def init_worker(settings_json: dict[str, Any], out_dir: str, budget: int) -> Non
     env = rasterio.Env(GDAL_CACHEMAX=max(64 << 20, budget // 4), GDAL_NUM_THREADS="1",
                        GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR")
     env.__enter__()
-    ds = rasterio.open(settings.src)
+    ds = rasterio.open(src or settings.src)
     lut = None
     if settings.render["mode"] == "classes":
         lut = class_lut(settings.render, ds.dtypes[settings.render["bands"][0] - 1])
@@ -217,6 +221,9 @@ def render_metatile(mt: tuple[int, int, int]) -> tuple[int, int]:
     settings: Settings = _STATE["settings"]
     out: Path = _STATE["out"]
     levels = _levels(settings, mt)
+    for r in levels:  # what a killed earlier run left under this metatile (only one process renders it)
+        for x in range(r.x0, r.x1 + 1):
+            sweep_tile_temporaries(out / str(r.z) / str(x), (r.y0, r.y1))
     todo = {(x, y, r.z) for r in levels for (x, y, _z) in r
             if not tile_path(out, x, y, r.z, settings.fmt).exists()}
     total = sum(len(r) for r in levels)
@@ -255,8 +262,14 @@ def build_parent(task: tuple[dict[str, Any], str, int, int, int]) -> int:
 
 
 def parent_tasks(settings: Settings, out: Path, z: int) -> list[tuple[Any, str, int, int, int]]:
-    """The tiles of zoom ``z`` still to build from children (existing ones are skipped)."""
+    """The tiles of zoom ``z`` still to build from children (existing ones are skipped).
+
+    The finalizer alone writes these zooms, so it first sweeps what a killed one left there.
+    """
     js = settings.to_json()
+    r = tile_range(settings.bounds, z)
+    for x in range(r.x0, r.x1 + 1):
+        sweep_tile_temporaries(out / str(z) / str(x))
     return [(js, str(out), x, y, z) for (x, y, _z) in tile_range(settings.bounds, z)
             if not tile_path(out, x, y, z, settings.fmt).exists()]
 

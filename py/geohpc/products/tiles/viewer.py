@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from geohpc.guards import sweep_temporaries
 from geohpc.products.tiles.core import Settings, make_readable
 from geohpc.util import REPO, write_text_atomic
 
@@ -181,12 +182,14 @@ def write_viewer(out_dir: Path, settings: Settings, basemap: str | None = DEFAUL
               file=sys.stderr)
     else:
         for name, path in src.items():
+            sweep_temporaries(out_dir / name)
             tmp = out_dir / f".{name}.{os.getpid()}.tmp"
             shutil.copyfile(path, tmp)
             os.replace(tmp, out_dir / name)
             make_readable(out_dir / name)
     config = json.dumps(page_config(out_dir, settings, basemap)).replace("<", "\\u003c")
     page = out_dir / "index.html"
+    sweep_temporaries(page)
     write_text_atomic(page, PAGE.format(title=html.escape(settings.name), config=config))
     make_readable(page)
     return page
