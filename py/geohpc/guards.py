@@ -9,6 +9,7 @@ left beside a target when an earlier run of the same output was killed (kill -9,
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -100,6 +101,42 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+# what an OSError's errno means for the user, and the fix (a full disk, a read-only folder, ...)
+_ERRNO_FIX = {
+    errno.ENOSPC: ("no space left on the device", "free space or write elsewhere"),
+    errno.EDQUOT: ("disk quota exceeded", "free space or write elsewhere"),
+    errno.EACCES: ("permission denied", "choose a folder you can write to, or fix its permissions"),
+    errno.EPERM: ("operation not permitted", "choose a folder you can write to"),
+    errno.EROFS: ("read-only file system", "write elsewhere"),
+    errno.EISDIR: ("is a directory", "give a file path, not a folder"),
+    errno.ENOTDIR: ("a parent is not a folder", "check the path"),
+    errno.ENOENT: ("no such file or folder", "check the path"),
+}
+
+
+def io_error(exc: BaseException, path: str | os.PathLike[str] = "", fix: str = "check the file and rerun") -> InputError:
+    """One redacted :class:`InputError` line for an OSError or a GDAL error on ``path``: what, and the fix.
+
+    The file named is the error's own (``exc.filename``) unless that is a temporary of
+    :func:`geohpc.util.atomic_path`, which means nothing to the user: then ``path``, the output it stood for.
+    A known errno (full disk, quota, read-only, permission, a folder for a file) says what it means and its
+    own fix; anything else keeps the library's first line and ``fix``.
+    """
+    from geohpc.util import redact
+
+    fname = getattr(exc, "filename", None)
+    if not isinstance(fname, str | os.PathLike) or (Path(os.fspath(fname)).name.startswith(".")
+                                                    and TMP_MARK in os.fspath(fname)):
+        fname = path
+    where = redact(os.fspath(fname)) if fname else ""
+    text = _first_line(exc)
+    code = getattr(exc, "errno", None)
+    if code is None and "No space left" in text:
+        code = errno.ENOSPC
+    what, how = _ERRNO_FIX.get(code, (redact(getattr(exc, "strerror", None) or text), fix))
+    return InputError(f"{where}: {what} ({how})" if where else f"{what} ({how})")
+
+
 @contextlib.contextmanager
 def one_line_errors(default_file: str | os.PathLike[str] = "", *,
                     fix: str = "check the path, its permissions and the free space",
@@ -126,14 +163,11 @@ def one_line_errors(default_file: str | os.PathLike[str] = "", *,
         except GeohpcError as exc:
             raise type(exc)(redact(str(exc))) from None
         except OSError as exc:
-            name = exc.filename if isinstance(getattr(exc, "filename", None), str) else os.fspath(default_file)
-            what = exc.strerror or _first_line(exc)
-            # the name is redacted on its own: a signature runs up to the next separator, ':' included
-            raise InputError(f"{redact(name)}: {redact(what)} ({fix})" if name else redact(f"{what} ({fix})")) from None
+            raise io_error(exc, default_file, fix) from None
         except Exception as exc:
             if not type(exc).__module__.startswith("rasterio"):
                 raise
-            raise InputError(f"{redact(os.fspath(default_file))}: {redact(_first_line(exc))} ({fix})") from None
+            raise io_error(exc, default_file, fix) from None
 
 
 @contextlib.contextmanager

@@ -6,7 +6,6 @@ Nothing here reads a whole raster: every reader walks windows whose size follows
 from __future__ import annotations
 
 import contextlib
-import errno
 import math
 import os
 import shutil
@@ -17,10 +16,10 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
-from geohpc.errors import GeohpcError, InputError
+from geohpc.errors import InputError
 from geohpc.util import cpu_threads, redact
 
 DEFAULT_MEM_BUDGET = 512 << 20  # bytes a windowed reader may hold at once
@@ -238,40 +237,3 @@ def check_written(path: str | os.PathLike[str], final: str | os.PathLike[str] | 
         raise InputError(f"{name}: the write failed, {why} ({hint})")
 
 
-_ERRNO_FIX = {
-    errno.ENOSPC: ("no space left on the device", "free space or write elsewhere"),
-    errno.EDQUOT: ("disk quota exceeded", "free space or write elsewhere"),
-    errno.EACCES: ("permission denied", "choose a folder you can write to, or fix its permissions"),
-    errno.EPERM: ("operation not permitted", "choose a folder you can write to"),
-    errno.EROFS: ("read-only file system", "write elsewhere"),
-    errno.EISDIR: ("is a directory", "give a file path, not a folder"),
-    errno.ENOTDIR: ("a parent is not a folder", "check the path"),
-    errno.ENOENT: ("no such file or folder", "check the path"),
-}
-
-
-def io_error(exc: BaseException, path: str | os.PathLike[str], fix: str = "check the file and rerun") -> InputError:
-    """One-line :class:`InputError` for an OSError or GDAL error on ``path`` (redacted): what and the fix."""
-    fname = getattr(exc, "filename", None)
-    if not fname or (Path(os.fspath(fname)).name.startswith(".") and ".tmp" in os.fspath(fname)):
-        fname = path  # a temporary's name means nothing to the user: name the output it stood for
-    where = redact(os.fspath(fname))
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    code = getattr(exc, "errno", None)
-    if code is None and "No space left" in text:
-        code = errno.ENOSPC
-    if code in _ERRNO_FIX:
-        what, how = _ERRNO_FIX[code]
-        return InputError(f"{where}: {what} ({how})")
-    return InputError(f"{where}: {redact(text)} ({fix})")
-
-
-@contextlib.contextmanager
-def one_line_errors(path: str | os.PathLike[str], fix: str = "check the file and rerun") -> Iterator[None]:
-    """Turn an OSError or GDAL error inside the block into one :func:`io_error` line about ``path``."""
-    try:
-        yield
-    except GeohpcError:
-        raise
-    except (OSError, RasterioError) as exc:
-        raise io_error(exc, path, fix) from None

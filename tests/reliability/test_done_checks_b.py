@@ -145,7 +145,8 @@ def test_verify_json_and_raster(made: dict[str, Path], tmp_path: Path) -> None:
 def test_one_line_errors_names_the_file_redacts_and_keeps_geohpc_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError) as e, one_line_errors(tmp_path / "o.tif", fix="free some space"):
         raise OSError(28, "No space left on device", "/vsicurl/https://h/x.tif?sig=SECRET1")
-    assert str(e.value) == "/vsicurl/https://h/x.tif?sig=REDACTED: No space left on device (free some space)"
+    # a known errno says what it means and its own fix; the file keeps its name, its signature redacted
+    assert str(e.value) == "/vsicurl/https://h/x.tif?sig=REDACTED: no space left on the device (free space or write elsewhere)"
     with pytest.raises(InputError) as e, one_line_errors(tmp_path):
         raise InputError("https://h/a.tif?sv=1&sig=SECRET2: bad")
     assert "SECRET2" not in str(e.value)

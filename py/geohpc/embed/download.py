@@ -44,9 +44,9 @@ from geohpc.embed.layout import (
     parse_bbox,
 )
 from geohpc.errors import ConfigError, InputError, ServiceError, run_cli
-from geohpc.guards import refuse_overwrite, sweep_temporaries
+from geohpc.guards import io_error, one_line_errors, refuse_overwrite, sweep_temporaries
 from geohpc.raster_io import check_written as raster_written
-from geohpc.raster_io import io_error, iter_block_windows, one_line_errors, verify_raster
+from geohpc.raster_io import iter_block_windows, verify_raster
 from geohpc.util import atomic_path, redact, write_json_atomic
 
 # Common-name aliases (earth-search) of the Sentinel-2 L2A bands, and lower-case S1 keys.
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             grid = grid_from_bbox(parse_bbox(args.bbox), args.crs, args.res)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        with one_line_errors(args.out, "check the output folder and free space"):
+        with one_line_errors(args.out, fix="check the output folder and free space"):
             res = download(args.items, grid, args.out, args.item or None, on_missing=args.on_missing,
                            retries=max(1, args.retries), backoff=args.backoff, http_timeout=args.http_timeout,
                            allow_empty=args.allow_empty)

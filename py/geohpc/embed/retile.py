@@ -168,11 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     def work() -> int:
-        from geohpc.raster_io import one_line_errors
+        from geohpc.guards import one_line_errors
 
         if args.block <= 0 or args.patch <= 0 or args.patch > args.block:
             raise ConfigError(f"--patch {args.patch} / --block {args.block}: need 0 < patch <= block")
-        with one_line_errors(args.out, "check the output folder and free space"):
+        with one_line_errors(args.out, fix="check the output folder and free space"):
             if args.all:
                 lines = retile_all(args.stack, args.out, args.block, args.patch)
             else:

@@ -49,9 +49,9 @@ from geohpc.embed.layout import (
     Grid,
 )
 from geohpc.errors import ConfigError, InputError, run_cli
-from geohpc.guards import refuse_overwrite, sweep_temporaries
+from geohpc.guards import one_line_errors, refuse_overwrite, sweep_temporaries
 from geohpc.progress import progress
-from geohpc.raster_io import gdal_env, iter_block_windows, one_line_errors
+from geohpc.raster_io import gdal_env, iter_block_windows
 from geohpc.util import atomic_path, write_json_atomic
 
 DEFAULT_SCL_VALID = (4, 5, 6, 7, 11)  # vegetation, bare, water, unclassified, snow
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             scl = tuple(int(v) for v in args.scl_valid.split(",") if v.strip())
         except ValueError:
             raise ConfigError(f"--scl-valid {args.scl_valid!r}: give SCL class numbers like 4,5,6,7,11") from None
-        with one_line_errors(args.out, "check the output folder and free space"):
+        with one_line_errors(args.out, fix="check the output folder and free space"):
             info = build_stack(args.downloads, args.out, max(16, args.block), scl, not args.s1_already_db,
                                args.allow_empty)
         print(json.dumps({"out": str(args.out), "s2_dates": len(info["dates"]["s2"]),

@@ -30,9 +30,9 @@ from rasterio.windows import Window
 from geohpc.embed.codec import NODATA_INT8, dequantize, open_embedding, quantize
 from geohpc.embed.layout import EMBED_DIM, GRID_JSON, iter_patches
 from geohpc.errors import ConfigError, InputError, run_cli
-from geohpc.guards import refuse_overwrite, sweep_temporaries
+from geohpc.guards import one_line_errors, refuse_overwrite, sweep_temporaries
 from geohpc.progress import progress
-from geohpc.raster_io import check_written, gdal_env, iter_block_windows, one_line_errors, open_raster
+from geohpc.raster_io import check_written, gdal_env, iter_block_windows, open_raster
 from geohpc.util import atomic_path, cpu_threads
 
 
@@ -99,7 +99,7 @@ def stitch(patches: Path, emb: Path, out: Path, dtype: str = "float32", tile: in
     for o in outputs:
         if o.is_dir():
             raise InputError(f"{o}: is a folder; give the output GeoTIFF's file path (e.g. {o / 'embeddings.tif'})")
-    with one_line_errors(out, "check the output folder and free space"):
+    with one_line_errors(out, fix="check the output folder and free space"):
         return _stitch(patches, emb, out, scale_out, dtype, tile, allow_missing, cache_mb, allow_empty)
 
 
@@ -190,7 +190,7 @@ def write_preview(tif: Path, png: Path, max_side: int = 1024) -> None:
             lo, hi = np.percentile(band[ok], [2, 98])
             img[..., i] = np.where(ok, np.clip((band - lo) / max(hi - lo, 1e-9) * 255, 0, 255), 0).astype(np.uint8)
     sweep_temporaries(png)
-    with one_line_errors(png, "check the output folder and free space"), atomic_path(png) as tmp:
+    with one_line_errors(png, fix="check the output folder and free space"), atomic_path(png) as tmp:
         Image.fromarray(img).save(tmp, format="PNG")
 
 

@@ -356,9 +356,9 @@ def main(argv: list[str] | None = None) -> int:
             budget = parse_size(args.mem)
         except ValueError as exc:
             raise ConfigError(f"--mem: {exc}") from None
-        from geohpc.raster_io import one_line_errors
+        from geohpc.guards import one_line_errors
 
-        with one_line_errors(args.cog or args.out, "check the output folder and free space"):
+        with one_line_errors(args.cog or args.out, fix="check the output folder and free space"):
             out = build_mosaic(_inputs(args), args.out, cog=args.cog, blocksize=args.blocksize, mem_budget=budget,
                                threads=args.threads, force=args.force, reproject=args.reproject, nodata=args.nodata)
         print(out)

@@ -31,14 +31,13 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from geohpc.errors import ConfigError, GeohpcError, InputError
-from geohpc.guards import refuse_overwrite, sweep_temporaries
+from geohpc.guards import io_error, refuse_overwrite, sweep_temporaries
 from geohpc.products.cog.layout import validate_cog
 from geohpc.progress import progress
 from geohpc.raster_io import (
     check_georeferenced,
     check_written,
     gdal_env,
-    io_error,
     open_raster,
     verify_raster,
 )

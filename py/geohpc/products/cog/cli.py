@@ -8,9 +8,9 @@ import warnings
 from pathlib import Path
 
 from geohpc.errors import ConfigError, InputError, run_cli
+from geohpc.guards import one_line_errors
 from geohpc.products.cog.build import DEFAULT_ZSTD_LEVEL, make_cog
 from geohpc.products.cog.layout import validate_cog
-from geohpc.raster_io import one_line_errors
 from geohpc.util import parse_size
 
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             budget = parse_size(args.mem)
         except ValueError as exc:
             raise ConfigError(f"--mem: {exc}") from None
-        with one_line_errors(args.dst, "check the output path and free space"):
+        with one_line_errors(args.dst, fix="check the output path and free space"):
             out = make_cog(args.src, args.dst, blocksize=args.blocksize, compress=args.compress, mem_budget=budget,
                            threads=args.threads, overview_resampling=args.resampling,
                            zstd_level=args.zstd_level, force=args.force)

@@ -25,7 +25,7 @@ from typing import Any
 from rasterio.errors import RasterioError
 
 from geohpc.errors import ConfigError, GeohpcError, InputError
-from geohpc.guards import refuse_overwrite, sweep_temporaries
+from geohpc.guards import io_error, refuse_overwrite, sweep_temporaries
 from geohpc.products.tiles import pyramid
 from geohpc.products.tiles.core import (
     SETTINGS_FILE,
@@ -37,7 +37,6 @@ from geohpc.products.tiles.core import (
     shard_marker,
 )
 from geohpc.progress import progress
-from geohpc.raster_io import io_error
 from geohpc.util import cpu_threads, redact, write_json_atomic, write_text_atomic
 
 DEFAULT_BUDGET = 512 << 20
