@@ -20,6 +20,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from geohpc.errors import InputError
+from geohpc.tiff import STRIP_COUNTS, STRIP_OFFSETS, TILE_COUNTS, TILE_OFFSETS, read_directories
 from geohpc.util import cpu_threads, redact
 
 DEFAULT_MEM_BUDGET = 512 << 20  # bytes a windowed reader may hold at once
@@ -110,61 +111,14 @@ def gdal_env(mem_budget: int = DEFAULT_MEM_BUDGET, threads: int | None = None, *
 
 # ---------------------------------------------------------------- is a written raster whole?
 
-_TIFF_TYPES = {3: ("H", 2), 4: ("I", 4), 16: ("Q", 8)}
-_OFFSETS, _COUNTS = (324, 273), (325, 279)  # tile / strip offsets and byte counts
-
-
 def _tiff_parts(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     """(offsets, byte counts) of every directory of a TIFF; ValueError when the structure is broken."""
-    out = []
-    with open(path, "rb") as f:
-        head = f.read(16)
-        if head[:2] not in (b"II", b"MM"):
-            raise ValueError("not a TIFF file")
-        bo = "<" if head[:2] == b"II" else ">"
-        (magic,) = struct.unpack(bo + "H", head[2:4])
-        if magic not in (42, 43):
-            raise ValueError(f"not a TIFF file (magic {magic})")
-        big = magic == 43
-        nxt = struct.unpack(bo + ("Q" if big else "I"), head[8:16] if big else head[4:8])[0]
-        seen: set[int] = set()
-        while nxt and len(out) < 10_000:
-            if nxt in seen:
-                raise ValueError("directory chain loops")
-            seen.add(nxt)
-            f.seek(nxt)
-            nfmt, ent, word = ("Q", 20, "Q") if big else ("H", 12, "I")
-            raw = f.read(8 if big else 2)
-            if len(raw) < (8 if big else 2):
-                raise ValueError("a directory lies past the end of the file")
-            (n,) = struct.unpack(bo + nfmt, raw)
-            block = f.read(n * ent + (8 if big else 4))
-            if len(block) < n * ent + (8 if big else 4):
-                raise ValueError("truncated directory")
-            tags: dict[int, np.ndarray] = {}
-            for i in range(n):
-                e = block[i * ent:(i + 1) * ent]
-                tag, typ, count = struct.unpack(bo + ("HHQ" if big else "HHI"), e[:12 if big else 8])
-                if tag not in (*_OFFSETS, *_COUNTS) or typ not in _TIFF_TYPES:
-                    continue
-                code, size = _TIFF_TYPES[typ]
-                inline = e[12:20] if big else e[8:12]
-                if size * count <= len(inline):
-                    data = inline[:size * count]
-                else:
-                    f.seek(struct.unpack(bo + word, inline)[0])
-                    data = f.read(size * count)
-                    if len(data) != size * count:
-                        raise ValueError("tile offsets run past the end of the file")
-                tags[tag] = np.frombuffer(data, dtype=np.dtype(f"{bo}{ {'H': 'u2', 'I': 'u4', 'Q': 'u8'}[code]}"))
-            none = np.zeros(0, np.uint64)
-            offs = tags.get(_OFFSETS[0], tags.get(_OFFSETS[1], none))
-            cnts = tags.get(_COUNTS[0], tags.get(_COUNTS[1], none))
-            out.append((offs, cnts))
-            nxt = struct.unpack(bo + word, block[n * ent:n * ent + (8 if big else 4)])[0]
-    if not out:
+    _, dirs = read_directories(path, (TILE_OFFSETS, TILE_COUNTS, STRIP_OFFSETS, STRIP_COUNTS))
+    if not dirs:
         raise ValueError("no image directory")
-    return out
+    none = np.zeros(0, np.uint64)
+    return [(tags.get(TILE_OFFSETS, tags.get(STRIP_OFFSETS, none)), tags.get(TILE_COUNTS, tags.get(STRIP_COUNTS, none)))
+            for _, tags in dirs]
 
 
 def tiff_problem(path: str | os.PathLike[str], *, strict: bool = False) -> str | None:

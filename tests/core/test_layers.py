@@ -8,7 +8,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[2] / "py" / "geohpc"
 # lower number = lower layer; a module may import its own layer (domain packages: each other) or below
 LAYERS = {
-    "errors": 0, "util": 0, "progress": 0, "raster_io": 0, "guards": 0, "": 0,
+    "errors": 0, "util": 0, "progress": 0, "raster_io": 0, "guards": 0, "tiff": 0, "": 0,
     "products": 1, "embed": 1, "classify": 1, "segment": 1, "synth": 1, "sure2": 1,
     "core": 2, "plans": 3, "preflight": 4, "ops": 5, "cli": 6, "__main__": 6,
 }

@@ -88,19 +88,19 @@ def kill_at_first_temporary(args: list[object], watch: Path, timeout: float = 30
     Returns True when it was killed that way, False when it ended before any temporary was seen.
     """
     proc = subprocess.Popen([sys.executable, "-m", "geohpc", *map(str, args)], env=geohpc_env(), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     end = time.monotonic() + timeout
     try:
         while proc.poll() is None and time.monotonic() < end:
             if watch.exists() and any(".tmp" in e.name for e in _walk(watch)):
-                os.kill(proc.pid, signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)  # the whole group, as a node failure or scancel does
                 proc.wait()
                 return True
             time.sleep(0.0005)
         return False
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 

@@ -8,6 +8,7 @@ temporary is left and the output equals a clean run's.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -318,21 +319,26 @@ def temporaries(root: Path) -> list[Path]:
 
 
 def kill_mid_write(cmd: str, argv: list[Any], watch: Path, timeout: float = 120, sig: int = signal.SIGKILL) -> bool:
-    """Start the program, send ``sig`` once a temporary appears under ``watch``; True when it was stopped so."""
+    """Start the program, send ``sig`` once a temporary appears under ``watch``; True when it was stopped so.
+
+    The signal goes to the program's whole process group, as Slurm's scancel and time limit signal every
+    process of a job step (and a node failure takes them all): a pool worker never outlives the kill and
+    writes on while the rerun runs.
+    """
     proc = subprocess.Popen([sys.executable, "-m", "geohpc", cmd, *map(str, argv)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout
     try:
         while proc.poll() is None and time.monotonic() < deadline:
             if watch.exists() and temporaries(watch):
-                proc.send_signal(sig)
+                os.killpg(proc.pid, sig)
                 return proc.wait() != 0
             time.sleep(0.001)
         return False
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # what is left of the group (workers still shutting down)
+        proc.wait()
 
 
 def same_tree(a: Path, b: Path, exact: Callable[[Path], bool] = lambda p: True) -> list[str]:

@@ -13,20 +13,21 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
-# TIFF field types -> (struct code, size in bytes)
-_TYPES = {1: ("B", 1), 2: ("c", 1), 3: ("H", 2), 4: ("I", 4), 5: ("II", 8), 6: ("b", 1), 7: ("B", 1),
-          8: ("h", 2), 9: ("i", 4), 10: ("ii", 8), 11: ("f", 4), 12: ("d", 8), 16: ("Q", 8), 17: ("q", 8), 18: ("Q", 8)}
-_NP = {"B": "u1", "H": "u2", "I": "u4", "Q": "u8", "b": "i1", "h": "i2", "i": "i4", "q": "i8"}
+from geohpc.tiff import (
+    HEIGHT,
+    NEW_SUBFILE_TYPE,
+    STRIP_OFFSETS,
+    TILE_HEIGHT,
+    TILE_OFFSETS,
+    TILE_WIDTH,
+    WIDTH,
+    read_directories,
+)
 
-NEW_SUBFILE_TYPE, WIDTH, HEIGHT = 254, 256, 257
-STRIP_OFFSETS, STRIP_COUNTS = 273, 279
-TILE_WIDTH, TILE_HEIGHT, TILE_OFFSETS, TILE_COUNTS = 322, 323, 324, 325
 _WANTED = {NEW_SUBFILE_TYPE, WIDTH, HEIGHT, STRIP_OFFSETS, TILE_WIDTH, TILE_HEIGHT, TILE_OFFSETS}
-_MAX_IFDS = 10_000
 
 
 @dataclass
@@ -47,80 +48,23 @@ class Ifd:
         return bool(self.subfile_type & 4)
 
 
-def _read_value(f: BinaryIO, bo: str, typ: int, count: int, raw: bytes, inline: int, big: bool) -> np.ndarray:
-    code, size = _TYPES.get(typ, ("B", 1))
-    nbytes = size * count
-    if nbytes <= inline:
-        data = raw[:nbytes]
-    else:
-        (off,) = struct.unpack(bo + ("Q" if big else "I"), raw)
-        f.seek(off)
-        data = f.read(nbytes)
-        if len(data) != nbytes:
-            raise ValueError("tag data runs past the end of the file")
-    if code in _NP:
-        return np.frombuffer(data, dtype=np.dtype(_NP[code]).newbyteorder(bo))
-    return np.frombuffer(data, dtype="u1")
-
-
 def read_ifds(path: str | os.PathLike[str]) -> tuple[bool, list[Ifd]]:
     """Return ``(is_bigtiff, directories in file order)``; ``ValueError`` when it is not a TIFF."""
-    with open(path, "rb") as f:
-        head = f.read(16)
-        if head[:2] not in (b"II", b"MM"):
-            raise ValueError("not a TIFF file (bad byte-order mark)")
-        bo = "<" if head[:2] == b"II" else ">"
-        (magic,) = struct.unpack(bo + "H", head[2:4])
-        if magic == 42:
-            big, (nxt,) = False, struct.unpack(bo + "I", head[4:8])
-        elif magic == 43:
-            big, (nxt,) = True, struct.unpack(bo + "Q", head[8:16])
-        else:
-            raise ValueError(f"not a TIFF file (magic number {magic})")
-        ifds: list[Ifd] = []
-        seen: set[int] = set()
-        while nxt and len(ifds) < _MAX_IFDS:
-            if nxt in seen:
-                raise ValueError("IFD chain loops back on itself")
-            seen.add(nxt)
-            f.seek(nxt)
-            cnt_fmt, ent, inline = ("Q", 20, 8) if big else ("H", 12, 4)
-            raw_n = f.read(8 if big else 2)
-            if len(raw_n) < (8 if big else 2):
-                raise ValueError("IFD offset points past the end of the file")
-            (n,) = struct.unpack(bo + cnt_fmt, raw_n)
-            block = f.read(n * ent + (8 if big else 4))
-            if len(block) < n * ent:
-                raise ValueError("truncated IFD")
-            tags: dict[int, np.ndarray] = {}
-            entries = []
-            for i in range(n):
-                e = block[i * ent:(i + 1) * ent]
-                if big:
-                    tag, typ, count = struct.unpack(bo + "HHQ", e[:12])
-                    raw = e[12:20]
-                else:
-                    tag, typ, count = struct.unpack(bo + "HHI", e[:8])
-                    raw = e[8:12]
-                if tag in _WANTED:
-                    entries.append((tag, typ, count, raw))
-            tail = block[n * ent:]
-            (following,) = struct.unpack(bo + ("Q" if big else "I"), tail[: 8 if big else 4]) if tail else (0,)
-            for tag, typ, count, raw in entries:
-                tags[tag] = _read_value(f, bo, typ, count, raw, inline, big)
-            offsets = tags.get(TILE_OFFSETS, tags.get(STRIP_OFFSETS))
-            nonzero = offsets[offsets > 0] if offsets is not None else np.empty(0)
-            ifds.append(Ifd(
-                offset=nxt,
-                subfile_type=int(tags[NEW_SUBFILE_TYPE][0]) if NEW_SUBFILE_TYPE in tags else 0,
-                width=int(tags[WIDTH][0]) if WIDTH in tags else 0,
-                height=int(tags[HEIGHT][0]) if HEIGHT in tags else 0,
-                tile_width=int(tags[TILE_WIDTH][0]) if TILE_WIDTH in tags else None,
-                tile_height=int(tags[TILE_HEIGHT][0]) if TILE_HEIGHT in tags else None,
-                first_data=int(nonzero.min()) if nonzero.size else None,
-            ))
-            nxt = following
-        return big, ifds
+    big, dirs = read_directories(path, _WANTED)
+    ifds = []
+    for offset, tags in dirs:
+        offsets = tags.get(TILE_OFFSETS, tags.get(STRIP_OFFSETS))
+        nonzero = offsets[offsets > 0] if offsets is not None else np.empty(0)
+        ifds.append(Ifd(
+            offset=offset,
+            subfile_type=int(tags[NEW_SUBFILE_TYPE][0]) if NEW_SUBFILE_TYPE in tags else 0,
+            width=int(tags[WIDTH][0]) if WIDTH in tags else 0,
+            height=int(tags[HEIGHT][0]) if HEIGHT in tags else 0,
+            tile_width=int(tags[TILE_WIDTH][0]) if TILE_WIDTH in tags else None,
+            tile_height=int(tags[TILE_HEIGHT][0]) if TILE_HEIGHT in tags else None,
+            first_data=int(nonzero.min()) if nonzero.size else None,
+        ))
+    return big, ifds
 
 
 def validate_cog(path: str | os.PathLike[str], blocksize: int | None = None) -> list[str]:
