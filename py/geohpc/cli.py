@@ -134,4 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     sys.argv[0] = f"geohpc {args[0]}"
     proj_from_rasterio()
     module = importlib.import_module(cmd.module)
-    return int(module.main(args[1:]) or 0)
+    try:
+        return int(module.main(args[1:]) or 0)
+    except OSError as exc:
+        # the net under every command: a path, permission or full-disk error nobody caught closer is still
+        # one line naming the file and what to do, never a traceback (atomic writes left nothing behind)
+        from geohpc.guards import io_error
+
+        print(f"geohpc {args[0]}: error: {io_error(exc, fix='check the path, its permissions and the free space')}",
+              file=sys.stderr)
+        return 2

@@ -124,10 +124,14 @@ def io_error(exc: BaseException, path: str | os.PathLike[str] = "", fix: str = "
     """
     from geohpc.util import redact
 
+    def temporary(name: object) -> bool:
+        return not isinstance(name, str | os.PathLike) or (Path(os.fspath(name)).name.startswith(".")
+                                                           and TMP_MARK in os.fspath(name))
+
     fname = getattr(exc, "filename", None)
-    if not isinstance(fname, str | os.PathLike) or (Path(os.fspath(fname)).name.startswith(".")
-                                                    and TMP_MARK in os.fspath(fname)):
-        fname = path
+    if temporary(fname):  # a rename of a temporary onto its target: the target is the file to name
+        second = getattr(exc, "filename2", None)
+        fname = second if not temporary(second) else path
     where = redact(os.fspath(fname)) if fname else ""
     text = _first_line(exc)
     code = getattr(exc, "errno", None)

@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from geohpc.errors import run_cli
+from geohpc.errors import InputError, run_cli
 from geohpc.preflight.quota import PARSERS, parse_quota_output, read_quota
 
 
@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         if args.file:
             entries = parse_quota_output(Path(args.file).read_text(), args.kind)
+            if not entries:  # empty is an error: a quota check that reads nothing would pass silently
+                raise InputError(f"{args.file}: no quota entry found (is it the output of "
+                                 f"{args.kind or 'lumi-quota, dusage, lfs quota or df'}?)")
         else:
             entries = read_quota(args.kind or "df", args.path)
         for e in entries:

@@ -116,9 +116,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("csv", type=Path)
     p.add_argument("png", type=Path, nargs="?")
     a = p.parse_args(argv)
-    plot_curves(a.csv, a.png or a.csv.with_name("curves.png"))
-    print(a.png or a.csv.with_name("curves.png"))
-    return 0
+
+    def work() -> int:
+        from geohpc.errors import InputError
+        from geohpc.guards import one_line_errors, refuse_overwrite
+
+        png = a.png or a.csv.with_name("curves.png")
+        refuse_overwrite([a.csv], [png])
+        with one_line_errors(a.csv, fix="give a fit run's metrics.csv"):
+            with a.csv.open(newline="") as fh:
+                reader = csv.DictReader(fh)
+                missing = {"epoch", "train_loss", "val_loss", "val_miou"} - set(reader.fieldnames or [])
+                rows = sum(1 for _ in reader)
+            if missing or not rows:
+                what = f"no column {', '.join(sorted(missing))}" if missing else "no epoch rows"
+                raise InputError(f"{a.csv}: not a fit metrics table ({what}); give a fit run's metrics.csv")
+            plot_curves(a.csv, png)
+        print(png)
+        return 0
+
+    from geohpc.errors import run_cli
+
+    return run_cli(work, "geohpc.fit-curves")
 
 
 if __name__ == "__main__":
