@@ -52,9 +52,13 @@ COMMANDS: dict[str, Command] = {
     "prep": Command(GROUPS[1], "geohpc.segment.prep.cli", "embeddings + labels -> sharded training chips"),
     "fit": Command(GROUPS[1], "geohpc.segment.fit.cli", "segmentation training with DDP (run under torchrun)"),
     "predict": Command(GROUPS[1], "geohpc.segment.predict", "a trained model over embedding rasters -> class COG"),
+    "weather": Command(GROUPS[1], "geohpc.sure2.weather", "Sure2: raw ERA5-Land + CHIRPS -> normalised daily npz"),
+    "climatology": Command(GROUPS[1], "geohpc.sure2.climatology", "Sure2: per-cell day-of-year weather baselines"),
+    "planting": Command(GROUPS[1], "geohpc.sure2.planting", "Sure2: planting date per field (S2 EVI green-up + GDD)"),
     # test bed and tools
     "testbed": Command(GROUPS[2], "geohpc.ops.testbed", "config files of the local Slurm test bed"),
     "synth-s12": Command(GROUPS[2], "geohpc.synth.s12", "synthetic Sentinel-1/2 series + STAC for the demo"),
+    "synth-sure2": Command(GROUPS[2], "geohpc.synth.county", "synthetic Sure2 county (fields, S2, weather, truth)"),
     "synth-seg": Command(GROUPS[2], "geohpc.synth.seg", "synthetic segmentation scene (embeddings + labels)"),
     "tessera-model": Command(GROUPS[2], "geohpc.embed.model", "write a seeded TESSERA-style model file"),
     "tiles-serve": Command(GROUPS[2], "geohpc.products.tiles.serve", "serve a tile folder on loopback with Range requests (PMTiles)"),

@@ -13,10 +13,14 @@ maize sowing -> emergence parameters (TBASEM 4 C, TEFFMX 30 C, TSUMEM 110 C.d; S
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from geohpc.errors import InputError, run_cli
 
 T_BASE, T_MAX, GDD_SUM = 4.0, 30.0, 110.0  # WOFOST temperate maize, sowing -> emergence
 GREENUP_FRACTION = 0.15  # of the seasonal amplitude (TIMESAT start of season, 0.15-0.25 typical)
@@ -102,3 +106,53 @@ def estimate(dates: list[dt.date], values: np.ndarray, wdays: list[dt.date] | No
         return res
     res.update({"pass": True, "planting_date": sowing.isoformat()})
     return res
+
+
+def _context(stac: str, weather: str) -> Any:
+    def load(fields: list[Any]) -> dict[str, Any]:
+        from geohpc.sure2.s2 import load_items
+        from geohpc.sure2.weather import load_npz
+
+        wx = {}
+        for y in sorted({f.year for f in fields}):
+            path = Path(weather) / f"era5land_{y}.npz"
+            if not path.is_file():
+                raise InputError(f"{path}: missing (run the weather stage for {y} first)")
+            wx[y] = load_npz(path)  # one year of the region, in memory once per task
+        return {"items": load_items(stac), "weather": wx}
+
+    return load
+
+
+def planting_field(field: Any, ctx: dict[str, Any]) -> dict[str, Any]:
+    """The planting JSON of one field (the contract in ``geohpc.sure2``)."""
+    from geohpc.sure2.s2 import read_field
+    from geohpc.sure2.weather import cell_index, days_of
+
+    (m0, d0), (m1, d1) = SEASON
+    stack = read_field(field, ctx["items"], dt.date(field.year, m0, d0), dt.date(field.year, m1, d1))
+    dates, values = stack.field_series()
+    w = ctx["weather"][field.year]
+    rc = cell_index(w["lat"], w["lon"], *field.centroid)
+    res = estimate(dates, values, days_of(w["dates"]) if rc else None, w["t2m"][:, rc[0], rc[1]] if rc else None)
+    return {"field_id": field.field_id, "year": field.year, **res}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="geohpc planting", description="planting date per field from S2 EVI + GDD")
+    p.add_argument("--fields", required=True, help="fields GeoJSON (field_id, county, year)")
+    p.add_argument("--item", default="shard_0000_of_0001", help="shard_IIII_of_NNNN: this task's fields[i::n]")
+    p.add_argument("--stac", required=True, help="STAC ItemCollection JSON of Sentinel-2 L2A")
+    p.add_argument("--weather", required=True, help="folder of era5land_YYYY.npz (the weather stage)")
+    p.add_argument("--out", required=True, help="folder for <field_id>.json")
+    p.add_argument("--workers", type=int, default=1, help="processes (never threads)")
+    a = p.parse_args(argv)
+    from geohpc.sure2.batch import run_shard
+
+    return run_cli(lambda: run_shard("planting", a.fields, a.item, a.out, planting_field, _context(a.stac, a.weather),
+                                     a.workers, lambda r: f"pass={r['pass']} {r['planting_date'] or r['reason']}") and 0,
+                   "geohpc planting")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
