@@ -75,7 +75,7 @@ def test_resubmit_replays_the_spec_and_prints_overrides(tmp_path: Path) -> None:
     (out / "blocked").write_text("a file where a folder should be: that item fails for real")
     items = tmp_path / "items.txt"
     items.write_text("ok-a\nblocked/b\nok-c\n")
-    first = _make(runs, "submit", "STAGE=probe", "SITE=local", f"ITEMS={items}", f"OUT_DIR={out}", "MEM=300M",
+    first = _make(runs, "submit", "STAGE=probe", "SITE=local", f"ITEMS={items}", f"OUT_DIR={out}", "MEM=700M",
                   "CPUS=1", "THROTTLE=2", "ACCOUNT=root", "PARTITION_CPU=standard-g")
     assert first.returncode == 0, first.stderr
     _wait(_ids(first.stdout))
@@ -87,16 +87,16 @@ def test_resubmit_replays_the_spec_and_prints_overrides(tmp_path: Path) -> None:
     _wait(job)
     run = next(runs.glob("probe/*"))
     last = (run / "commands.sh").read_text().splitlines()[-1]
-    replayed = all(o in last for o in ("--account=root", "--partition=standard-g", "--mem=300M", "--cpus-per-task=1",
+    replayed = all(o in last for o in ("--account=root", "--partition=standard-g", "--mem=700M", "--cpus-per-task=1",
                                        "--array=1%2"))
     slurm_got = _sacct(job[0]).splitlines()[0].split("|")
-    ok = replayed and slurm_got[0] == "standard-g" and slurm_got[1] == "root" and slurm_got[2].startswith("300M") \
+    ok = replayed and slurm_got[0] == "standard-g" and slurm_got[1] == "root" and slurm_got[2].startswith("700M") \
         and slurm_got[3] == "1"
     record("bad_input", "resubmit", "replays MEM, CPUS, THROTTLE, make-line ACCOUNT and partition", ok)
     assert ok, (last, slurm_got)
-    over = _make(runs, "resubmit", "STAGE=probe", "MEM=400M", "THROTTLE=1", "PARTITION_CPU=small", "DRY_RUN=1")
+    over = _make(runs, "resubmit", "STAGE=probe", "MEM=800M", "THROTTLE=1", "PARTITION_CPU=small", "DRY_RUN=1")
     assert over.returncode == 0, over.stderr
-    for line in ("override from the make line: mem: 300M -> 400M", "override from the make line: throttle: 2 -> 1",
+    for line in ("override from the make line: mem: 700M -> 800M", "override from the make line: throttle: 2 -> 1",
                  "override from the make line: partition: standard-g -> small"):
         assert line in over.stdout, over.stdout
-    assert "--mem=400M" in over.stdout and "--array=1%1" in over.stdout and "--account=root" in over.stdout
+    assert "--mem=800M" in over.stdout and "--array=1%1" in over.stdout and "--account=root" in over.stdout
