@@ -6,6 +6,7 @@ The helpers (hostile runs, kills, the outcome log) are in ``relutil.py`` beside 
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,30 +15,30 @@ import pytest
 from relutil import record as record_outcome
 
 
-@pytest.fixture
-def full_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs mounted at ``tmp_path/full`` for the test (unmounted after it, even on failure)."""
-    mnt = tmp_path / "full"
+@contextlib.contextmanager
+def _tmpfs(mnt: Path, options: str) -> Iterator[Path]:
+    """A tmpfs of its own at ``mnt`` for the test (unmounted after it, even on failure)."""
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True, text=True)
     assert r.returncode == 0, f"cannot mount a tmpfs (the reliability tests run as root): {r.stderr}"
     try:
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs at ``tmp_path/full``: writes there fail with ENOSPC, as on a quota-full scratch."""
+    with _tmpfs(tmp_path / "full", "size=1m") as mnt:
+        yield mnt
 
 
 @pytest.fixture
 def read_only_dir(tmp_path: Path) -> Iterator[Path]:
-    """An empty read-only file system mounted at ``tmp_path/ro`` for the test."""
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mnt)], capture_output=True, text=True)
-    assert r.returncode == 0, f"cannot mount a tmpfs (the reliability tests run as root): {r.stderr}"
-    try:
+    """An empty read-only file system at ``tmp_path/ro`` (root writes through chmod 555, not through this)."""
+    with _tmpfs(tmp_path / "ro", "ro,size=64k") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 @pytest.fixture
