@@ -395,7 +395,7 @@ def test_kill_mid_write_then_rerun_gives_the_same_output(cmd: str, build: Callab
     assert r.returncode == 0, r.stderr
     argv, out = build(world, tmp_path, tmp_path / "killed")
     killed = left_by_kill = False
-    for _ in range(6):  # a temporary may be renamed between the poll and the kill: try again from scratch
+    for _ in range(20):  # a temporary may be renamed between the poll and the kill: try again from scratch
         shutil.rmtree(out, ignore_errors=True)
         killed = kill_mid_write(cmd, argv, out, sig=sig)
         if (left_by_kill := killed and bool(temporaries(out))):
