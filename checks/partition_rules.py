@@ -7,15 +7,8 @@ The rules come from the guide: Betzy ``normal`` takes no ``--mem`` and at least 
 
 from __future__ import annotations
 
+from geohpc.core.partitions import has_partition_data, partition_facts, qos_facts, rule_problems
 from geohpc.preflight.context import PreflightContext, Result, fail, ok, warn
-from geohpc.preflight.site_facts import (
-    has_partition_data,
-    hours,
-    node_range,
-    partition_facts,
-    qos_facts,
-    time_s,
-)
 
 NAME = "partition_rules"
 DESCRIPTION = "walltime, --mem, node count, GPUs and internet vs the site's PART_<partition> and QOS_<qos> facts"
@@ -32,26 +25,10 @@ def _qos(ctx: PreflightContext) -> str:
 
 
 def broken_rules(ctx: PreflightContext, where: str, facts: dict[str, str]) -> list[str]:
-    """Each rule of ``facts`` the job breaks, as one phrase naming the value and the limit."""
+    """Each rule of ``facts`` the job breaks (the same judgement make submit applies), plus internet."""
     res = ctx.resources
-    nodes = getattr(res, "nodes", None)
-    broken = []
-    limit = time_s(facts.get("maxtime", ""))
-    if limit and res.time_s and res.time_s > limit:
-        broken.append(f"--time {hours(res.time_s)} is over {where}'s {facts['maxtime']} ({hours(limit)})")
-    if facts.get("mem", "").lower() == "no" and res.mem_bytes is not None:
-        broken.append(f"{where} takes no --mem (whole nodes; the job is rejected), but the job asks --mem")
-    lo, hi = node_range(facts.get("nodes", ""))
-    n = nodes or 1
-    if lo and n < lo:
-        shown = f"--nodes={nodes}" if nodes else "no --nodes (1 node)"
-        broken.append(f"{shown} is below {where}'s minimum of {lo} nodes")
-    if hi and n > hi:
-        broken.append(f"--nodes={n} is above {where}'s maximum of {hi} nodes")
-    gpus = facts.get("gpus", "")
-    if gpus.isdigit() and res.gpus and res.gpus > int(gpus):
-        broken.append(f"{res.gpus} GPUs a node but {where} has {gpus}" if int(gpus) else
-                      f"{where} has no GPUs, but the job asks {res.gpus}")
+    broken = rule_problems(where, facts, nodes=getattr(res, "nodes", None), time=res.time_s, gpus=res.gpus or 0,
+                           mem=res.mem_bytes is not None)
     if facts.get("internet", "").lower() == "no" and ctx.downloads:
         broken.append(f"stage {ctx.stage} downloads, and {where}'s nodes have no internet")
     return broken

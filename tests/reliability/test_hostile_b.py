@@ -305,36 +305,32 @@ def _far_points(p: Path) -> Path:
     return p
 
 
-@pytest.mark.parametrize("command,case", sorted(CASES), ids=[f"{c}: {k}" for c, k in sorted(CASES)])
-def test_bad_case_is_one_line_exit_2_nothing_new(world: dict[str, Path], tmp_path: Path, full_disk: Path,
-                                                 read_only_dir: Path, command: str, case: str) -> None:
+def _walk(cases: dict, data: dict[str, Path], tmp_path: Path, full_disk: Path, read_only_dir: Path,
+          command: str, case: str) -> None:
+    """Run one hostile case: one line, exit 2, and nothing new or changed on disk."""
     scratch = tmp_path / "case"
     scratch.mkdir()
-    args = CASES[(command, case)](world, scratch, {"full": full_disk, "ro": read_only_dir})
-    before = snapshot(scratch, full_disk, world["root"])
+    args = cases[(command, case)](data, scratch, {"full": full_disk, "ro": read_only_dir})
+    before = snapshot(scratch, full_disk, data["root"])
     r = run_geohpc(*args)
     why = one_line_error(r)
-    after = snapshot(scratch, full_disk, world["root"])
+    after = snapshot(scratch, full_disk, data["root"])
     if not why and after != before:
         why = f"files changed: new {sorted(set(after) - set(before))}, changed {[k for k in before if after.get(k) != before[k]]}"
     record("bad_input", command, case, not why)
     assert not why, why
+
+
+@pytest.mark.parametrize("command,case", sorted(CASES), ids=[f"{c}: {k}" for c, k in sorted(CASES)])
+def test_bad_case_is_one_line_exit_2_nothing_new(world: dict[str, Path], tmp_path: Path, full_disk: Path,
+                                                 read_only_dir: Path, command: str, case: str) -> None:
+    _walk(CASES, world, tmp_path, full_disk, read_only_dir, command, case)
 
 
 @pytest.mark.parametrize("command,case", sorted(SEG_CASES), ids=[f"{c}: {k}" for c, k in sorted(SEG_CASES)])
 def test_segment_bad_case_is_one_line_exit_2_nothing_new(seg: dict[str, Path], tmp_path: Path, full_disk: Path,
                                                          read_only_dir: Path, command: str, case: str) -> None:
-    scratch = tmp_path / "case"
-    scratch.mkdir()
-    args = SEG_CASES[(command, case)](seg, scratch, {"full": full_disk, "ro": read_only_dir})
-    before = snapshot(scratch, full_disk, seg["root"])
-    r = run_geohpc(*args)
-    why = one_line_error(r)
-    after = snapshot(scratch, full_disk, seg["root"])
-    if not why and after != before:
-        why = f"files changed: new {sorted(set(after) - set(before))}, changed {[k for k in before if after.get(k) != before[k]]}"
-    record("bad_input", command, case, not why)
-    assert not why, why
+    _walk(SEG_CASES, seg, tmp_path, full_disk, read_only_dir, command, case)
 
 
 SIGNED = f"/vsicurl/https://example.invalid/emb.tif?sv=2024&sig={SECRET}"

@@ -22,7 +22,7 @@ from geohpc.core.partitions import (
     rule_problems,
     time_s,
 )
-from geohpc.core.runtime import Launch, deps_dir, gpu_env, launch_for, proj_env, resolve_path  # noqa: F401
+from geohpc.core.runtime import Launch, deps_dir, gpu_env, launch_for, proj_env
 from geohpc.core.site import Site
 from geohpc.core.slurm import parse_mem_request, parse_time_limit
 from geohpc.core.stages import Stage, StageContext, job_values
@@ -264,7 +264,7 @@ def apply_rules(spec: JobSpec, site: Site, params: Mapping[str, str], stage: Sta
             spec.notes.append(f"--time capped at {where}'s limit {facts['maxtime']} (the script asks "
                               f"{spec.directives.get('time')}; TIME= on the make line to choose)")
             res = spec.resources
-        broken = rule_problems(where, facts, nodes=res.nodes or 1, time=res.time_s, gpus=res.gpus or 0,
+        broken = rule_problems(where, facts, nodes=res.nodes, time=res.time_s, gpus=res.gpus or 0,
                                mem=res.mem_bytes is not None)
         if stage is not None and stage.downloads and facts.get("internet", "").lower() == "no":
             broken.append(f"stage {stage.name} downloads, and {where}'s nodes have no internet (pre-stage the data "

@@ -108,21 +108,28 @@ def node_caps(site: Mapping[str, str], partition: str) -> tuple[int, int]:
     return (int(cpus) if cpus.isdigit() else 0), (parse_mem_request(mem) >> 20 if mem else 0)
 
 
-def rule_problems(where: str, facts: Mapping[str, str], *, nodes: int, time: int | None, gpus: int,
+def rule_problems(where: str, facts: Mapping[str, str], *, nodes: int | None, time: int | None, gpus: int,
                   mem: bool) -> list[str]:
-    """Each rule of ``facts`` the request breaks, as one phrase naming the value and the limit."""
+    """Each rule of ``facts`` the request breaks, as one phrase naming the value and the limit.
+
+    ``nodes`` is None when the job gives no ``--nodes`` (one node). Used by make submit (refuse) and by the
+    ``partition_rules`` check (report), so both judge a request the same way.
+    """
     out = []
     limit = time_s(facts.get("maxtime", ""))
     if limit and time and time > limit:
         out.append(f"--time {hours(time)} is over {where}'s {facts['maxtime']} ({hours(limit)})")
     if mem and facts.get("mem", "").lower() == "no":
-        out.append(f"{where} takes no --mem (whole nodes; the job is rejected)")
+        out.append(f"{where} takes no --mem (whole nodes; the job is rejected), but the job asks --mem")
     lo, hi = node_range(facts.get("nodes", ""))
-    if lo and nodes < lo:
-        out.append(f"{nodes} node(s) is below {where}'s minimum of {lo}")
-    if hi and nodes > hi:
-        out.append(f"{nodes} nodes is above {where}'s maximum of {hi}")
+    n = nodes or 1
+    if lo and n < lo:
+        shown = f"--nodes={nodes}" if nodes else "no --nodes (1 node)"
+        out.append(f"{shown} is below {where}'s minimum of {lo} nodes")
+    if hi and n > hi:
+        out.append(f"--nodes={n} is above {where}'s maximum of {hi} nodes")
     has = facts.get("gpus", "")
     if has.isdigit() and gpus > int(has):
-        out.append(f"{gpus} GPUs a node but {where} has {has}")
+        out.append(f"{gpus} GPUs a node but {where} has {has}" if int(has) else
+                   f"{where} has no GPUs, but the job asks {gpus}")
     return out

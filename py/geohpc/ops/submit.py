@@ -22,9 +22,10 @@ from typing import TextIO
 
 from geohpc.core import slurm
 from geohpc.core.arrays import effective_throttle, parse_throttle, plan_chunks
-from geohpc.core.jobspec import JOB_ID_RE, JobSpec, env_file_text, render, resolve_path
+from geohpc.core.jobspec import JOB_ID_RE, JobSpec, env_file_text, render
 from geohpc.core.local_executor import run_chunk
 from geohpc.core.runs import PRIVATE, Attempt, DamagedRun, Run, find_run, new_run, scan_runs
+from geohpc.core.runtime import resolve_path
 from geohpc.core.site import REPO, SRC_CLI, Site, load_site, parse_makeflags
 from geohpc.core.stages import Stage, StageContext, get_stage, read_manifest
 from geohpc.errors import ConfigError, InputError, run_cli
