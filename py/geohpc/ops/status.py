@@ -44,6 +44,18 @@ class RunStatus:
         """0-based manifest lines whose state is one of ``categories``."""
         return [i for i, s in enumerate(self.states) if s in categories]
 
+    def item_info(self, line: int) -> TaskInfo | None:
+        """What was measured for manifest ``line``'s latest attempt (state, exit code, elapsed, MaxRSS, ReqMem).
+
+        The retry rules of a pipeline (OUT_OF_MEMORY -> memory from MaxRSS, TIMEOUT -> time from elapsed) read
+        this; None when the line never ran or its task left no accounting yet.
+        """
+        owner = self.run.line_owner().get(line)
+        if owner is None:
+            return None
+        _, job_id, idx = owner
+        return self.tasks.get(f"{job_id}_{idx}")
+
 
 def read_job_env(run: Run) -> dict[str, str]:
     """The ``export K=V`` lines of a run's job.env (``{}`` when it is gone)."""
