@@ -30,6 +30,8 @@ COMMANDS: dict[str, Command] = {
     "submit": Command(GROUPS[0], "geohpc.ops.submit", "plan and submit a stage on a site (make submit)"),
     "status": Command(GROUPS[0], "geohpc.ops.status", "items by state per run, MaxRSS vs requested (make status)"),
     "jobctl": Command(GROUPS[0], "geohpc.ops.jobctl", "throttle, cancel or resubmit a run (make throttle|cancel|resubmit)"),
+    "logs": Command(GROUPS[0], "geohpc.ops.logs", "failed items' log tails and paths, packed or not (make logs)"),
+    "pipeline-report": Command(GROUPS[0], "geohpc.ops.pipeline_report", "a pipeline run's report.html: timelines, failures, cost, products"),
     "deploy": Command(GROUPS[0], "geohpc.ops.deploy", "rsync the repo to a site, never touching its data (make deploy)"),
     "site-setup": Command(GROUPS[0], "geohpc.ops.site_setup", "make a site's folders, links, venv and a new deps folder (make site-setup)"),
     "image": Command(GROUPS[0], "geohpc.ops.image", "build the site's CPU container from IMAGE_SOURCE, on the site (make image)"),
@@ -63,6 +65,7 @@ COMMANDS: dict[str, Command] = {
     "planting": Command(GROUPS[1], "geohpc.sure2.planting", "Sure2: planting date per field (S2 EVI green-up + GDD)"),
     "drought": Command(GROUPS[1], "geohpc.sure2.drought", "Sure2: drought score D per field from pre-loaded weather"),
     # test bed and tools
+    "pack-run": Command(GROUPS[2], "geohpc.ops.pack_run", "run one pack of a packed array task, item by item (jobs/pack.sbatch)"),
     "testbed": Command(GROUPS[2], "geohpc.ops.testbed", "config files of the local Slurm test bed"),
     "synth-s12": Command(GROUPS[2], "geohpc.synth.s12", "synthetic Sentinel-1/2 series + STAC for the demo"),
     "synth-sure2": Command(GROUPS[2], "geohpc.synth.county", "synthetic Sure2 county (fields, S2, weather, truth)"),

@@ -33,7 +33,8 @@ TIME_RE = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^\d+$")
 MEM_RE = re.compile(r"^\d+[KMGT]?$")
 JOB_ID_RE = re.compile(r"^\d+(_\d+)?$")
 # make variables that steer the submission itself and are not passed to the job
-CONTROL_PARAMS = {"DRY_RUN", "FORCE", "ITEMS", "AFTER", "THROTTLE", "MEM", "TIME", "CPUS", "RERUN", "GPUS", "ARGS"}
+CONTROL_PARAMS = {"DRY_RUN", "FORCE", "ITEMS", "AFTER", "THROTTLE", "MEM", "TIME", "CPUS", "RERUN", "GPUS", "ARGS",
+                  "PACK", "WORKERS", "ITEM_MEM", "ITEM_TIME"}
 
 
 def job_env(
@@ -96,7 +97,7 @@ class Resources:
 
 
 # sbatch options a spec may carry, in the order they are rendered around --array/--chdir/--export
-OPTIONS_BEFORE = ("account", "partition", "qos", "gpus-per-node")
+OPTIONS_BEFORE = ("job-name", "account", "partition", "qos", "gpus-per-node")
 OPTIONS_AFTER = ("cpus-per-task", "mem", "time")
 
 
@@ -136,15 +137,19 @@ class JobSpec:
             qos=merged.get("qos", ""),
         )
 
-    def command(self, env_file: Path | str, array: str, after: list[str] | None = None, offset: int = 0) -> list[str]:
+    def command(self, env_file: Path | str, array: str, after: list[str] | None = None, offset: int = 0,
+                extra: Mapping[str, str] | None = None) -> list[str]:
         """The ``sbatch --parsable ...`` argument list for one array.
 
-        ``offset`` is the chunk's first manifest line: array task N of this array runs line offset + N.
+        ``offset`` is the chunk's first manifest line: array task N of this array runs line offset + N
+        (packed: pack offset + N of the attempt's packs file). ``extra``: more ``--export`` values of this
+        attempt (a packed attempt's packs file and item limits).
         """
         cmd = ["sbatch", "--parsable"]
         cmd += [f"--{k}={self.options[k]}" for k in OPTIONS_BEFORE if self.options.get(k)]
-        cmd += [f"--array={array}", f"--chdir={self.chdir}",
-                f"--export=ALL,GEOHPC_REPO={self.chdir},GEOHPC_ENV={env_file},GEOHPC_OFFSET={offset}"]
+        export = f"ALL,GEOHPC_REPO={self.chdir},GEOHPC_ENV={env_file},GEOHPC_OFFSET={offset}"
+        export += "".join(f",{k}={v}" for k, v in (extra or {}).items())
+        cmd += [f"--array={array}", f"--chdir={self.chdir}", f"--export={export}"]
         if after:
             cmd.append("--dependency=afterok:" + ":".join(after))
         cmd += [f"--{k}={self.options[k]}" for k in OPTIONS_AFTER if self.options.get(k)]

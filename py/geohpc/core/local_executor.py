@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def _log_path(repo: Path, pattern: str, name: str, job_id: str, task: int) -> Pa
 
 
 def run_task(script: Path, repo: Path, env_file: Path, run_dir: Path, job_id: str, task: int, offset: int = 0,
-             resources: Resources | None = None) -> TaskInfo:
+             resources: Resources | None = None, extra_env: Mapping[str, str] | None = None) -> TaskInfo:
     """Run one array task of ``script`` and record its outcome (time limit and CPUs from ``resources``)."""
     directives = sbatch_directives(script)
     res = resources or Resources()
@@ -65,6 +66,7 @@ def run_task(script: Path, repo: Path, env_file: Path, run_dir: Path, job_id: st
             "SLURM_SUBMIT_DIR": str(repo),
             "SLURM_RESTART_COUNT": "0",
             "GEOHPC_EXECUTOR": "local",
+            **(extra_env or {}),
         }
     )
     state_file = run_dir / "local" / f"{job_id}_{task}.json"
@@ -102,13 +104,14 @@ def run_task(script: Path, repo: Path, env_file: Path, run_dir: Path, job_id: st
 
 
 def run_chunk(script: Path, repo: Path, env_file: Path, run_dir: Path, chunk: Chunk, throttle: int | None,
-              resources: Resources | None = None) -> str:
+              resources: Resources | None = None, extra_env: Mapping[str, str] | None = None) -> str:
     """Run every task of ``chunk`` with at most ``throttle`` at once; return the local job id."""
     job_id = new_job_id()
     chunk.job_id = job_id
     workers = max(1, throttle or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(lambda i: run_task(script, repo, env_file, run_dir, job_id, i, chunk.offset, resources), chunk.indices))
+        list(pool.map(lambda i: run_task(script, repo, env_file, run_dir, job_id, i, chunk.offset, resources, extra_env),
+                      chunk.indices))
     return job_id
 
 

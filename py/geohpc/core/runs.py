@@ -55,6 +55,7 @@ class Attempt:
     throttle: int | None
     chunks: list[Chunk]
     submitted: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S"))
+    packs: str = ""  # packed (PACK=n): the packs file, relative to the run folder; array index = pack task
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""
@@ -62,6 +63,7 @@ class Attempt:
             "executor": self.executor,
             "throttle": self.throttle,
             "submitted": self.submitted,
+            **({"packs": self.packs} if self.packs else {}),
             # the record names what ran, never a value: the command is replayed from spec.json, not from here
             "chunks": [{**c.to_json(), "command": [redact(a) for a in c.command]} for c in self.chunks],
         }
@@ -74,6 +76,7 @@ class Attempt:
             throttle=d.get("throttle"),
             submitted=d.get("submitted", ""),
             chunks=[Chunk(**c) for c in d["chunks"]],
+            packs=str(d.get("packs", "")),
         )
 
 
@@ -127,13 +130,37 @@ class Run:
         )
 
     def line_owner(self) -> dict[int, tuple[str, str, str]]:
-        """For each manifest line, the latest (executor, job id, array index) that ran it."""
+        """For each manifest line, the latest (executor, job id, array index) that ran it.
+
+        In a packed attempt the array index is the pack task, and a task runs every line of its pack.
+        """
         owner: dict[int, tuple[str, str, str]] = {}
         for attempt in self.attempts:
+            packs = self.packs(attempt) if attempt.packs else None
             for chunk in attempt.chunks:
                 for idx in chunk.indices:
-                    owner[chunk.offset + idx] = (attempt.executor, chunk.job_id, str(idx))
+                    who = (attempt.executor, chunk.job_id, str(idx))
+                    if packs is None:
+                        owner[chunk.offset + idx] = who
+                    else:
+                        for line in packs[chunk.offset + idx] if chunk.offset + idx < len(packs) else []:
+                            owner[line] = who
         return owner
+
+    def packs(self, attempt: Attempt) -> list[list[int]]:
+        """A packed attempt's packs file: line k+1 holds the manifest lines of pack task k ([] when unreadable)."""
+        try:
+            text = (self.path / attempt.packs).read_text()
+        except (OSError, UnicodeDecodeError):
+            return []
+        try:
+            return [[int(x) for x in line.split()] for line in text.splitlines()]
+        except ValueError:
+            return []
+
+    def packed(self) -> bool:
+        """True when any attempt of this run packed several items into one array task."""
+        return any(a.packs for a in self.attempts)
 
 
 def new_run(repo: Path, stage: str, site: str) -> Run:

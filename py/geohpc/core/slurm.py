@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,10 @@ class TaskInfo:
     elapsed_s: int = 0
     max_rss: int = 0  # bytes
     req_mem: int = 0  # bytes
+    total_cpu_s: float = 0.0  # sacct TotalCPU (user + system) of the task
+    alloc_cpus: int = 0
+    start: float = 0.0  # epoch seconds (0: not started / unknown)
+    end: float = 0.0
 
 
 def have_slurm() -> bool:
@@ -121,11 +126,22 @@ def parse_squeue(text: str) -> dict[str, str]:
     return out
 
 
-def parse_sacct(text: str) -> dict[str, TaskInfo]:
-    """``sacct -n -P --format=JobID,State,ExitCode,Elapsed,MaxRSS,ReqMem`` -> per-task info.
+SACCT_FORMAT = "JobID,State,ExitCode,Elapsed,MaxRSS,ReqMem,TotalCPU,AllocCPUS,Start,End"
 
-    Allocation lines (``1234_5``) give state and exit code; step lines (``1234_5.batch``) carry MaxRSS,
-    which is folded into the task.
+
+def parse_sacct_time(text: str) -> float:
+    """sacct ``Start``/``End`` (``2026-12-07T12:01:02``, local time) -> epoch seconds; 0 for Unknown/None."""
+    try:
+        return time.mktime(time.strptime(text.strip(), "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return 0.0
+
+
+def parse_sacct(text: str) -> dict[str, TaskInfo]:
+    """``sacct -n -P --format=`` :data:`SACCT_FORMAT` (or its first six fields) -> per-task info.
+
+    Allocation lines (``1234_5``) give state, exit code, TotalCPU, AllocCPUS, start and end; step lines
+    (``1234_5.batch``) carry MaxRSS, which is folded into the task.
     """
     tasks: dict[str, TaskInfo] = {}
     for line in text.splitlines():
@@ -140,6 +156,10 @@ def parse_sacct(text: str) -> dict[str, TaskInfo]:
             info.exit_code = exit_code
             info.elapsed_s = parse_duration(elapsed)
             info.req_mem = parse_mem(req_mem) or info.req_mem
+            if len(fields) >= 10:
+                info.total_cpu_s = parse_duration(fields[6])
+                info.alloc_cpus = int(fields[7]) if fields[7].isdigit() else 0
+                info.start, info.end = parse_sacct_time(fields[8]), parse_sacct_time(fields[9])
         else:
             info.max_rss = max(info.max_rss, parse_mem(max_rss))
     return tasks
@@ -157,7 +177,7 @@ def sacct(job_ids: Sequence[str], since: str = "") -> dict[str, TaskInfo]:
     """Accounting for every task of ``job_ids`` in one sacct call (``since``: sacct -S, e.g. 2026-11-28)."""
     if not job_ids or not shutil.which("sacct"):
         return {}
-    cmd = ["sacct", "-n", "-P", "-j", ",".join(job_ids), "--format=JobID,State,ExitCode,Elapsed,MaxRSS,ReqMem"]
+    cmd = ["sacct", "-n", "-P", "-j", ",".join(job_ids), f"--format={SACCT_FORMAT}"]
     if since:
         cmd += ["-S", since]
     proc = _run(cmd, "status", check=False)

@@ -19,6 +19,7 @@ from typing import TextIO
 from geohpc.core import slurm
 from geohpc.core.arrays import effective_throttle, parse_throttle, plan_chunks
 from geohpc.core.jobspec import JOB_ID_RE, JobSpec, render
+from geohpc.core.packing import attempt_export, is_packed, plan_packs, with_item_overrides, write_packs
 from geohpc.core.runs import Attempt, DamagedRun, Run, find_run, list_runs
 from geohpc.core.site import REPO, load_site, parse_makeflags
 from geohpc.core.stages import get_stage
@@ -97,13 +98,18 @@ def resubmit(repo: Path, stage_name: str, run_name: str, cli: dict[str, str], en
     site = load_site(run.site, cli=cli, env=env)
     params, _ = collect_params(site, cli, env)
     spec, changed = run_spec(run, repo, cli, env, out).with_overrides(cli)
+    spec, item_changed = with_item_overrides(spec, cli)
+    changed += item_changed
+    packing = is_packed(spec)
     recorded = run.job_env()  # the site values the run was submitted with (make-line ones included)
 
     def limit(key: str) -> int | None:
         value = cli.get(key) or recorded.get(key, "")
         return int(value) if value.isdigit() and int(value) > 0 else (site.int(key) or None)
 
-    chunks = plan_chunks(lines, limit("MAX_ARRAY_SIZE"))
+    packs = plan_packs(lines, packing[0]) if packing else []  # only the failed items, repacked
+    chunks = plan_chunks(list(range(len(packs))) if packing else lines, limit("MAX_ARRAY_SIZE"))
+    packs_rel = f"packs/{len(run.attempts)}.txt" if packing else ""
     first = run.attempts[0].throttle if run.attempts else None
     given = parse_throttle(params.get("THROTTLE"))
     if given and given != first:
@@ -113,8 +119,10 @@ def resubmit(repo: Path, stage_name: str, run_name: str, cli: dict[str, str], en
     thr = effective_throttle(given or first, limit("MAX_JOBS"), len(chunks))
     executor = run.attempts[-1].executor if run.attempts else "slurm"
     for c in chunks:
-        c.command = spec.command(run.env_file, c.array_spec(thr), [], c.offset)
-    print(f"resubmitting {len(lines)} item(s) of {run.path.name}", file=out)
+        c.command = spec.command(run.env_file, c.array_spec(thr), [], c.offset,
+                                 attempt_export(spec, run.path / packs_rel) if packing else None)
+    print(f"resubmitting {len(lines)} item(s) of {run.path.name}"
+          + (f" in {len(packs)} pack(s) of up to {packing[0]}" if packing else ""), file=out)
     if params.get("FORCE", "") in ("", "0"):  # the same preflight gate as make submit
         items = run.items()
         run_preflight_gate(site, stage, [items[i] for i in lines], params, env, spec, thr)
@@ -122,7 +130,8 @@ def resubmit(repo: Path, stage_name: str, run_name: str, cli: dict[str, str], en
         for c in chunks:
             print("  " + redact(" ".join(c.command)), file=out)
         return run
-    attempt = Attempt(executor=executor, throttle=thr, chunks=[])
+    attempt = Attempt(executor=executor, throttle=thr, chunks=[],
+                      packs=write_packs(run.path, len(run.attempts), packs) if packing else "")
     run.attempts.append(attempt)
     launch_chunks(run, attempt, chunks, repo, spec, out)
     return run

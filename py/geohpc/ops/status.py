@@ -17,6 +17,7 @@ from pathlib import Path
 from geohpc.core import slurm
 from geohpc.core.jobspec import sbatch_directives
 from geohpc.core.local_executor import local_states
+from geohpc.core.packing import read_item_records, record_info
 from geohpc.core.runs import Run, scan_runs
 from geohpc.core.site import REPO
 from geohpc.core.slurm import TaskInfo
@@ -35,6 +36,10 @@ class RunStatus:
     run: Run
     states: list[str]
     tasks: dict[str, TaskInfo] = field(default_factory=dict)
+    # packed runs: the item records per "<job>_<task>", and which tasks are packs (their lines are items)
+    records: dict[str, dict[int, dict]] = field(default_factory=dict)
+    packed: set[str] = field(default_factory=set)
+    owner: dict[int, tuple[str, str, str]] | None = None  # run.line_owner(), read once
 
     def counts(self) -> Counter[str]:
         """Items per category."""
@@ -50,11 +55,27 @@ class RunStatus:
         The retry rules of a pipeline (OUT_OF_MEMORY -> memory from MaxRSS, TIMEOUT -> time from elapsed) read
         this; None when the line never ran or its task left no accounting yet.
         """
-        owner = self.run.line_owner().get(line)
+        owner = self._owner().get(line)
         if owner is None:
             return None
         _, job_id, idx = owner
-        return self.tasks.get(f"{job_id}_{idx}")
+        key = f"{job_id}_{idx}"
+        if key in self.packed:
+            rec = self.records.get(key, {}).get(line)
+            return record_info(rec, key) if rec is not None else None
+        return self.tasks.get(key)
+
+    def _owner(self) -> dict[int, tuple[str, str, str]]:
+        if self.owner is None:
+            self.owner = self.run.line_owner()
+        return self.owner
+
+    def finished(self) -> list[TaskInfo]:
+        """The accounting of every finished item (packed: the item records; else the array tasks)."""
+        if self.packed:
+            return [record_info(r, k) for k, per in self.records.items() for r in per.values()
+                    if r.get("state") != "DONE_BEFORE"]
+        return [t for t in self.tasks.values() if t.state not in ("RUNNING", "PENDING", "UNKNOWN")]
 
 
 def read_job_env(run: Run) -> dict[str, str]:
@@ -94,18 +115,41 @@ def classify(info: TaskInfo | None, active: str | None) -> str:
     return "missing"
 
 
-def run_status(run: Run) -> RunStatus:
-    """Query Slurm (or the local state files) once for the whole run and classify each item."""
+def slurm_job_ids(run: Run) -> list[str]:
+    """The Slurm job ids of every attempt of ``run``."""
+    return [c.job_id for a in run.attempts if a.executor == "slurm" for c in a.chunks if c.job_id]
+
+
+def query(runs: list[Run]) -> tuple[dict[str, str], dict[str, TaskInfo]]:
+    """One squeue call and one batched sacct call for every job of ``runs`` (never one call per task)."""
+    ids = [j for r in runs for j in slurm_job_ids(r)]
+    if not ids:
+        return {}, {}
+    since = min((a.submitted[:10] for r in runs for a in r.attempts), default="")
+    return slurm.squeue(ids), slurm.sacct(ids, since=since)
+
+
+ITEM_CATEGORY = {"COMPLETED": "completed", "DONE_BEFORE": "completed", "FAILED": "failed", "OUT_OF_MEMORY": "oom",
+                 "TIMEOUT": "timeout"}
+
+
+def run_status(run: Run, fetched: tuple[dict[str, str], dict[str, TaskInfo]] | None = None) -> RunStatus:
+    """Query Slurm (or the local state files) once for the whole run and classify each item.
+
+    ``fetched``: squeue and sacct answers already gathered by :func:`query` for several runs at once.
+    A packed run's items are classified from their item records; an item its pack never recorded takes
+    its pack task's state (running, or the task's timeout / out-of-memory / cancel).
+    """
     stage = get_stage(run.stage)
     ctx = run_context(run)
     items = run.items()
     owner = run.line_owner()
-    slurm_ids = [c.job_id for a in run.attempts if a.executor == "slurm" for c in a.chunks if c.job_id]
-    active = slurm.squeue(slurm_ids) if slurm_ids else {}
-    since = min((a.submitted[:10] for a in run.attempts), default="")
-    tasks = slurm.sacct(slurm_ids, since=since) if slurm_ids else {}
+    active, tasks = fetched if fetched is not None else query([run])
+    tasks = dict(tasks)
     if any(a.executor == "local" for a in run.attempts):
         tasks.update(local_states(run.path))
+    packed = {f"{c.job_id}_{i}" for a in run.attempts if a.packs for c in a.chunks for i in c.indices}
+    records = read_item_records(run.path) if packed else {}
     states = []
     for i, item in enumerate(items):
         if stage.done(item, ctx):
@@ -116,9 +160,13 @@ def run_status(run: Run) -> RunStatus:
             continue
         _, job_id, idx = owner[i]
         key = f"{job_id}_{idx}"
-        state = classify(tasks.get(key), active.get(key))
+        rec = records.get(key, {}).get(i) if key in packed else None
+        if rec is not None:
+            state = ITEM_CATEGORY.get(str(rec.get("state")), "failed")
+        else:
+            state = classify(tasks.get(key), active.get(key))
         states.append("failed" if state == "completed" else state)  # finished without its output
-    return RunStatus(run=run, states=states, tasks=tasks)
+    return RunStatus(run=run, states=states, tasks=tasks, records=records, packed=packed, owner=owner)
 
 
 def bar(done: int, total: int, width: int = 30) -> str:
@@ -130,7 +178,7 @@ def bar(done: int, total: int, width: int = 30) -> str:
 
 def sizing_hint(status: RunStatus) -> str:
     """Elapsed and MaxRSS of finished tasks against the requested memory, with a --mem suggestion."""
-    finished = [t for t in status.tasks.values() if t.state not in ("RUNNING", "PENDING", "UNKNOWN")]
+    finished = status.finished()
     if not finished:
         return ""
     elapsed = [t.elapsed_s for t in finished]

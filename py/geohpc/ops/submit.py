@@ -24,6 +24,7 @@ from geohpc.core import slurm
 from geohpc.core.arrays import effective_throttle, parse_throttle, plan_chunks
 from geohpc.core.jobspec import JOB_ID_RE, JobSpec, env_file_text, render
 from geohpc.core.local_executor import run_chunk
+from geohpc.core.packing import PACK_PARAMS, attempt_export, pack_params, pack_spec, plan_packs, write_packs
 from geohpc.core.runs import PRIVATE, Attempt, DamagedRun, Run, find_run, new_run, scan_runs
 from geohpc.core.runtime import resolve_path
 from geohpc.core.site import REPO, SRC_CLI, Site, load_site, parse_makeflags
@@ -33,7 +34,8 @@ from geohpc.ops.status import run_context
 from geohpc.util import redact, write_json_atomic, write_text_atomic
 
 # make variables that are not site keys but steer a submission; read from the make line or the shell
-GENERIC_PARAMS = ("THROTTLE", "ITEMS", "AFTER", "DRY_RUN", "FORCE", "MEM", "TIME", "ARGS", "N", "RERUN", "OUT_DIR", "GPUS", "CPUS")
+GENERIC_PARAMS = ("THROTTLE", "ITEMS", "AFTER", "DRY_RUN", "FORCE", "MEM", "TIME", "ARGS", "N", "RERUN", "OUT_DIR", "GPUS", "CPUS",
+                  *PACK_PARAMS)
 
 
 def collect_params(site: Site, cli: Mapping[str, str], env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
@@ -185,7 +187,7 @@ def _choose_items(plan: Submission, repo: Path) -> None:
     key = {i: (plan.items[i], output_key(plan.stage, plan.items[i], plan.ctx)) for i in todo} if busy else {}
     plan.queued = [i for i in todo if busy and key[i] in busy]
     todo = [i for i in todo if not busy or key[i] not in busy]
-    max_jobs = plan.site.int("MAX_JOBS")
+    max_jobs = plan.site.int("MAX_JOBS") * ((pack_params(plan.params) or (1, 1))[0])
     if max_jobs and len(todo) > max_jobs:  # every array task counts as a job against the site's cap
         plan.held, todo = len(todo) - max_jobs, todo[:max_jobs]
     plan.todo = todo
@@ -236,16 +238,23 @@ def submit(
         print("nothing to submit: every item's output exists (RERUN=1 runs them again)", file=out)
         return None
     after = resolve_after(repo, params.get("AFTER", ""), plan.executor)
-    chunks = plan_chunks(plan.todo, site.int("MAX_ARRAY_SIZE") or None)
+    packing = pack_params(params)
+    packs = plan_packs(plan.todo, packing[0]) if packing else []
+    chunks = plan_chunks(list(range(len(packs))) if packing else plan.todo, site.int("MAX_ARRAY_SIZE") or None)
     thr = effective_throttle(parse_throttle(params.get("THROTTLE")), site.int("MAX_JOBS") or None, len(chunks))
     # a dry run for a remote site renders the paths the job will see there (the deployed repo)
     remote = plan.dry_run and site.name != "local" and site.get("REMOTE_DIR")
     site_repo = Path(site.get("REMOTE_DIR")) if remote else repo
     run = _prepare_run(site_repo, stage, site, plan.dry_run)
     spec = render(site, stage, site_repo, run.path, params, plan.ctx.out_dir, plan.ctx.work)
+    if packing:
+        spec = pack_spec(spec, site, params, *packing)
+        print(f"  packed: {len(plan.todo)} item(s) in {len(packs)} array task(s) of up to {packing[0]}, "
+              f"{packing[1]} at once (split by stride; status, logs and resubmit per item)", file=out)
     problems = plan.problems + spec.warnings
+    extra = attempt_export(spec, run.path / "packs" / "0.txt") if packing else None
     for chunk in chunks:
-        chunk.command = spec.command(run.env_file, chunk.array_spec(thr), after, chunk.offset)
+        chunk.command = spec.command(run.env_file, chunk.array_spec(thr), after, chunk.offset, extra)
     for problem in problems:
         print(f"  warning: {problem}", file=out)
     if spec.env.get("GEOHPC_PARTITION_WHY"):
@@ -265,7 +274,8 @@ def submit(
             run.path.rmdir()  # the run folder is still empty: a refused submit leaves nothing behind
         raise
     record_run(run, plan, spec, repo)
-    attempt = Attempt(executor=plan.executor, throttle=thr, chunks=[])
+    attempt = Attempt(executor=plan.executor, throttle=thr, chunks=[],
+                      packs=write_packs(run.path, 0, packs) if packing else "")
     run.attempts.append(attempt)
     launch_chunks(run, attempt, chunks, repo, spec, out)
     print(f"recorded in {run.path}", file=out)
@@ -287,7 +297,8 @@ def record_run(run: Run, plan: Submission, spec: JobSpec, repo: Path) -> None:
 
 def launch_chunks(run: Run, attempt: Attempt, chunks: list, repo: Path, spec: JobSpec, out: TextIO) -> None:
     """Submit (slurm) or run (local) each chunk, saving the plan after each one."""
-    script = repo / "jobs" / f"{spec.stage}.sbatch"
+    script = repo / "jobs" / Path(spec.script).name  # jobs/pack.sbatch for a packed run
+    extra = attempt_export(spec, run.path / attempt.packs) if attempt.packs else None
     record = run.path / "commands.sh"
     before = record.read_text() if record.is_file() else ""
     write_text_atomic(record, before + "".join(redact(shlex.join(c.command)) + "\n" for c in chunks), mode=PRIVATE)
@@ -296,10 +307,11 @@ def launch_chunks(run: Run, attempt: Attempt, chunks: list, repo: Path, spec: Jo
         if attempt.executor == "slurm":
             chunk.job_id = slurm.sbatch(chunk.command)
         else:
-            run_chunk(script, repo, run.env_file, run.path, chunk, attempt.throttle, spec.resources)
+            run_chunk(script, repo, run.env_file, run.path, chunk, attempt.throttle, spec.resources, extra)
         run.save()
         lines = chunk.lines()
-        print(f"  job {chunk.job_id}: --array={chunk.array_spec(attempt.throttle)} (manifest lines "
+        what = "packs" if attempt.packs else "manifest lines"
+        print(f"  job {chunk.job_id}: --array={chunk.array_spec(attempt.throttle)} ({what} "
               f"{lines[0] + 1}-{lines[-1] + 1}, {len(lines)} tasks)", file=out)
 
 
