@@ -18,7 +18,7 @@ guard_stage_opt = $(if $(STAGE),$(guard_stage))
 guard_file = $(if $(and $(FILE),$(wildcard $(FILE))),,$(error FILE='$(FILE)' does not exist here: give FILE=path/to/model.pt (a file or a folder)))
 dry_run = $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
 
-.PHONY: help setup test lint demo slurm-up slurm-down sshd-up sshd-down deploy submit status throttle cancel \
+.PHONY: help setup test lint demo slurm-up slurm-down sshd-up sshd-down deploy submit status logs throttle cancel \
 	resubmit preflight purge-guard rescue bench s3-up s3-down site-setup image push fetch
 
 help: ## list the targets
@@ -59,8 +59,11 @@ preflight: ## run the checks in checks/ for a site [STAGE=x] [ARGS='--json' or '
 submit: ## submit STAGE=x on SITE [THROTTLE=N ITEMS=file AFTER=jobid|stage MEM= TIME= DRY_RUN=1 FORCE=1]
 	$(guard_site)$(guard_stage)@$(PY_RUN) submit --site "$(SITE)" --stage "$(STAGE)"
 
-status: ## items pending/running/completed/failed per run [STAGE=x] [ALL=1]
-	$(guard_stage_opt)@$(PY_RUN) status $(if $(STAGE),--stage "$(STAGE)") $(if $(ALL),--all)
+status: ## items by state per run [STAGE=x] [ALL=1]; a pipeline run's steps, retries, efficiency, cost: PIPELINE=x [RUN=ts]
+	$(guard_stage_opt)@$(PY_RUN) status $(if $(STAGE),--stage "$(STAGE)") $(if $(ALL),--all) $(if $(PIPELINE),--pipeline)
+
+logs: ## the failed items' log tails and paths: STAGE=x [ITEM=name] [RUN=ts] [TAIL=20]
+	$(guard_stage)@$(PY_RUN) logs --stage "$(STAGE)"
 
 throttle: ## change how many tasks of an array run at once: JOB=id N=k
 	@$(PY_RUN) jobctl throttle --job "$(JOB)" --n "$(N)"

@@ -71,7 +71,7 @@ def run_task(script: Path, repo: Path, env_file: Path, run_dir: Path, job_id: st
     )
     state_file = run_dir / "local" / f"{job_id}_{task}.json"
     write_json_atomic(state_file, {"state": "RUNNING", "log": str(log)})
-    start = time.monotonic()
+    start, wall_start = time.monotonic(), time.time()
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
             ["bash", str(script)], cwd=repo, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
@@ -97,6 +97,10 @@ def run_task(script: Path, repo: Path, env_file: Path, run_dir: Path, job_id: st
         exit_code=f"{max(code, 0)}:{-code if code < 0 else 0}",
         elapsed_s=int(time.monotonic() - start),
         max_rss=usage.ru_maxrss * 1024,
+        alloc_cpus=int(cpus) if cpus.isdigit() else 0,
+        total_cpu_s=round(usage.ru_utime + usage.ru_stime, 3),  # os.wait4: the task and what it waited for
+        start=wall_start,
+        end=time.time(),
     )
     write_json_atomic(state_file, info.__dict__ | {"log": str(log)})
     print(f"[local] {name} task {job_id}_{task}: {state} ({info.elapsed_s}s) log {log}", file=sys.stderr)
@@ -132,5 +136,9 @@ def local_states(run_dir: Path) -> dict[str, TaskInfo]:
             exit_code=d.get("exit_code", ""),
             elapsed_s=d.get("elapsed_s", 0),
             max_rss=d.get("max_rss", 0),
+            total_cpu_s=float(d.get("total_cpu_s", 0) or 0),
+            alloc_cpus=int(d.get("alloc_cpus", 0) or 0),
+            start=float(d.get("start", 0) or 0),
+            end=float(d.get("end", 0) or 0),
         )
     return out
