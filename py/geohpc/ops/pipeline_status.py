@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from geohpc.core import billing
+from geohpc.core import billing, slurm
 from geohpc.core.jobspec import JobSpec
 from geohpc.core.runs import Run, load_run, runs_root
 from geohpc.core.site import load_site
+from geohpc.core.slurm import TaskInfo
 from geohpc.errors import ConfigError, GeohpcError
 from geohpc.ops.status import CATEGORIES, RunStatus, bar, query, run_status
 from geohpc.util import human_bytes
@@ -127,11 +128,16 @@ def gather(pipe: PipelineRun) -> None:
                 step.problem = str(exc)
 
 
+def wall_s(t: TaskInfo) -> float:
+    """A task's elapsed seconds: sacct Elapsed, else its end - start (sub-second local tasks)."""
+    return float(t.elapsed_s) or max(t.end - t.start, 0.0)
+
+
 def cpu_efficiency(status: RunStatus) -> float | None:
-    """sum(TotalCPU) / sum(Elapsed x AllocCPUS) over the run's finished Slurm tasks; None when unknown."""
-    used = sum(t.total_cpu_s for t in status.tasks.values() if t.alloc_cpus and t.elapsed_s)
-    avail = sum(t.elapsed_s * t.alloc_cpus for t in status.tasks.values() if t.alloc_cpus and t.elapsed_s)
-    return used / avail if avail else None
+    """sum(TotalCPU) / sum(Elapsed x AllocCPUS) over the run's finished tasks; None when unknown."""
+    done = [t for t in status.tasks.values() if t.alloc_cpus and wall_s(t) and t.state not in slurm.ACTIVE]
+    avail = sum(wall_s(t) * t.alloc_cpus for t in done)
+    return sum(t.total_cpu_s for t in done) / avail if avail else None
 
 
 def run_resources(run: Run) -> JobSpec | None:
@@ -166,7 +172,7 @@ def step_spent(site: Mapping[str, str], step: Step, total: billing.Spent) -> bil
     spec = run_resources(step.run)
     if spec is None:
         return mine
-    elapsed = [t.elapsed_s for t in step.status.tasks.values()]
+    elapsed = [wall_s(t) for t in step.status.tasks.values()]
     billing.spent(site, spec.resources, elapsed, mine)
     for unit, v in mine.units.items():
         total.add(v, unit)
