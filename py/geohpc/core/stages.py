@@ -7,6 +7,7 @@ library at module level (planning must stay fast and must not need torch or GDAL
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import pkgutil
@@ -35,9 +36,10 @@ class StageContext:
     repo: Path
     work: Path
 
-    @property
+    @functools.cached_property
     def out_dir(self) -> Path:
-        """Where this stage's outputs go: ``<work>/outputs/<stage>`` unless OUT_DIR is given."""
+        """Where this stage's outputs go: ``<work>/outputs/<stage>`` unless OUT_DIR is given (computed once:
+        a done-check over 100,000 items asks it for each)."""
         given = self.params.get("OUT_DIR", "")
         return Path(given) if given else self.work / "outputs" / self.stage
 
