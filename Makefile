@@ -60,7 +60,7 @@ submit: ## submit STAGE=x on SITE [THROTTLE=N ITEMS=file AFTER=jobid|stage MEM= 
 	$(guard_site)$(guard_stage)@$(PY_RUN) submit --site "$(SITE)" --stage "$(STAGE)"
 
 status: ## items by state per run [STAGE=x] [ALL=1]; a pipeline run's steps, retries, efficiency, cost: PIPELINE=x [RUN=ts]
-	$(guard_stage_opt)@$(PY_RUN) status $(if $(STAGE),--stage "$(STAGE)") $(if $(ALL),--all) $(if $(PIPELINE),--pipeline)
+	$(guard_stage_opt)@$(PY_RUN) $(if $(PIPELINE),pipeline-status,status $(if $(STAGE),--stage "$(STAGE)") $(if $(ALL),--all))
 
 logs: ## the failed items' log tails and paths: STAGE=x [ITEM=name] [RUN=ts] [TAIL=20]
 	$(guard_stage)@$(PY_RUN) logs --stage "$(STAGE)"

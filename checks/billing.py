@@ -9,13 +9,13 @@ there is a lower bound. Whole-node partitions (``whole_node:yes``) bill every co
 
 from __future__ import annotations
 
+from geohpc.core import billing
 from geohpc.preflight.context import PreflightContext, Result, fail, ok, warn
 from geohpc.preflight.site_facts import (
     CommandUnavailable,
     command_output,
     parse_cost,
     parse_lumi_allocations,
-    partition_facts,
 )
 
 NAME = "billing"
@@ -25,20 +25,15 @@ WARN_SHARE = 0.5  # warn when one submit takes more than half of what is left
 
 
 def estimate(ctx: PreflightContext, rule: str) -> tuple[float, str] | None:
-    """(hours, unit) the submit costs at most (all tasks run to their walltime); None without --time."""
+    """(hours, unit) the submit costs at most (all tasks run to their walltime); None without --time.
+
+    The rule itself is :func:`geohpc.core.billing.estimate` (one home: make run's DRY_RUN uses it too).
+    """
     res = ctx.resources
     if not res.time_s:
         return None
     tasks = res.array_size or ctx.pending or len(ctx.items) or 1
-    nodes = getattr(res, "nodes", None) or 1
-    wall = res.time_s / 3600 * tasks
-    facts = partition_facts(ctx.site, res.partition or "") or {}
-    if rule == "lumi" and res.gpus:
-        return res.gpus * nodes * wall, "gpu-hours"
-    cpus = res.cpus or 1
-    if facts.get("whole_node", "").lower() == "yes" and ctx.site_int("CPUS_PER_NODE", 0):
-        cpus = ctx.site_int("CPUS_PER_NODE", 0)
-    return cpus * nodes * wall, "cpu-hours" if rule == "lumi" else "billing-hours"
+    return billing.estimate({**ctx.site, "BILLING": rule}, res, tasks, res.time_s)
 
 
 def _left(ctx: PreflightContext, rule: str, account: str, unit: str) -> tuple[float, float] | str:

@@ -30,6 +30,7 @@ COMMANDS: dict[str, Command] = {
     "submit": Command(GROUPS[0], "geohpc.ops.submit", "plan and submit a stage on a site (make submit)"),
     "status": Command(GROUPS[0], "geohpc.ops.status", "items by state per run, MaxRSS vs requested (make status)"),
     "jobctl": Command(GROUPS[0], "geohpc.ops.jobctl", "throttle, cancel or resubmit a run (make throttle|cancel|resubmit)"),
+    "pipeline-status": Command(GROUPS[0], "geohpc.ops.pipeline_status", "a pipeline run step by step: retries, efficiency, cost (make status PIPELINE=)"),
     "logs": Command(GROUPS[0], "geohpc.ops.logs", "failed items' log tails and paths, packed or not (make logs)"),
     "pipeline-report": Command(GROUPS[0], "geohpc.ops.pipeline_report", "a pipeline run's report.html: timelines, failures, cost, products"),
     "deploy": Command(GROUPS[0], "geohpc.ops.deploy", "rsync the repo to a site, never touching its data (make deploy)"),

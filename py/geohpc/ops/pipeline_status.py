@@ -8,8 +8,11 @@ squeue and one sacct call for every job of every step together, never one call p
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import re
+import sys
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,9 +21,9 @@ from pathlib import Path
 from geohpc.core import billing, slurm
 from geohpc.core.jobspec import JobSpec
 from geohpc.core.runs import Run, load_run, runs_root
-from geohpc.core.site import load_site
+from geohpc.core.site import REPO, load_site, parse_makeflags
 from geohpc.core.slurm import TaskInfo
-from geohpc.errors import ConfigError, GeohpcError
+from geohpc.errors import ConfigError, GeohpcError, run_cli
 from geohpc.ops.status import CATEGORIES, RunStatus, bar, query, run_status
 from geohpc.util import human_bytes
 
@@ -242,3 +245,23 @@ def pipeline_status(repo: Path, pipeline: str, run: str = "") -> str:
     pipe = load_pipeline(find_pipeline_run(repo, pipeline, run))
     gather(pipe)
     return format_pipeline(pipe)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``python -m geohpc pipeline-status [--pipeline NAME] [--run TS]`` (make status PIPELINE= [RUN=])."""
+    ap = argparse.ArgumentParser(prog="python -m geohpc pipeline-status", description=__doc__.splitlines()[0])
+    ap.add_argument("--pipeline", default=None, help="the pipeline (default: PIPELINE= from the make line)")
+    ap.add_argument("--run", default=None, help="its run folder (default: RUN= from the make line, else the latest)")
+    args = ap.parse_args(argv)
+
+    def work() -> int:
+        make = parse_makeflags(os.environ.get("MAKEFLAGS", ""))  # values never pass through the shell
+        name = args.pipeline if args.pipeline is not None else make.get("PIPELINE", "")
+        print(pipeline_status(REPO, name, args.run if args.run is not None else make.get("RUN", "")))
+        return 0
+
+    return run_cli(work, "geohpc.status")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,7 +8,6 @@ time and MaxRSS against the requested memory give a right-sizing hint.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 from collections import Counter
@@ -20,7 +19,7 @@ from geohpc.core.jobspec import sbatch_directives
 from geohpc.core.local_executor import local_states
 from geohpc.core.packing import read_item_records, record_info
 from geohpc.core.runs import Run, scan_runs
-from geohpc.core.site import REPO, parse_makeflags
+from geohpc.core.site import REPO
 from geohpc.core.slurm import TaskInfo
 from geohpc.core.stages import StageContext, get_stage
 from geohpc.errors import run_cli
@@ -253,24 +252,14 @@ def wait(stage: str, poll_s: float = 3.0, timeout_s: float = 6 * 3600) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: ``python -m geohpc status [--stage X] [--all] [--pipeline NAME [--run TS]]``."""
+    """CLI: ``python -m geohpc status [--stage X] [--all]``."""
     ap = argparse.ArgumentParser(prog="python -m geohpc status", description=__doc__.splitlines()[0])
     ap.add_argument("--stage", default="")
     ap.add_argument("--all", action="store_true", help="every run, not only the latest of each stage")
     ap.add_argument("--wait", action="store_true", help="wait until nothing is pending or running; exit 1 on failures")
-    ap.add_argument("--pipeline", nargs="?", const="", default=None,
-                    help="a pipeline run: NAME (default: PIPELINE= from the make line); --run TS picks one")
-    ap.add_argument("--run", default=None, help="with --pipeline: the run folder (default: RUN= from the make line)")
     args = ap.parse_args(argv)
 
     def work() -> int:
-        if args.pipeline is not None:
-            from geohpc.ops.pipeline_status import pipeline_status
-
-            make = parse_makeflags(os.environ.get("MAKEFLAGS", ""))  # values never pass through the shell
-            name = args.pipeline or make.get("PIPELINE", "")
-            print(pipeline_status(REPO, name, args.run if args.run is not None else make.get("RUN", "")))
-            return 0
         if args.wait:
             return wait(args.stage)
         runs, damaged = scan_runs(REPO, args.stage or None)
