@@ -39,12 +39,12 @@ def test_packed_spec_asks_for_w_items_and_n_over_w_rounds(tmp_path: Path) -> Non
     spec = _spec(tmp_path, PACK="50", WORKERS="4")
     res = spec.resources
     # noop asks 1 CPU, 256M, 5 min an item: 4 at once, 13 rounds
-    assert res.cpus == 4 and res.mem_bytes == 1 << 30 and res.time_s == 13 * 300
+    assert res.cpus == 4 and res.mem_bytes == 1 << 30 and res.time_s == 13 * 300 + 60
     assert spec.script.endswith("jobs/pack.sbatch") and spec.env["GEOHPC_PACK_SCRIPT"].endswith("jobs/noop.sbatch")
     assert spec.env["GEOHPC_ITEM_MEM"] == str(256 << 20) and spec.options["job-name"] == "noop"
     # capped at the node (4G) and at the partition's limit, each said in the notes
     big = _spec(tmp_path, PACK="100", WORKERS="20")
-    assert big.resources.mem_bytes == 4 << 30 and big.resources.cpus == 16 and big.resources.time_s == 5 * 300
+    assert big.resources.mem_bytes == 4 << 30 and big.resources.cpus == 16 and big.resources.time_s == 5 * 300 + 60
     assert any("capped at the node's 4096M" in n for n in big.notes)
     long = _spec(tmp_path, PACK="100", WORKERS="2", PART_SMALL="maxtime:01:00:00")
     assert long.resources.time_s == 3600  # 50 rounds of 5 min, over the partition's hour
@@ -54,7 +54,7 @@ def test_packed_spec_asks_for_w_items_and_n_over_w_rounds(tmp_path: Path) -> Non
     assert shared.resources.mem_bytes == 3 << 30 and shared.env["GEOHPC_ITEM_MEM"] == str(3 << 29)
     raised, changed = with_item_overrides(spec, {"ITEM_MEM": "1G", "ITEM_TIME": "00:20:00"})
     assert raised.env["GEOHPC_ITEM_MEM"] == str(1 << 30) and raised.resources.mem_bytes == 4 << 30
-    assert raised.resources.time_s == 13 * 1200 and len(changed) == 2
+    assert raised.resources.time_s == 13 * 1200 + 60 and len(changed) == 2
 
 
 def _local(*args: str) -> object:
@@ -92,3 +92,16 @@ def test_packed_run_on_the_local_executor_records_and_retries_per_item(tmp_path:
     assert "4/5" in final.stdout and "failed=1" in final.stdout, final.stdout
     plan = json.loads((run / "plan.json").read_text())
     assert [a["packs"] for a in plan["attempts"]] == ["packs/0.txt", "packs/1.txt"]
+
+
+def test_item_time_limit_kills_only_that_item(tmp_path: Path) -> None:
+    items = tmp_path / "items.txt"
+    items.write_text("sleep20-slow\nok-fast\n")
+    proc = _local("submit", "STAGE=noop", f"ITEMS={items}", "PACK=2", "WORKERS=2", "ITEM_TIME=00:00:02",
+                  f"OUT_DIR={tmp_path}")
+    assert proc.returncode == 0, proc.stderr
+    run = sorted((RUNS_DIR / "noop").iterdir(), key=lambda p: p.stat().st_mtime)[-1]
+    recs = {line: r for per in read_item_records(run).values() for line, r in per.items()}
+    assert recs[0]["state"] == "TIMEOUT" and 2 <= recs[0]["elapsed_s"] < 10
+    assert recs[1]["state"] == "COMPLETED" and (tmp_path / "ok-fast.done").is_file()
+    assert "timeout=1" in make("status", "STAGE=noop").stdout

@@ -119,3 +119,15 @@ def test_billing_rules_from_the_guide() -> None:
     assert billing.estimate(betzy, Resources(cpus=1, partition="normal", nodes=4), 1, 3600) == (512.0, "billing-hours")
     used = billing.spent(lumi, Resources(gpus=8, partition="small-g"), [1800, 1800])
     assert "8.00 gpu-hours spent; 8.00 of 100,000 gpu-hours allocated" in billing.against_allocation(lumi, used)
+
+
+def test_make_logs_of_an_unpacked_run(pipeline_run: Path) -> None:
+    first = Path(json.loads((pipeline_run / "steps" / "first.json").read_text())["run"])
+    proc = make("logs", "STAGE=noop", f"RUN={first.name}", "TAIL=3")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 failed item(s)" in proc.stdout and "== fail-2 (line 2, failed, exit 3:0" in proc.stdout, proc.stdout
+    log = next(x for x in proc.stdout.splitlines() if x.strip().startswith("log ")).split("log ", 1)[1]
+    assert Path(log).is_file() and "_1.out" in log  # the array task's own log (logs/noop_<job>_1.out)
+    assert "   | noop: fail-2 fails on purpose" in proc.stdout
+    assert len([x for x in proc.stdout.splitlines() if x.startswith("   | ")]) <= 3
+    assert make("logs", "STAGE=noop", f"RUN={first.name}", "TAIL=x").returncode == 2

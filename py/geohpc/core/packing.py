@@ -94,7 +94,7 @@ def pack_spec(spec: JobSpec, site: Site, params: Mapping[str, str], pack: int, w
         env["GEOHPC_ITEM_TIME"] = str(item_time)
     if not params.get("TIME") and (item_time or res.time_s):
         rounds = math.ceil(pack / workers)
-        want = rounds * (item_time or res.time_s or 0)
+        want = task_time(rounds, item_time or res.time_s or 0)
         facts = partition_facts(site.values, res.partition) or {}
         limit = time_s(facts.get("maxtime", ""))
         if limit and want > limit:
@@ -108,6 +108,12 @@ def pack_spec(spec: JobSpec, site: Site, params: Mapping[str, str], pack: int, w
     script = str(Path(spec.script).with_name("pack.sbatch"))
     return replace(spec, script=script, options=options, notes=notes, env=env,
                    directives=sbatch_directives(REPO / "jobs" / "pack.sbatch"))
+
+
+def task_time(rounds: int, item_s: int) -> int:
+    """A pack task's walltime: ``rounds`` items one after another, plus a minute for the task's start and its
+    records, in whole minutes (an item's own limit must strike before the task's)."""
+    return math.ceil((rounds * item_s + 60) / 60) * 60
 
 
 def _slurm_time(seconds: int) -> str:
@@ -204,7 +210,7 @@ def with_item_overrides(spec: JobSpec, params: Mapping[str, str]) -> tuple[JobSp
         item_time = parse_time_limit(params["ITEM_TIME"])
         changed.append(f"item time limit: {env.get('GEOHPC_ITEM_TIME', '(none)')} -> {item_time}s")
         env["GEOHPC_ITEM_TIME"] = str(item_time)
-        want = math.ceil(pack / workers) * item_time
+        want = task_time(math.ceil(pack / workers), item_time)
         have = parse_time_limit(options["time"]) if options.get("time") else 0
         if not params.get("TIME") and want > have:
             options["time"] = _slurm_time(want)
