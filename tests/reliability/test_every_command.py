@@ -47,6 +47,9 @@ CASES = [  # (argv, what is wrong); "d" is an existing folder, "bad.tif" garbage
     (["quota", "--kind", "lumi-quota", "bad.tif"], "garbage quota output"),
     (["tiles-serve", "bad.tif"], "not a tile folder"),
     (["scene", "--out-dir", "bad.tif"], "output folder is a file"),
+    (["pack-run", "--packs", "bad.tif", "--task", "0"], "outside a packed task"),
+    (["pipeline-report", "--run", "d"], "not a pipeline run folder"),
+    (["pipeline-status", "--pipeline", "nope"], "no such pipeline run"),
     (["synth-seg", "--out", "bad.tif"], "output folder is a file"),
 ]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -24,11 +25,11 @@ from pathlib import Path
 
 from geohpc.core.jobspec import sbatch_directives
 from geohpc.core.packing import records_dir
-from geohpc.core.runs import Run
+from geohpc.core.runs import PRIVATE, Run
 from geohpc.core.stages import get_stage
 from geohpc.errors import ConfigError, run_cli
 from geohpc.ops.status import run_context
-from geohpc.util import human_bytes
+from geohpc.util import human_bytes, write_text_atomic
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 POLL_S = 0.1
@@ -75,13 +76,35 @@ def item_log(stage_script: Path, stage: str, job: str, task: str, line: int, rep
     return path.with_suffix("") / f"{line}.out"
 
 
+def item_env(job_env: Path, run_dir: Path, key: str) -> Path:
+    """The job.env the items of this pack source: the run's, with this runner's own interpreter as launcher.
+
+    The runner already runs in the stage's runtime (jobs/pack.sbatch starts it through run_py, in the
+    container where the stage has one): its items' run_py must not start the container again from inside it.
+    """
+    target = run_dir / "packs" / f"{key}.env"
+    try:
+        text = job_env.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"job environment {job_env} unreadable: {exc}") from None
+    write_text_atomic(target, text + f"export GEOHPC_LAUNCH={shlex.quote(sys.executable)}\nexport GEOHPC_ISOLATED=0\n",
+                      mode=PRIVATE)
+    return target
+
+
 def run_pack(packs: Path, task: int, env: Mapping[str, str]) -> int:
     """Run pack ``task`` of ``packs``; 0 when every item completed (or was done before), else 1."""
-    run_dir = Path(env.get("GEOHPC_RUN_DIR") or packs.parent.parent)
-    lines_by_task = [ln.split() for ln in packs.read_text().splitlines()]
-    if not 0 <= task < len(lines_by_task):
+    for key in ("GEOHPC_RUN_DIR", "GEOHPC_STAGE", "GEOHPC_PACK_SCRIPT"):
+        if not env.get(key):
+            raise ConfigError(f"{key} is not set: pack-run runs inside a packed array task (make submit PACK=n)")
+    run_dir = Path(env["GEOHPC_RUN_DIR"])
+    try:
+        lines_by_task = [ln.split() for ln in packs.read_text().splitlines()]
+        lines = [int(x) for x in lines_by_task[task]] if 0 <= task < len(lines_by_task) else None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{packs}: not a packs file (one line of manifest line numbers a task): {exc}") from None
+    if lines is None:
         raise ConfigError(f"{packs}: no pack {task} (it has {len(lines_by_task)})")
-    lines = [int(x) for x in lines_by_task[task]]
     run = Run(path=run_dir, stage=env.get("GEOHPC_STAGE", ""), site=env.get("GEOHPC_SITE", ""))
     stage = get_stage(run.stage)
     ctx = run_context(run)
@@ -100,6 +123,8 @@ def run_pack(packs: Path, task: int, env: Mapping[str, str]) -> int:
                  "GEOHPC_PACK_TASK": f"{job}_{idx}"})
     if mem_share:
         base["SLURM_MEM_PER_NODE"] = str(max(1, mem_share >> 20))
+    if env.get("GEOHPC_ENV"):
+        base["GEOHPC_ENV"] = str(item_env(Path(env["GEOHPC_ENV"]), run_dir, f"{job}_{idx}"))
     print(f"== pack {job}_{idx}: {len(lines)} item(s), {workers} at once, memory share "
           f"{human_bytes(mem_share) if mem_share else 'none'}, item time limit {time_limit or 'none'}", flush=True)
     pending = list(reversed(lines))
