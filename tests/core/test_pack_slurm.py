@@ -50,6 +50,21 @@ def test_pack_50_workers_2_over_1000_items(tmp_path: Path) -> None:
     assert "1000/1000" in status.stdout and "100%" in status.stdout, status.stdout
     nothing = make("resubmit", "STAGE=noop")
     assert "nothing to resubmit" in nothing.stdout
+    # the run as a pipeline step: sacct's TotalCPU/AllocCPUS/Start/End reach status and the report
+    pipe = RUNS_DIR / "packpipe" / "20261207-000000"
+    (pipe / "steps").mkdir(parents=True)
+    (pipe / "pipeline.json").write_text(json.dumps({"schema": "geohpc.pipeline-run/1", "pipeline": "packpipe",
+                                                    "site": "local", "steps": [{"name": "many", "stage": "noop"}]}))
+    (pipe / "steps" / "many.json").write_text(json.dumps({"step": "many", "stage": "noop", "state": "done",
+                                                          "run": str(run), "waves_sent": 1, "waves_total": 1}))
+    shown = make("status", "PIPELINE=packpipe")
+    assert shown.returncode == 0 and "1000/1000" in shown.stdout, shown.stderr
+    eff = shown.stdout.split("cpu efficiency ", 1)[1].split("%", 1)[0]
+    assert eff.isdigit() and 0 < int(eff) <= 100, shown.stdout  # sum TotalCPU / sum(Elapsed x AllocCPUS)
+    from geohpc.ops.pipeline_report import write_report
+
+    text = write_report(pipe).read_text()
+    assert (pipe / "timeline-many.png").is_file() and "1000/1000" in text
 
 
 def test_packed_failures_kill_and_resubmit_redo_only_what_did_not_finish(tmp_path: Path) -> None:

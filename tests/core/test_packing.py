@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,7 @@ from geohpc.core.packing import pack_params, pack_spec, plan_packs, read_item_re
 from geohpc.core.site import load_site
 from geohpc.core.stages import get_stage
 from geohpc.errors import ConfigError
-from helpers import RUNS_DIR, make
+from helpers import REPO, RUNS_DIR, make
 
 
 def test_packs_split_by_stride() -> None:
@@ -109,3 +113,43 @@ def test_item_time_limit_kills_only_that_item(tmp_path: Path) -> None:
     assert recs[0]["state"] == "TIMEOUT" and 2 <= recs[0]["elapsed_s"] < 10
     assert recs[1]["state"] == "COMPLETED" and (tmp_path / "ok-fast.done").is_file()
     assert "timeout=1" in make("status", "STAGE=noop").stdout
+
+
+def _procs_with(marker: bytes) -> list[int]:
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if marker in Path(f"/proc/{pid}/environ").read_bytes():
+                out.append(int(pid))
+        except OSError:
+            continue
+    return out
+
+
+def test_a_terminated_pack_takes_its_items_with_it(tmp_path: Path) -> None:
+    items = tmp_path / "items.txt"
+    items.write_text("sleep60-a\nsleep60-b\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOHPC_", "SLURM_", "MAKE"))}
+    env["GEOHPC_RUNS_DIR"] = str(RUNS_DIR)
+    before = set((RUNS_DIR / "noop").iterdir()) if (RUNS_DIR / "noop").is_dir() else set()
+    proc = subprocess.Popen(["make", "-s", "submit", "STAGE=noop", "SITE=local", "EXECUTOR=local", "FORCE=1",
+                             f"ITEMS={items}", "PACK=2", "WORKERS=2", f"OUT_DIR={tmp_path}"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    runner: list[int] = []
+    items_up: list[int] = []
+    while time.time() < deadline and (not runner or len(items_up) < 2):
+        time.sleep(0.2)
+        new = set((RUNS_DIR / "noop").iterdir()) - before if (RUNS_DIR / "noop").is_dir() else set()
+        envs = [e for r in new for e in (r / "packs").glob("*.env")]
+        if envs:
+            key = envs[0].stem.encode()
+            runner = [p for p in _procs_with(b"GEOHPC_PACKS=") if b"pack-run" in Path(f"/proc/{p}/cmdline").read_bytes()
+                      and str(envs[0].parent).encode() in Path(f"/proc/{p}/cmdline").read_bytes()]
+            items_up = [p for p in _procs_with(b"GEOHPC_PACK_TASK=" + key) if p not in runner]
+    assert runner and items_up, "the pack runner and its items did not start"
+    os.kill(runner[0], signal.SIGTERM)  # what scancel or the task's time limit sends first
+    proc.wait(timeout=60)
+    time.sleep(0.5)
+    assert not [p for p in items_up if Path(f"/proc/{p}").exists() and b"Z" not in
+                Path(f"/proc/{p}/stat").read_bytes().split(b") ")[1][:1]]

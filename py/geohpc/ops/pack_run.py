@@ -129,6 +129,14 @@ def run_pack(packs: Path, task: int, env: Mapping[str, str]) -> int:
           f"{human_bytes(mem_share) if mem_share else 'none'}, item time limit {time_limit or 'none'}", flush=True)
     pending = list(reversed(lines))
     running: dict[int, Item] = {}
+
+    def stop(signum: int, _frame: object) -> None:  # scancel / the task's time limit: the items go with the task
+        for pid in running:
+            with _quiet():
+                os.killpg(pid, signal.SIGKILL)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     bad = 0
     last_sample = 0.0
 
