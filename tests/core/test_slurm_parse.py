@@ -36,3 +36,13 @@ def test_parse_squeue_and_units() -> None:
     assert parse_duration("1-02:03:04") == 93784 and parse_duration("05:30") == 330
     assert parse_mem("4000Mn") == 4000 << 20 and parse_mem("2G") == 2 << 30 and parse_mem("") == 0
     assert bar(1, 4, width=8) == "[##......]  25%"
+
+
+def test_parse_sacct_reads_cpu_time_and_times() -> None:
+    text = ("7_0|COMPLETED|0:0|00:00:06||512M|00:00.551|2|2026-12-07T12:41:40|2026-12-07T12:41:46\n"
+            "7_0.batch|COMPLETED|0:0|00:00:06|42792K||00:00.551|2|2026-12-07T12:41:40|2026-12-07T12:41:46\n"
+            "7_1|PENDING|0:0|00:00:00||512M|00:00:00|2|Unknown|Unknown\n")
+    tasks = parse_sacct(text)
+    assert tasks["7_0"].total_cpu_s == 0.551 and tasks["7_0"].alloc_cpus == 2
+    assert tasks["7_0"].end - tasks["7_0"].start == 6 and tasks["7_0"].max_rss == 42792 * 1024
+    assert tasks["7_1"].start == 0 and tasks["7_1"].end == 0

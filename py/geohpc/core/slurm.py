@@ -62,10 +62,15 @@ def sbatch(cmd: Sequence[str]) -> str:
 
 
 def parse_duration(text: str) -> int:
-    """Slurm ``[D-]HH:MM:SS`` / ``MM:SS.mmm`` -> seconds."""
+    """Slurm ``[D-]HH:MM:SS`` / ``MM:SS.mmm`` -> whole seconds."""
+    return int(parse_seconds(text))
+
+
+def parse_seconds(text: str) -> float:
+    """Slurm ``[D-]HH:MM:SS`` / ``MM:SS.mmm`` (sacct TotalCPU keeps milliseconds) -> seconds."""
     text = text.strip()
     if not text or text in ("UNLIMITED", "INVALID", "Partition_Limit"):
-        return 0
+        return 0.0
     days = 0
     if "-" in text:
         d, text = text.split("-", 1)
@@ -74,7 +79,7 @@ def parse_duration(text: str) -> int:
     while len(parts) < 3:
         parts.insert(0, 0.0)
     h, m, s = parts[-3:]
-    return int(days * 86400 + h * 3600 + m * 60 + s)
+    return days * 86400 + h * 3600 + m * 60 + s
 
 
 def parse_mem(text: str) -> int:
@@ -157,7 +162,7 @@ def parse_sacct(text: str) -> dict[str, TaskInfo]:
             info.elapsed_s = parse_duration(elapsed)
             info.req_mem = parse_mem(req_mem) or info.req_mem
             if len(fields) >= 10:
-                info.total_cpu_s = parse_duration(fields[6])
+                info.total_cpu_s = parse_seconds(fields[6])
                 info.alloc_cpus = int(fields[7]) if fields[7].isdigit() else 0
                 info.start, info.end = parse_sacct_time(fields[8]), parse_sacct_time(fields[9])
         else:
