@@ -82,7 +82,8 @@ def test_packed_run_on_the_local_executor_records_and_retries_per_item(tmp_path:
     # the items source the run's job.env with the runner's own interpreter as launcher (no container in a container)
     item_envs = sorted((run / "packs").glob("*.env"))
     assert len(item_envs) == 2 and all(e.stat().st_mode & 0o777 == 0o600 for e in item_envs)
-    assert item_envs[0].read_text().endswith("export GEOHPC_ISOLATED=0\n") and "GEOHPC_LAUNCH=/" in item_envs[0].read_text()
+    text = item_envs[0].read_text()
+    assert text.startswith(f"source {run / 'job.env'}\n") and "GEOHPC_LAUNCH=/" in text  # no copy of job.env's values
     status = make("status", "STAGE=noop")
     assert "2/5" in status.stdout and "failed=2" in status.stdout and "oom=1" in status.stdout, status.stdout
     assert "ITEM_MEM=" in status.stdout  # the hint names the per-item knob

@@ -77,18 +77,17 @@ def item_log(stage_script: Path, stage: str, job: str, task: str, line: int, rep
 
 
 def item_env(job_env: Path, run_dir: Path, key: str) -> Path:
-    """The job.env the items of this pack source: the run's, with this runner's own interpreter as launcher.
+    """The job environment the items of this pack source: the run's job.env, then this runner's own
+    interpreter as the launcher (it sources job.env: no copy of its values is made).
 
     The runner already runs in the stage's runtime (jobs/pack.sbatch starts it through run_py, in the
     container where the stage has one): its items' run_py must not start the container again from inside it.
     """
+    if not job_env.is_file():
+        raise ConfigError(f"job environment {job_env} is missing (was runs/ deleted?)")
     target = run_dir / "packs" / f"{key}.env"
-    try:
-        text = job_env.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"job environment {job_env} unreadable: {exc}") from None
-    write_text_atomic(target, text + f"export GEOHPC_LAUNCH={shlex.quote(sys.executable)}\nexport GEOHPC_ISOLATED=0\n",
-                      mode=PRIVATE)
+    write_text_atomic(target, f"source {shlex.quote(str(job_env))}\nexport GEOHPC_LAUNCH={shlex.quote(sys.executable)}\n"
+                      "export GEOHPC_ISOLATED=0\n", mode=PRIVATE)
     return target
 
 
