@@ -41,11 +41,13 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (run_dir / "steps").mkdir(parents=True)
     steps = [{"name": "first", "stage": "noop", "after": [], "retries": 1, "pack": 0, "workers": 0},
              {"name": "second", "stage": "noop", "after": ["first"], "retries": 2, "pack": 3, "workers": 2},
-             {"name": "third", "stage": "noop", "after": ["second"], "retries": 0, "pack": 0, "workers": 0}]
+             {"name": "third", "stage": "noop", "after": ["second"], "retries": 0, "pack": 0, "workers": 0},
+             {"name": "purged", "stage": "noop", "after": [], "retries": 0, "pack": 0, "workers": 0}]
     (run_dir / "pipeline.json").write_text(json.dumps({
         "schema": "geohpc.pipeline-run/1", "pipeline": "handpipe", "site": "local", "started": "2026-12-07T12:00:00",
         "file": "pipelines/handpipe.toml", "params": {}, "steps": steps}))
-    records = {"first": ("failed", first, 1, 1), "second": ("running", second, 1, 3)}
+    records = {"first": ("failed", first, 1, 1), "second": ("running", second, 1, 3),
+               "purged": ("done", tmp / "gone" / "20261201-000000", 1, 1)}  # its stage run purged since
     for name, (state, run, sent, total) in records.items():
         (run_dir / "steps" / f"{name}.json").write_text(json.dumps({
             "step": name, "stage": "noop", "state": state, "run": str(run), "items": 3, "waves_sent": sent,
@@ -68,6 +70,7 @@ def test_make_status_pipeline_shows_steps_waves_retries_efficiency_and_cost(pipe
     assert "pipeline handpipe  20261207-120000  site=local" in out
     assert "first (noop): failed  waves 1/1 sent" in out and "second (noop): running  waves 1/3 sent, 2 left" in out
     assert "third (noop): waiting" in out
+    assert "purged (noop): done" in out and "gone/20261201-000000: no plan.json here" in out
     assert "1/2" in out and "2/3" in out and "(packed)" in out and "failed=1" in out, out
     assert "decisions: 1 (retry 1)" in out and "fail-5 (attempt 1, OUT_OF_MEMORY) -> retry mem=600M" in out
     assert "decisions: 1 (give-up 1)" in out and "RETRIES=1 spent" in out
