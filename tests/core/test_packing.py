@@ -86,6 +86,7 @@ def test_packed_run_on_the_local_executor_records_and_retries_per_item(tmp_path:
     assert text.startswith(f"source {run / 'job.env'}\n") and "GEOHPC_LAUNCH=/" in text  # no copy of job.env's values
     status = make("status", "STAGE=noop")
     assert "2/5" in status.stdout and "failed=2" in status.stdout and "oom=1" in status.stdout, status.stdout
+    assert "packed: 2 task(s)" in status.stdout
     assert "ITEM_MEM=" in status.stdout  # the hint names the per-item knob
     logs = make("logs", "STAGE=noop")
     assert "3 failed item(s)" in logs.stdout and "fails on purpose" in logs.stdout, logs.stdout

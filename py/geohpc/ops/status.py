@@ -208,6 +208,8 @@ def format_status(status: RunStatus) -> str:
     run, counts = status.run, status.counts()
     total = len(status.states)
     head = f"{run.stage}  {run.path.name}  site={run.site}  jobs={','.join(run.job_ids()) or '-'}"
+    if status.packed:
+        head += f"  packed: {len(status.packed)} task(s), items recorded one by one"
     cats = "  ".join(f"{c}={counts[c]}" for c in CATEGORIES if counts[c] or c in ("pending", "running", "failed"))
     lines = [head, f"  {bar(counts['completed'], total)} {counts['completed']}/{total}  {cats}"]
     hint = sizing_hint(status)
