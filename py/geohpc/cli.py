@@ -61,6 +61,7 @@ COMMANDS: dict[str, Command] = {
     "weather": Command(GROUPS[1], "geohpc.sure2.weather", "Sure2: raw ERA5-Land + CHIRPS -> normalised daily npz"),
     "climatology": Command(GROUPS[1], "geohpc.sure2.climatology", "Sure2: per-cell day-of-year weather baselines"),
     "planting": Command(GROUPS[1], "geohpc.sure2.planting", "Sure2: planting date per field (S2 EVI green-up + GDD)"),
+    "emergence": Command(GROUPS[1], "geohpc.sure2.emergence", "Sure2: not-emerged share at DAP30 per field, claim >= 30%"),
     "drought": Command(GROUPS[1], "geohpc.sure2.drought", "Sure2: drought score D per field from pre-loaded weather"),
     # test bed and tools
     "testbed": Command(GROUPS[2], "geohpc.ops.testbed", "config files of the local Slurm test bed"),
