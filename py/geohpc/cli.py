@@ -63,6 +63,8 @@ COMMANDS: dict[str, Command] = {
     "planting": Command(GROUPS[1], "geohpc.sure2.planting", "Sure2: planting date per field (S2 EVI green-up + GDD)"),
     "emergence": Command(GROUPS[1], "geohpc.sure2.emergence", "Sure2: not-emerged share at DAP30 per field, claim >= 30%"),
     "drought": Command(GROUPS[1], "geohpc.sure2.drought", "Sure2: drought score D per field from pre-loaded weather"),
+    "assess": Command(GROUPS[1], "geohpc.sure2.assess", "Sure2: one sure2.assessment/1 JSON per field (claim decision)"),
+    "collect": Command(GROUPS[1], "geohpc.sure2.collect", "Sure2: portfolio Parquet/CSV, summaries, HTML report"),
     # test bed and tools
     "testbed": Command(GROUPS[2], "geohpc.ops.testbed", "config files of the local Slurm test bed"),
     "synth-s12": Command(GROUPS[2], "geohpc.synth.s12", "synthetic Sentinel-1/2 series + STAC for the demo"),

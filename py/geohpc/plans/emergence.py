@@ -8,10 +8,10 @@ from geohpc.plans.planting import shard_done, shard_manifest, shard_output
 
 
 def _manifest(ctx: StageContext) -> list[str]:
-    for key in ("FIELDS", "STAC", "PLANTING"):
+    for key in ("FIELDS", "STAC"):
         if not ctx.param(key):
             raise ConfigError(f"stage emergence needs {key}=: FIELDS=<fields.geojson> STAC=<items.json> "
-                              "PLANTING=<planting stage output folder>")
+                              "[PLANTING=<planting stage output folder>]")
     return shard_manifest(ctx)
 
 
@@ -22,6 +22,6 @@ STAGE = Stage(
     output_for=shard_output,
     is_done=shard_done,
     after=("planting",),
-    defaults={"SHARDS": "4", "WORKERS": "2"},
+    defaults={"SHARDS": "4", "WORKERS": "2", "PLANTING": "outputs/planting"},
     paths=("FIELDS", "STAC", "PLANTING"),
 )
