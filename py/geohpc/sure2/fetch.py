@@ -121,10 +121,22 @@ def _merge_zip(part: Path, target: Path) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _check_era5(path: Path, what: str) -> None:
+    """The delivered file opens as NetCDF and holds swvl1, t2m and tp with a time axis."""
+    import netCDF4
+
+    try:
+        with netCDF4.Dataset(path) as ds:
+            missing = [v for v in ("swvl1", "t2m", "tp") if v not in ds.variables]
+            timed = "valid_time" in ds.variables or "time" in ds.variables
+    except OSError as exc:
+        raise InputError(f"{what}: the CDS delivered a file that is not NetCDF ({exc}); rerun the weather stage") from exc
+    if missing or not timed:
+        raise InputError(f"{what}: the delivered NetCDF lacks {', '.join(missing) or 'a time axis'} (check the request)")
+
+
 def fetch_era5(year: int, month: int, raw: str | Path, bbox: Bbox, client: Any = None) -> Path:
     """One month of ERA5-Land for the region -> ``raw/era5land_<Y>-<M>.nc`` (checked, then renamed)."""
-    from geohpc.sure2.weather import _read_era5
-
     raw = Path(raw)
     raw.mkdir(parents=True, exist_ok=True)
     target = raw / f"era5land_{year}-{month:02d}.nc"
@@ -147,7 +159,7 @@ def fetch_era5(year: int, month: int, raw: str | Path, bbox: Bbox, client: Any =
                 _merge_zip(part, tmp)
             else:
                 os.replace(part, tmp)
-            _read_era5(tmp)  # opens, has swvl1/t2m/tp: else InputError and nothing is renamed
+            _check_era5(tmp, f"ERA5-Land {year}-{month:02d}")  # else InputError and nothing is renamed
     finally:
         part.unlink(missing_ok=True)
     return target
@@ -167,19 +179,6 @@ def ensure(raw: str | Path, years: list[int], months: list[int], bbox: Bbox, chi
                 if not (raw / name).is_file() and not (raw / f"{name}.gz").is_file():
                     got.append(fetch_chirps(dt.date(y, m, d), raw, bbox, chirps_url))
     return got
-
-
-def refetcher(raw: str | Path, bbox: Bbox, chirps_url: str = CHIRPS_URL, era5_client: Any = None) -> Any:
-    """The ``fetch(path)`` that :func:`geohpc.sure2.weather.clean_cache` calls for a removed leftover."""
-    from geohpc.sure2.weather import CHIRPS_RE, ERA5_RE
-
-    def fetch(path: Path) -> None:
-        if m := ERA5_RE.match(path.name):
-            fetch_era5(int(m.group(1)), int(m.group(2)), raw, bbox, era5_client)
-        elif m := CHIRPS_RE.match(path.name):
-            fetch_chirps(dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3))), raw, bbox, chirps_url)
-
-    return fetch
 
 
 def region(fields_path: str | Path, margin: float = 0.15) -> Bbox:

@@ -188,6 +188,19 @@ def days_of(dates: np.ndarray) -> list[dt.date]:
     return [dt.date.fromisoformat(str(d)) for d in dates]
 
 
+def refetcher(raw: str | Path, bbox: tuple[float, float, float, float], chirps_url: str, era5_client: object = None) -> Fetch:
+    """The ``fetch(path)`` that :func:`clean_cache` calls for a removed leftover (``geohpc.sure2.fetch``)."""
+    from geohpc.sure2.fetch import fetch_chirps, fetch_era5
+
+    def fetch(path: Path) -> None:
+        if m := ERA5_RE.match(path.name):
+            fetch_era5(int(m.group(1)), int(m.group(2)), raw, bbox, era5_client)
+        elif m := CHIRPS_RE.match(path.name):
+            fetch_chirps(dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3))), raw, bbox, chirps_url)
+
+    return fetch
+
+
 def _ints(text: str) -> list[int]:
     """``2021,2022`` or ``4-7`` (or both mixed) -> the numbers."""
     out: list[int] = []
@@ -228,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.download:
             if bbox is None:
                 raise InputError("--download needs the region: --bbox lon0,lat0,lon1,lat1 or --fields <fields.geojson>")
-            refetch = fetch.refetcher(raw, bbox, a.chirps_url or fetch.CHIRPS_URL)  # type: ignore[arg-type]
+            refetch = refetcher(raw, bbox, a.chirps_url or fetch.CHIRPS_URL)  # type: ignore[arg-type]
             clean_cache(raw, refetch)
             for path in fetch.ensure(raw, years, months, bbox, a.chirps_url or fetch.CHIRPS_URL,  # type: ignore[arg-type]
                                      era5=not a.no_era5):
