@@ -69,6 +69,7 @@ COMMANDS: dict[str, Command] = {
     "testbed": Command(GROUPS[2], "geohpc.ops.testbed", "config files of the local Slurm test bed"),
     "synth-s12": Command(GROUPS[2], "geohpc.synth.s12", "synthetic Sentinel-1/2 series + STAC for the demo"),
     "synth-sure2": Command(GROUPS[2], "geohpc.synth.county", "synthetic Sure2 county (fields, S2, weather, truth)"),
+    "demo-sure2": Command(GROUPS[2], "geohpc.synth.sure2_demo", "the Sure2 chain on a synthetic county, to its report"),
     "synth-seg": Command(GROUPS[2], "geohpc.synth.seg", "synthetic segmentation scene (embeddings + labels)"),
     "tessera-model": Command(GROUPS[2], "geohpc.embed.model", "write a seeded TESSERA-style model file"),
     "tiles-serve": Command(GROUPS[2], "geohpc.products.tiles.serve", "serve a tile folder on loopback with Range requests (PMTiles)"),

@@ -243,9 +243,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise InputError("--download needs the region: --bbox lon0,lat0,lon1,lat1 or --fields <fields.geojson>")
             refetch = refetcher(raw, bbox, a.chirps_url or fetch.CHIRPS_URL)  # type: ignore[arg-type]
             clean_cache(raw, refetch)
-            for path in fetch.ensure(raw, years, months, bbox, a.chirps_url or fetch.CHIRPS_URL,  # type: ignore[arg-type]
-                                     era5=not a.no_era5):
-                print(f"weather: fetched {path.name}", file=sys.stderr, flush=True)
+            got = fetch.ensure(raw, years, months, bbox, a.chirps_url or fetch.CHIRPS_URL,  # type: ignore[arg-type]
+                               era5=not a.no_era5)
+            n_era5 = sum(p.name.startswith("era5land_") for p in got)
+            print(f"weather: fetched {n_era5} ERA5-Land month(s) and {len(got) - n_era5} CHIRPS day(s) into {raw}",
+                  file=sys.stderr, flush=True)
         for path in normalise(raw, a.out, years, bbox, refetch):  # type: ignore[arg-type]
             print(path)
 
