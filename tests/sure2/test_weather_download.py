@@ -84,3 +84,17 @@ def test_wrong_key_and_missing_day_are_one_line(county, monkeypatch, tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert "HTTP 404" in err[-1] and "chirps-v2.0.2021.08.01.tif.gz" in err[-1]
     assert not list((tmp_path / "w2" / "raw").glob("*"))
+
+
+def test_a_cds_zip_saved_as_nc_is_read(county, tmp_path):
+    from geohpc.synth.wxserver import _split_nc
+
+    c, root = county
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for p in c.raw.glob("era5land_2021-*.nc"):
+        (raw / p.name).write_bytes(_split_nc(p))  # a zip under the .nc name, as a user's cache may hold
+    normalise(raw, tmp_path / "w", [2021])
+    got, ref = load_npz(tmp_path / "w" / "era5land_2021.npz"), load_npz(root / "direct" / "era5land_2021.npz")
+    assert np.allclose(got["tp"], ref["tp"]) and np.allclose(got["t2m"], ref["t2m"])
+    assert sorted(p.name for p in raw.iterdir()) == sorted(p.name for p in c.raw.glob("era5land_2021-*.nc"))

@@ -95,7 +95,7 @@ def era5_request(year: int, month: int, bbox: Bbox) -> dict[str, Any]:
             "data_format": "netcdf", "download_format": "unarchived"}
 
 
-def _merge_zip(part: Path, target: Path) -> None:
+def merge_zip(part: Path, target: Path) -> None:
     """A CDS zip of NetCDF files (instant + accum) -> one NetCDF4 at ``target`` with every variable."""
     import netCDF4
 
@@ -156,7 +156,7 @@ def fetch_era5(year: int, month: int, raw: str | Path, bbox: Bbox, client: Any =
         with atomic_path(target) as tmp:
             if zipfile.is_zipfile(part):
                 tmp.unlink()
-                _merge_zip(part, tmp)
+                merge_zip(part, tmp)
             else:
                 os.replace(part, tmp)
             _check_era5(tmp, f"ERA5-Land {year}-{month:02d}")  # else InputError and nothing is renamed

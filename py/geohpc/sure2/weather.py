@@ -50,8 +50,19 @@ def clean_cache(raw: str | Path, fetch: Fetch | None = None) -> list[Path]:
 
 
 def _read_era5(path: Path) -> dict[str, np.ndarray]:
+    import zipfile
+
     import netCDF4
 
+    if zipfile.is_zipfile(path):  # the CDS zip of instant + accum files, saved under the .nc name
+        import tempfile
+
+        from geohpc.sure2.fetch import merge_zip
+
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as td:
+            merged = Path(td) / path.name
+            merge_zip(path, merged)
+            return _read_era5(merged)
     try:
         with netCDF4.Dataset(path) as ds:
             tname = "valid_time" if "valid_time" in ds.variables else "time"
