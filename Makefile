@@ -28,8 +28,8 @@ help: ## list the targets
 setup: ## create .venv and install geohpc with its test extras (and the viewer's JS)
 	@sh/setup.sh
 
-demo: ## the main job on the local site: submit the pipeline and print where its report is
-	@sh/demo.sh
+demo: ## the main job on the local site: submit the pipeline and print where its report is (DEMO=sure2: Sure2)
+	@if [ "$(DEMO)" = sure2 ]; then sh/run.sh demo-sure2; else sh/demo.sh; fi
 
 test: ## install what the tests need (venv, apt packages, Slurm, sshd) and run them
 	@sh/test.sh

@@ -19,12 +19,14 @@ climatology  ``climatology/era5land_clim.npz``: lat, lon, years (Y,) int; swvl1_
            ``climatology/chirps_clim.npz``: lat, lon, years; precip_mean, precip_std (366,H,W).
 planting   ``planting/<field_id>.json``: field_id, year, pass (bool), reason (str, "" when pass),
            planting_date, greenup_date (ISO dates or null), n_clear, max_gap_days, method.
-emergence  ``emergence/<field_id>.json``: field_id, dap30_date, obs_date, not_emerged_share (0-1 or null),
-           claim_eligible (share >= 0.30), n_pixels, reason.
+emergence  ``emergence/<field_id>.json``: field_id, dap30_date, obs_date (the acquisition most pixels were
+           judged on), obs_dates (every one used), not_emerged_share (0-1 or null), claim_eligible
+           (share >= 0.30), n_pixels, reason.
 drought    ``drought/<field_id>.json``: field_id, D (0-1 or null), gate (D > 0.5), soil_moisture_anomaly,
            rain_deficit, weights {source: weight}, sources_missing [..], warnings [..].
 assess     ``assess/<field_id>.json``: schema "sure2.assessment/1" -- inputs and their dates, planting,
-           emergence, drought, claim decision, warnings.
+           emergence, drought, decision {code: claim | claim_no_drought | no_claim | not_assessable,
+           reason}, warnings (fields in ``geohpc.sure2.assess``).
 collect    ``collect/portfolio.parquet`` + ``.csv``, ``collect/summary_by_year.csv``,
            ``collect/summary_by_county.csv``, ``collect/report.html`` (+ PNG map and charts).
 

@@ -71,11 +71,20 @@ def build_climatology(weather: str | Path, years: list[int], out: str | Path) ->
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="geohpc climatology", description="per-cell day-of-year weather baselines")
     p.add_argument("--weather", required=True, help="folder of era5land_YYYY.npz and chirps_YYYY.npz")
-    p.add_argument("--years", required=True, help="comma list of baseline years")
+    p.add_argument("--years", required=True, help="baseline years: comma list or range, e.g. 2018-2022")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
-    return run_cli(lambda: [print(f) for f in build_climatology(a.weather, [int(y) for y in a.years.split(",")], a.out)],
-                   "geohpc climatology")
+    from geohpc.sure2.weather import _ints
+
+    def _run() -> None:
+        try:
+            years = _ints(a.years)
+        except ValueError as exc:
+            raise InputError(f"--years {a.years!r}: give years like 2018-2022 or 2021,2022") from exc
+        for f in build_climatology(a.weather, years, a.out):
+            print(f)
+
+    return run_cli(_run, "geohpc climatology")
 
 
 if __name__ == "__main__":

@@ -95,8 +95,11 @@ def drought_field(field: Any, ctx: dict[str, Any]) -> dict[str, Any]:
 
     start, warn = dt.date(field.year, 5, 1), "planting date unknown: window starts on May 1"
     p = ctx["planting"] / f"{field.field_id}.json" if ctx["planting"] else None
-    if p is not None and p.is_file():
-        doc = json.loads(p.read_text())
+    try:
+        doc = json.loads(p.read_text()) if p is not None else {}
+    except (OSError, ValueError):
+        doc = {}  # missing or torn planting output: the May 1 window, said in the warnings
+    if isinstance(doc, dict):
         if doc.get("planting_date"):
             start, warn = dt.date.fromisoformat(doc["planting_date"]), ""
     res = score(*field.centroid, start, ctx["era5"].get(field.year), ctx["chirps"].get(field.year),

@@ -50,8 +50,19 @@ def clean_cache(raw: str | Path, fetch: Fetch | None = None) -> list[Path]:
 
 
 def _read_era5(path: Path) -> dict[str, np.ndarray]:
+    import zipfile
+
     import netCDF4
 
+    if zipfile.is_zipfile(path):  # the CDS zip of instant + accum files, saved under the .nc name
+        import tempfile
+
+        from geohpc.sure2.fetch import merge_zip
+
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as td:
+            merged = Path(td) / path.name
+            merge_zip(path, merged)
+            return _read_era5(merged)
     try:
         with netCDF4.Dataset(path) as ds:
             tname = "valid_time" if "valid_time" in ds.variables else "time"
@@ -188,18 +199,67 @@ def days_of(dates: np.ndarray) -> list[dt.date]:
     return [dt.date.fromisoformat(str(d)) for d in dates]
 
 
+def refetcher(raw: str | Path, bbox: tuple[float, float, float, float], chirps_url: str, era5_client: object = None) -> Fetch:
+    """The ``fetch(path)`` that :func:`clean_cache` calls for a removed leftover (``geohpc.sure2.fetch``)."""
+    from geohpc.sure2.fetch import fetch_chirps, fetch_era5
+
+    def fetch(path: Path) -> None:
+        if m := ERA5_RE.match(path.name):
+            fetch_era5(int(m.group(1)), int(m.group(2)), raw, bbox, era5_client)
+        elif m := CHIRPS_RE.match(path.name):
+            fetch_chirps(dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3))), raw, bbox, chirps_url)
+
+    return fetch
+
+
+def _ints(text: str) -> list[int]:
+    """``2021,2022`` or ``4-7`` (or both mixed) -> the numbers."""
+    out: list[int] = []
+    for part in (x.strip() for x in text.split(",") if x.strip()):
+        a, _, b = part.partition("-")
+        out.extend(range(int(a), int(b or a) + 1))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="geohpc weather", description="raw ERA5-Land + CHIRPS -> normalised npz a year")
-    p.add_argument("--raw", required=True, help="folder of era5land_YYYY-MM.nc and chirps-v2.0.YYYY.MM.DD.tif[.gz]")
+    p = argparse.ArgumentParser(prog="geohpc weather", description="(download and) normalise ERA5-Land + CHIRPS, npz a year")
+    p.add_argument("--raw", default="", help="folder of era5land_YYYY-MM.nc and chirps-v2.0.YYYY.MM.DD.tif[.gz] "
+                                              "(default <out>/raw)")
     p.add_argument("--out", required=True, help="folder for era5land_YYYY.npz and chirps_YYYY.npz")
-    p.add_argument("--years", required=True, help="comma list, e.g. 2018,2019,2020")
-    p.add_argument("--bbox", default="", help="lon0,lat0,lon1,lat1 to crop CHIRPS to")
+    p.add_argument("--years", required=True, help="comma list or range, e.g. 2018-2022")
+    p.add_argument("--bbox", default="", help="lon0,lat0,lon1,lat1: the region to request and crop to")
+    p.add_argument("--fields", default="", help="fields GeoJSON: the region is their bounds + 0.15 deg (without --bbox)")
+    p.add_argument("--download", action="store_true", help="fetch missing months/days first (needs internet)")
+    p.add_argument("--months", default="4-7", help="months to download, e.g. 4-7")
+    p.add_argument("--chirps-url", default="", help="CHIRPS URL template with {year} {month} {day} (default: CHC server)")
+    p.add_argument("--no-era5", action="store_true", help="download CHIRPS only")
     a = p.parse_args(argv)
 
     def _run() -> None:
-        bbox = tuple(float(v) for v in a.bbox.split(",")) if a.bbox else None
-        years = [int(y) for y in a.years.split(",") if y.strip()]
-        for path in normalise(a.raw, a.out, years, bbox):  # type: ignore[arg-type]
+        from geohpc.sure2 import fetch
+
+        raw = Path(a.raw) if a.raw else Path(a.out) / "raw"
+        try:
+            years, months = _ints(a.years), _ints(a.months)
+            bbox = tuple(float(v) for v in a.bbox.split(",")) if a.bbox else None
+        except ValueError as exc:
+            raise InputError(f"--years/--months/--bbox: not numbers ({exc}); e.g. --years 2018-2022 --bbox 25,44,27,46") from exc
+        if bbox is None and a.fields:
+            bbox = fetch.region(a.fields)
+        if bbox is not None and len(bbox) != 4:
+            raise InputError(f"--bbox {a.bbox}: give lon0,lat0,lon1,lat1")
+        refetch = None
+        if a.download:
+            if bbox is None:
+                raise InputError("--download needs the region: --bbox lon0,lat0,lon1,lat1 or --fields <fields.geojson>")
+            refetch = refetcher(raw, bbox, a.chirps_url or fetch.CHIRPS_URL)  # type: ignore[arg-type]
+            clean_cache(raw, refetch)
+            got = fetch.ensure(raw, years, months, bbox, a.chirps_url or fetch.CHIRPS_URL,  # type: ignore[arg-type]
+                               era5=not a.no_era5)
+            n_era5 = sum(p.name.startswith("era5land_") for p in got)
+            print(f"weather: fetched {n_era5} ERA5-Land month(s) and {len(got) - n_era5} CHIRPS day(s) into {raw}",
+                  file=sys.stderr, flush=True)
+        for path in normalise(raw, a.out, years, bbox, refetch):  # type: ignore[arg-type]
             print(path)
 
     return run_cli(_run, "geohpc weather")

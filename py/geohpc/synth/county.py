@@ -113,12 +113,15 @@ def _write_era5_month(path: Path, days: list[dt.date], w: dict[str, np.ndarray],
     del rng
 
 
-def _write_tif(path: Path, data: np.ndarray, transform: object, dtype: str, nodata: float) -> None:
+def _write_tif(path: Path, data: np.ndarray, transform: object, dtype: str, nodata: float, cog: bool = False) -> None:
     import rasterio
 
     profile = {"driver": "GTiff", "height": data.shape[0], "width": data.shape[1], "count": 1, "dtype": dtype,
                "crs": "EPSG:4326", "transform": transform, "nodata": nodata, "compress": "deflate",
                "tiled": True, "blockxsize": 16, "blockysize": 16}
+    if cog:  # Sentinel-2 bands: Cloud Optimized GeoTIFFs, as Earth Search serves them
+        profile = {k: v for k, v in profile.items() if k not in ("tiled", "blockxsize", "blockysize")}
+        profile.update({"driver": "COG", "blocksize": 32, "overviews": "none"})
     with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as ds:
         ds.write(data.astype(dtype), 1)
 
@@ -257,7 +260,7 @@ def _acquisition(root: Path, rng: np.random.Generator, tile: str, d: dt.date, tf
     assets = {}
     for b, (key, data) in enumerate((("blue", dn[0]), ("red", dn[1]), ("nir", dn[2]), ("scl", scl))):
         name = ("B02", "B04", "B08", "SCL")[b]
-        _write_tif(folder / f"{name}.tif", data, tf, "uint16", 0)
+        _write_tif(folder / f"{name}.tif", data, tf, "uint16", 0, cog=True)
         assets[key] = {"href": f"../s2/{tile}/{d.isoformat()}/{name}.tif", "eo:bands": [{"name": name}],
                        "type": "image/tiff; application=geotiff; profile=cloud-optimized", "roles": ["data"]}
     x1, y0 = x0 + w * S2_STEP, y1 - h * S2_STEP
