@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import REPO, RUNS_DIR, make
-
 from geohpc.core.pipelines import load_pipeline, pipeline_names
 from geohpc.errors import ConfigError
+from helpers import REPO, RUNS_DIR, make
 
 GOOD = """name = "p"
 [vars]

@@ -34,6 +34,7 @@ from geohpc.errors import ConfigError, run_cli
 from geohpc.ops.jobctl import run_spec
 from geohpc.ops.status import RunStatus, run_status
 from geohpc.ops.submit import executor_for, launch_chunks, submit
+from geohpc.util import write_text_atomic
 
 SHOWN = ("  job", "  items", "  wave", "  warning", "recorded", "nothing to submit")
 
@@ -99,6 +100,7 @@ def _first_wave(prun: PipelineRun, name: str, stage: str, params: Mapping[str, s
     if run is None:
         prun.set_step(name, stage, state="done", message="every item's output was already there")
         return []
+    write_text_atomic(run.path / "pipeline.txt", f"{prun.path}\n")
     ids = run.job_ids()
     for job in ids:
         prun.add_job(job, name, "array")
