@@ -115,3 +115,28 @@ def test_every_shipped_pipeline_is_tested() -> None:
 def test_make_run_refuses_an_unknown_pipeline() -> None:
     proc = make("run", "PIPELINE=nosuch", "SITE=local")
     assert proc.returncode != 0 and "unknown PIPELINE 'nosuch'" in proc.stderr
+
+
+def test_the_local_executor_runs_the_steps_in_order_retries_gives_up_and_blocks(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    path = tmp_path / "t-local.toml"
+    path.write_text(GOOD.replace('name = "p"', 'name = "t-local"').replace('RETRIES = 3', 'RETRIES = 1')
+                    .replace('OUT_DIR = "${OUT}/a"', 'OUT_DIR = "${OUT}/a"\nCANARY = "ok-1,ok-2"'))
+    proc = make("run", f"PIPELINE={path}", "SITE=local", "EXECUTOR=local", f"OUT={out}")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (out / "b").glob("*.txt")) == ["ok-1.txt", "ok-2.txt"]  # b planned from a's outputs
+    folder = Path([ln.split("run folder ", 1)[1] for ln in proc.stdout.splitlines() if "run folder " in ln][0])
+    from geohpc.core.piperun import PipelineRun
+
+    assert PipelineRun(folder).states() == {"a": "done", "b": "done"}
+    status = make("status", "STAGE=canary")
+    assert status.returncode == 0 and "damaged" not in status.stdout  # a pipeline run folder is not a stage run
+    bad = tmp_path / "t-fail.toml"
+    bad.write_text(path.read_text().replace('name = "t-local"', 'name = "t-fail"').replace("ok-1,ok-2", "ok-1,fail-1"))
+    proc = make("run", f"PIPELINE={bad}", "SITE=local", "EXECUTOR=local", f"OUT={tmp_path}/out2")
+    assert proc.returncode != 0 and "Error 1" in proc.stderr  # the local run ended with a failed step
+    folder = Path([ln.split("run folder ", 1)[1] for ln in proc.stdout.splitlines() if "run folder " in ln][0])
+    prun = PipelineRun(folder)
+    assert prun.states() == {"a": "failed", "b": "blocked"}
+    assert [d["action"] for d in prun.decisions()] == ["retry", "give-up"]
+    assert "fails on purpose" in prun.decisions()[-1]["why"]  # the give-up quotes the item's log

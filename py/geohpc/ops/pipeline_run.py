@@ -224,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
             if not sep:
                 raise ConfigError(f"--set {kv!r}: use KEY=VALUE")
             cli[k] = v
-        run_pipeline(name, args.site, cli, os.environ)
+        prun = run_pipeline(name, args.site, cli, os.environ)
+        if prun is not None and prun.ended():  # the local executor ran it all: say how it ended
+            return 0 if set(prun.states().values()) == {"done"} else 1
         return 0
 
     return run_cli(work, "geohpc.run")
