@@ -192,7 +192,11 @@ def _continue(prun: PipelineRun, name: str, stage: str, retries: int, site: Site
     groups: dict[tuple[str, str, str], list[int]] = {}
     gave_up = 0
     failed = [i for i in status.lines_in("failed", "timeout", "oom", "cancelled", "missing") if i in owner]
+    size = wave_size(site)
+    budget = size - len(busy) if size else None  # retries count against MAX_JOBS too; the rest wait a wave
     for line in failed:
+        if budget is not None and sum(map(len, groups.values())) >= budget:
+            break
         attempt = _attempt_of(run, line)
         mine = [d for d in past if d.get("line") == line]
         if any(d.get("action") == "give-up" for d in mine):
@@ -221,7 +225,6 @@ def _continue(prun: PipelineRun, name: str, stage: str, retries: int, site: Site
             gave_up += 1
         else:
             groups.setdefault(("retry", new["mem"], new["time"]), []).append(line)
-    size = wave_size(site)
     room = (size - len(busy) - sum(map(len, groups.values()))) if size else None
     unsent = [i for i in status.lines_in("missing") if i not in owner]
     if unsent and (room is None or room > 0):
