@@ -88,14 +88,17 @@ def _first_wave(prun: PipelineRun, name: str, stage: str, params: Mapping[str, s
     size = wave_size(site)
     if size:
         cli["MAX_JOBS"] = str(size)
-    buf = io.StringIO()
+    buf, err = io.StringIO(), io.StringIO()
     try:
-        run = submit(stage, prun.meta["site"], cli=cli, env=os.environ, out=buf)
+        with contextlib.redirect_stderr(err):  # the preflight table: its ok rows stay out of the way
+            run = submit(stage, prun.meta["site"], cli=cli, env=os.environ, out=buf)
     except ConfigError as exc:
         print(buf.getvalue(), end="", file=out)
         prun.set_step(name, stage, state="failed", message=f"planning failed: {exc}")
         return []
     finally:
+        print("".join(ln + "\n" for ln in err.getvalue().splitlines() if not ln.startswith(("ok ", "STATUS "))),
+              end="", file=sys.stderr)
         print("".join(ln + "\n" for ln in buf.getvalue().splitlines() if ln.startswith(SHOWN)), end="", file=out)
     if run is None:
         prun.set_step(name, stage, state="done", message="every item's output was already there")
