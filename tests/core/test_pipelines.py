@@ -140,3 +140,21 @@ def test_the_local_executor_runs_the_steps_in_order_retries_gives_up_and_blocks(
     assert prun.states() == {"a": "failed", "b": "blocked"}
     assert [d["action"] for d in prun.decisions()] == ["retry", "give-up"]
     assert "fails on purpose" in prun.decisions()[-1]["why"]  # the give-up quotes the item's log
+
+
+def test_the_run_record_claims_a_step_once_and_appends_jobs_and_decisions(tmp_path: Path) -> None:
+    from geohpc.core.piperun import PipelineRun
+
+    prun = PipelineRun(tmp_path)
+    assert prun.claim("classify") and not prun.claim("classify")  # two upstreams ending: one starts it
+    prun.add_job("12", "a", "array")
+    prun.add_job("13", "a", "planner")
+    assert prun.job_ids() == ["12", "13"] and (tmp_path / "jobs.txt").read_text() == "12 a array\n13 a planner\n"
+    prun.add_decision({"step": "a", "line": 0, "action": "retry"})
+    prun.add_decision({"step": "b", "line": 1, "action": "give-up"})
+    assert [d["line"] for d in prun.decisions("a")] == [0] and len(prun.decisions()) == 2
+    assert prun.step("a")["state"] == "waiting"  # never written: waiting
+    prun.set_step("a", "canary", state="running", items=3)
+    assert prun.step("a")["state"] == "running" and prun.step("a")["items"] == 3
+    with pytest.raises(ValueError):
+        prun.set_step("a", "canary", state="exploded")
