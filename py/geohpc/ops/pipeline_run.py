@@ -69,8 +69,8 @@ def dry_run(pipe: Pipeline, site_name: str, env: Mapping[str, str], out: TextIO)
         print(f"  then: a planner job ({'afterany on these arrays' if not step.after else 'started by ' + after}): "
               "retries, next waves, the steps after", file=out)
     est = ", ".join(f"{v:.2f} {k}" for k, v in total.items()) or "n/a"
-    print(f"estimated cost of the steps planned now (at their time limits): {est}; steps planned later add theirs",
-          file=out)
+    print(f"estimated cost of the steps whose items are known now (at their time limits): {est}; steps planned "
+          "after an upstream add theirs", file=out)
 
 
 def _step_plan(step: Step, site_name: str, env: Mapping[str, str],
