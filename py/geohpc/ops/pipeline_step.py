@@ -309,7 +309,8 @@ def _after_end(prun: PipelineRun, pipe: Pipeline, name: str, local: bool, out: T
             ups = [prun.step(u)["state"] for u in pipe.step(d).after]
             if all(u == "done" for u in ups) and not local and prun.claim(d):
                 site = step_site(prun, pipe.step(d).params)
-                _queue_continuation(prun, d, site, [], out)
+                job = _queue_continuation(prun, d, site, [], out)
+                prun.set_step(d, pipe.step(d).stage, message=f"planner job {job} queued (after {name})")
     if prun.ended():
         write_report(prun, out)
 
