@@ -4,8 +4,10 @@ A pipeline file has ``name``, ``description``, ``[vars]`` (values the make line 
 ``make run PIPELINE=products INPUT_DIR=...``), ``[defaults]`` applied to every step (``RETRIES``, ``CPUS``,
 ``MEM``, ...), optional ``[[prepare]]`` commands (``run = ["synth-s12", ...]``, a ``python -m geohpc``
 command run by make run on the login node, skipped when its ``creates`` path exists) and ``[[step]]`` tables:
-``name``, ``stage`` (default: the name), ``after`` (default: the step before), ``params`` (with ``${VAR}`` and
-``${step.KEY}`` references: what a step reads from one before it) and ``retries``.
+``name``, ``stage`` (default: the name), ``after`` (default: the step before; ``[]`` for none), ``params`` (a
+``[step.params]`` table under the step, with ``${VAR}`` and ``${step.KEY}`` references: what a step reads from
+one before it, e.g. ``INPUT_DIR = "${stitch.OUT_DIR}"``) and ``retries``. Values: [defaults] < the step's params
+< the make line (a make-line value that names a var sets the var instead).
 
 :func:`load_pipeline` is the one loader; every error is one line naming the file, the step and the fix.
 """
