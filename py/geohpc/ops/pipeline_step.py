@@ -30,7 +30,7 @@ from geohpc.core.piperun import ENDED, PipelineRun
 from geohpc.core.retry import decide, fmt_time
 from geohpc.core.runs import Attempt, Run, load_run
 from geohpc.core.site import REPO, Site, load_site
-from geohpc.errors import ConfigError, run_cli
+from geohpc.errors import ConfigError, GeohpcError, run_cli
 from geohpc.ops.jobctl import run_spec
 from geohpc.ops.status import RunStatus, run_status
 from geohpc.ops.submit import executor_for, launch_chunks, submit
@@ -68,10 +68,15 @@ def advance(prun: PipelineRun, name: str, out: TextIO = sys.stdout) -> str:
         if prun.cancelled:
             prun.set_step(name, step.stage, state="cancelled", message="make cancel PIPELINE=")
             return "cancelled"
-        if st["state"] in ("waiting", "planning"):
-            sent = _first_wave(prun, step.name, step.stage, step.params, site, out)
-        else:
-            sent = _continue(prun, step.name, step.stage, step.retries, site, out)
+        try:
+            if st["state"] in ("waiting", "planning"):
+                sent = _first_wave(prun, step.name, step.stage, step.params, site, out)
+            else:
+                sent = _continue(prun, step.name, step.stage, step.retries, site, out)
+        except GeohpcError as exc:  # a step the planner cannot move on ends failed, never stuck running
+            print(f"  planner: {exc}", file=out)
+            prun.set_step(name, step.stage, state="failed", message=f"planner: {exc}")
+            sent = []
         if prun.step(name)["state"] in ENDED:
             end = str(prun.step(name)["state"])
             _after_end(prun, pipe, name, local, out)
