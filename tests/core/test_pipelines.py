@@ -54,6 +54,7 @@ def test_a_pipeline_resolves_vars_references_defaults_and_the_make_line(tmp_path
     (("retries = 1", "retry = 1"), "step b: unknown key 'retry'"),
     (("name = \"p\"", "name = \"canary\""), "is a stage name"),
     (("[vars]", "[varz]"), "unknown key 'varz'"),
+    (("name = \"p\"", "name = \"../up\""), "pipeline name '../up'"),
     (("retries = 1", "retries = -1"), "retries=-1"),
 ])
 def test_a_bad_pipeline_is_one_line_naming_the_file_the_step_and_the_fix(tmp_path: Path, change: tuple[str, str],

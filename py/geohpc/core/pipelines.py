@@ -146,6 +146,9 @@ def load_pipeline(name: str, overrides: Mapping[str, str] | None = None, repo: P
     if bad:
         raise ConfigError(f"{fname}: unknown key {bad[0]!r} (allowed: {', '.join(sorted(TOP_KEYS))})")
     pname = _str(data.get("name", path.stem), "name", fname)
+    if not NAME_RE.match(pname):
+        raise ConfigError(f"{fname}: pipeline name {pname!r}: use lower case letters, digits, - or _ (it names "
+                          "the run folder runs/<name>/)")
     if pname in stage_names():
         raise ConfigError(f"{fname}: pipeline name {pname!r} is a stage name; rename the pipeline")
     over = {k: v for k, v in (overrides or {}).items() if k not in RUN_KEYS}
