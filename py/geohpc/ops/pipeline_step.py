@@ -68,6 +68,8 @@ def advance(prun: PipelineRun, name: str, out: TextIO = sys.stdout) -> str:
         if prun.cancelled:
             prun.set_step(name, step.stage, state="cancelled", message="make cancel PIPELINE=")
             return "cancelled"
+        for stream in (out, sys.stdout, sys.stderr):
+            stream.flush()  # a check that forks (multiprocessing) would print what is still buffered again
         try:
             if st["state"] in ("waiting", "planning"):
                 sent = _first_wave(prun, step.name, step.stage, step.params, site, out)
