@@ -82,12 +82,13 @@ def test_an_oom_item_comes_back_with_more_memory_and_the_next_step_is_planned_fr
 
 def test_a_timed_out_item_comes_back_with_a_longer_time(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    path = _pipeline(tmp_path, "t-time", ("check", "", {"CANARY": "sleep-62", "TIME": "1", "OUT_DIR": f"{out}"}))
+    # slurmctld enforces time limits every 30 s: a 1-minute job is killed 60-90 s in, so 95 s always times out
+    path = _pipeline(tmp_path, "t-time", ("check", "", {"CANARY": "sleep-95", "TIME": "1", "OUT_DIR": f"{out}"}))
     prun = _run(path)
     assert _wait(prun) == {"check": "done"}
     (dec,) = prun.decisions()
     assert dec["action"] == "retry" and dec["state"] == "TIMEOUT"
-    assert dec["new"]["time"] >= "00:02:00" and (out / "sleep-62.txt").is_file()
+    assert dec["new"]["time"] >= "00:02:00" and (out / "sleep-95.txt").is_file()
 
 
 def test_max_jobs_5_over_60_items_finishes_in_waves_with_no_command_after_make_run(tmp_path: Path) -> None:
