@@ -169,7 +169,9 @@ def cancel(prun: PipelineRun, out: TextIO = sys.stdout) -> list[str]:
     """Write ``cancelled``, scancel every job in jobs.txt (planners included), mark the open steps cancelled."""
     (prun.path / "cancelled").touch()
     ids = prun.job_ids()
-    if ids and slurm.have_slurm():
+    if ids and slurm.have_slurm():  # only what is still queued or running: scancel refuses finished jobs
+        queued = {k.split("_")[0] for k in slurm.squeue(ids)}
+        ids = [i for i in ids if i in queued]
         slurm.scancel(ids)
     for s in prun.meta["steps"]:
         if prun.step(s["name"])["state"] not in ENDED:
