@@ -100,7 +100,7 @@ def _first_wave(prun: PipelineRun, name: str, stage: str, params: Mapping[str, s
         with contextlib.redirect_stderr(err):  # the preflight table: its ok rows stay out of the way
             run = submit(stage, prun.meta["site"], cli=cli, env=os.environ, out=buf)
     except ConfigError as exc:
-        print(buf.getvalue(), end="", file=out)
+        print(f"  planning failed: {exc}", file=out)
         prun.set_step(name, stage, state="failed", message=f"planning failed: {exc}")
         return []
     finally:
