@@ -159,3 +159,18 @@ def test_the_run_record_claims_a_step_once_and_appends_jobs_and_decisions(tmp_pa
     assert prun.step("a")["state"] == "running" and prun.step("a")["items"] == 3
     with pytest.raises(ValueError):
         prun.set_step("a", "canary", state="exploded")
+
+
+def test_a_step_whose_planning_fails_ends_failed_with_the_reason_and_blocks_the_rest(tmp_path: Path) -> None:
+    from geohpc.core.piperun import PipelineRun
+
+    text = GOOD.replace('name = "p"', 'name = "t-plan"').replace('FROM = "${a.OUT_DIR}"', 'CANARY = "oops-1"')
+    text += '[[step]]\nname = "c"\nstage = "canary"\n[step.params]\nOUT_DIR = "${OUT}/c"\n'
+    path = tmp_path / "t-plan.toml"
+    path.write_text(text)
+    proc = make("run", f"PIPELINE={path}", "SITE=local", "EXECUTOR=local", f"OUT={tmp_path}/out")
+    assert proc.returncode != 0
+    folder = Path([ln.split("run folder ", 1)[1] for ln in proc.stdout.splitlines() if "run folder " in ln][0])
+    prun = PipelineRun(folder)
+    assert prun.states() == {"a": "done", "b": "failed", "c": "blocked"}
+    assert "canary item 'oops-1'" in prun.step("b")["message"]
