@@ -92,7 +92,7 @@ def _step_plan(step: Step, site_name: str, env: Mapping[str, str],
     units, unit = billing.estimate(plan.site, res, todo, res.time_s)
     mem = f"{res.mem_bytes >> 20}M" if res.mem_bytes else "default"
     line = (f"items: {len(plan.items)} ({todo} to run); arrays: {len(chunks)} in wave 1; waves: "
-            f"{waves(todo, size) if todo else 0}" + (f" of {size} (MAX_JOBS less one for the planner)" if size else "")
+            f"{waves(todo, size, plan.site.int('MAX_JOBS'))}" + (f" ({size}, then {max(1, size - 1)} a wave: MAX_JOBS less the planner jobs)" if size else "")
             + f"; per task: {res.cpus or 1} CPU, {mem}, time {res.time_s or '?'}s, {res.gpus or 0} GPU, partition "
             f"{res.partition or '-'}; estimated cost {units:.2f} {unit}")
     return line, (units, unit)

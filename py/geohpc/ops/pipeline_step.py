@@ -49,10 +49,15 @@ def step_site(prun: PipelineRun, params: Mapping[str, str]) -> Site:
     return load_site(prun.meta["site"], cli=params, env=os.environ)
 
 
+IN_JOB = {"planner": False}  # set by main(): this process is itself a planner job, holding one of the MAX_JOBS
+
+
 def wave_size(site: Site) -> int | None:
-    """Tasks one wave may send: MAX_JOBS less the slot the continuation job itself takes (None: no cap)."""
+    """Tasks one wave may send (None: no cap): MAX_JOBS less the slot of the continuation job it queues, and
+    inside a planner job less its own slot too (Slurm counts it until it exits: MaxSubmitJobs would refuse the
+    continuation's sbatch)."""
     max_jobs = site.int("MAX_JOBS")
-    return max(1, max_jobs - 1) if max_jobs else None
+    return max(1, max_jobs - 1 - IN_JOB["planner"]) if max_jobs else None
 
 
 def advance(prun: PipelineRun, name: str, out: TextIO = sys.stdout) -> str:
@@ -120,13 +125,17 @@ def _first_wave(prun: PipelineRun, name: str, stage: str, params: Mapping[str, s
     held = re.search(r"wave: (\d+) item\(s\) held back", buf.getvalue())
     todo = sent + (int(held.group(1)) if held else 0)
     prun.set_step(name, stage, state="running", run=str(run.path), items=n, waves_sent=1,
-                  waves_total=waves(todo, size), message=f"wave 1: {sent} of {n} items sent")
+                  waves_total=waves(todo, size, site.int("MAX_JOBS")), message=f"wave 1: {sent} of {n} items sent")
     return ids
 
 
-def waves(todo: int, size: int | None) -> int:
-    """How many waves ``todo`` items take at ``size`` a wave."""
-    return 1 if not size else max(1, -(-todo // size))
+def waves(todo: int, first: int | None, max_jobs: int) -> int:
+    """How many waves ``todo`` items take: ``first`` in the first, then MAX_JOBS-2 a planner job (None: one wave)."""
+    if todo <= 0:
+        return 0
+    if not first or not max_jobs:
+        return 1
+    return 1 + -(-max(0, todo - first) // max(1, max_jobs - 2))
 
 
 def _cancel_if_marked(prun: PipelineRun, ids: list[str]) -> None:
@@ -351,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", required=True, type=Path)
     ap.add_argument("--step", required=True)
     args = ap.parse_args(argv)
+    IN_JOB["planner"] = bool(os.environ.get("SLURM_JOB_ID"))
     for key in [k for k in os.environ if k.startswith("SLURM_") and k != "SLURM_CONF"]:
         del os.environ[key]  # this job's own allocation must not leak into what it submits
 
