@@ -7,6 +7,7 @@ MAKEFLAGS += --no-builtin-rules --no-print-directory
 
 SITE ?= local
 VALID_SITES := $(sort $(filter-out %.local,$(basename $(notdir $(wildcard sites/*.env)))))
+VALID_PIPELINES := $(sort $(basename $(notdir $(wildcard pipelines/*.toml))))
 VALID_STAGES := $(sort $(filter-out _%,$(basename $(notdir $(wildcard py/geohpc/plans/*.py)))))
 PY_RUN := sh/run.sh
 
@@ -15,11 +16,13 @@ valid = $(and $(filter 1,$(words $(1))),$(filter $(1),$(2)))
 guard_site = $(if $(call valid,$(SITE),$(VALID_SITES)),,$(error unknown SITE '$(SITE)': valid sites are $(VALID_SITES)))
 guard_stage = $(if $(call valid,$(STAGE),$(VALID_STAGES)),,$(error unknown STAGE '$(STAGE)': valid stages are $(VALID_STAGES)))
 guard_stage_opt = $(if $(STAGE),$(guard_stage))
+# PIPELINE=<name in pipelines/> or a path to a .toml file
+guard_pipeline = $(if $(or $(call valid,$(PIPELINE),$(VALID_PIPELINES)),$(and $(filter 1,$(words $(PIPELINE))),$(filter %.toml,$(PIPELINE)),$(wildcard $(PIPELINE)))),,$(error unknown PIPELINE '$(PIPELINE)': valid pipelines are $(VALID_PIPELINES) (or PIPELINE=path/to/file.toml)))
 guard_file = $(if $(and $(FILE),$(wildcard $(FILE))),,$(error FILE='$(FILE)' does not exist here: give FILE=path/to/model.pt (a file or a folder)))
 dry_run = $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
 
 .PHONY: help setup test lint demo slurm-up slurm-down sshd-up sshd-down deploy submit status logs throttle cancel \
-	resubmit preflight purge-guard rescue bench s3-up s3-down site-setup image push fetch
+	resubmit run preflight purge-guard rescue bench s3-up s3-down site-setup image push fetch
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,7 +31,7 @@ help: ## list the targets
 setup: ## create .venv and install geohpc with its test extras (and the viewer's JS)
 	@sh/setup.sh
 
-demo: ## the main job on the local site: submit the pipeline and print where its report is (DEMO=sure2: Sure2)
+demo: ## the main job on the local site: make run PIPELINE=demo SITE=local, wait, print where its report is [DEMO=full|sure2]
 	@if [ "$(DEMO)" = sure2 ]; then sh/run.sh demo-sure2; else sh/demo.sh; fi
 
 test: ## install what the tests need (venv, apt packages, Slurm, sshd) and run them
@@ -59,6 +62,9 @@ preflight: ## run the checks in checks/ for a site [STAGE=x] [ARGS='--json' or '
 submit: ## submit STAGE=x on SITE [THROTTLE=N ITEMS=file AFTER=jobid|stage MEM= TIME= DRY_RUN=1 FORCE=1]
 	$(guard_site)$(guard_stage)@$(PY_RUN) submit --site "$(SITE)" --stage "$(STAGE)"
 
+run: ## a whole pipeline: PIPELINE=x SITE=y [DRY_RUN=1] [its vars, e.g. INPUT_DIR=] (returns at once; planner jobs do the rest)
+	$(guard_site)$(guard_pipeline)@$(PY_RUN) run --pipeline "$(PIPELINE)" --site "$(SITE)"
+
 status: ## items by state per run [STAGE=x] [ALL=1]; a pipeline run's steps, retries, efficiency, cost: PIPELINE=x [RUN=ts]
 	$(guard_stage_opt)@$(PY_RUN) $(if $(PIPELINE),pipeline-status,status $(if $(STAGE),--stage "$(STAGE)") $(if $(ALL),--all))
 
@@ -68,8 +74,8 @@ logs: ## the failed items' log tails and paths: STAGE=x [ITEM=name] [RUN=ts] [TA
 throttle: ## change how many tasks of an array run at once: JOB=id N=k
 	@$(PY_RUN) jobctl throttle --job "$(JOB)" --n "$(N)"
 
-cancel: ## cancel JOB=id, or the latest run of STAGE=x, or every latest run
-	$(guard_stage_opt)@$(PY_RUN) jobctl cancel --job "$(JOB)" --stage "$(STAGE)"
+cancel: ## cancel JOB=id, or the latest run of STAGE=x, or of PIPELINE=x [RUN=ts] (planners too), or every latest run
+	$(if $(PIPELINE),$(guard_pipeline)@$(PY_RUN) run --cancel --pipeline "$(PIPELINE)" --run "$(RUN)",$(guard_stage_opt)@$(PY_RUN) jobctl cancel --job "$(JOB)" --stage "$(STAGE)")
 
 resubmit: ## send again only the failed or missing items of a run: STAGE=x [RUN=timestamp] [THROTTLE=N]
 	$(guard_stage)@$(PY_RUN) jobctl resubmit --stage "$(STAGE)" --run "$(RUN)"

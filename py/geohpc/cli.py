@@ -33,6 +33,8 @@ COMMANDS: dict[str, Command] = {
     "pipeline-status": Command(GROUPS[0], "geohpc.ops.pipeline_status", "a pipeline run step by step: retries, efficiency, cost (make status PIPELINE=)"),
     "logs": Command(GROUPS[0], "geohpc.ops.logs", "failed items' log tails and paths, packed or not (make logs)"),
     "pipeline-report": Command(GROUPS[0], "geohpc.ops.pipeline_report", "a pipeline run's report.html: timelines, failures, cost, products"),
+    "run": Command(GROUPS[0], "geohpc.ops.pipeline_run", "a whole pipeline from pipelines/<name>.toml; --cancel, --wait (make run|cancel PIPELINE=)"),
+    "pipeline-step": Command(GROUPS[0], "geohpc.ops.pipeline_step", "a pipeline's planner job: plan a step, retry, next wave, next steps"),
     "deploy": Command(GROUPS[0], "geohpc.ops.deploy", "rsync the repo to a site, never touching its data (make deploy)"),
     "site-setup": Command(GROUPS[0], "geohpc.ops.site_setup", "make a site's folders, links, venv and a new deps folder (make site-setup)"),
     "image": Command(GROUPS[0], "geohpc.ops.image", "build the site's CPU container from IMAGE_SOURCE, on the site (make image)"),
@@ -44,6 +46,7 @@ COMMANDS: dict[str, Command] = {
     "site": Command(GROUPS[0], "geohpc.core.site", "a site's resolved values and where each came from"),
     # stages: one a plan in geohpc/plans, same name as jobs/<stage>.sbatch
     "probe": Command(GROUPS[1], "geohpc.preflight.probe", "JSON report of what a job really gets"),
+    "canary": Command(GROUPS[1], "geohpc.preflight.canary", "a tiny test item (ok-, mem-<MB>, sleep-<s>, fail-) for a site and the runner"),
     "gpu-check": Command(GROUPS[2], "geohpc.preflight.gpus", "exit 2 when torch sees fewer GPUs than the job asked"),
     "cog": Command(GROUPS[1], "geohpc.products.cog.cli", "GeoTIFF -> validated Cloud Optimized GeoTIFF"),
     "mosaic": Command(GROUPS[1], "geohpc.products.mosaic", "many COGs -> one VRT from headers (+ one COG)"),

@@ -186,6 +186,8 @@ def load_run(path: Path) -> Run:
     Raises :class:`DamagedRun` (a one-line :class:`ConfigError`) naming what is wrong.
     """
     plan = path / "plan.json"
+    if (path / "pipeline.json").is_file():  # a pipeline run folder (runs/<pipeline>/<ts>): not a stage run
+        raise ConfigError(f"{path}: a pipeline run folder, not a stage run (make status PIPELINE=)")
     if not plan.is_file():
         if path.is_dir() and any(path.iterdir()):
             raise DamagedRun(path, "no plan.json")

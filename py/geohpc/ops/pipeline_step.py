@@ -1,0 +1,376 @@
+"""The pipeline planner/continuation job: ``python -m geohpc pipeline-step --run <dir> --step <name>``.
+
+One job type (``jobs/pipeline.sbatch``). For a waiting step it plans and submits the first wave through
+make submit's own code path; after a wave's jobs end (``afterany:`` on them) it reads the stage run's status,
+applies the retry rules (:mod:`geohpc.core.retry`), sends the next attempt (retries grouped by their new
+resources, then the next MAX_JOBS wave, one job slot kept for itself) and queues itself again; when the step
+is done it starts the planners of the steps after it (the last upstream to finish starts a step, once).
+With the local executor the same logic runs in-process, step after step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import re
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TextIO
+
+from geohpc.core import slurm
+from geohpc.core.arrays import plan_chunks
+from geohpc.core.jobspec import node_mem_mb, sbatch_directives
+from geohpc.core.partitions import candidates, node_caps, partition_facts, time_s
+from geohpc.core.pipelines import Pipeline, load_pipeline
+from geohpc.core.piperun import ENDED, PipelineRun
+from geohpc.core.retry import decide, fmt_time
+from geohpc.core.runs import Attempt, Run, load_run
+from geohpc.core.site import REPO, Site, load_site
+from geohpc.errors import ConfigError, GeohpcError, run_cli
+from geohpc.ops.jobctl import run_spec
+from geohpc.ops.status import RunStatus, run_status
+from geohpc.ops.submit import executor_for, launch_chunks, submit
+from geohpc.util import write_text_atomic
+
+SHOWN = ("  job", "  items", "  wave", "  warning", "recorded", "nothing to submit")
+
+
+def pipeline_of(prun: PipelineRun) -> Pipeline:
+    """The pipeline as it was run (``pipeline.toml`` of the run folder, with the make line's values)."""
+    return load_pipeline(str(prun.path / "pipeline.toml"), prun.meta.get("params", {}))
+
+
+def step_site(prun: PipelineRun, params: Mapping[str, str]) -> Site:
+    """The site of the pipeline run with a step's values (a site key among them wins, as on the make line)."""
+    return load_site(prun.meta["site"], cli=params, env=os.environ)
+
+
+IN_JOB = {"planner": False}  # set by main(): this process is itself a planner job, holding one of the MAX_JOBS
+
+
+def wave_size(site: Site) -> int | None:
+    """Tasks one wave may send (None: no cap): MAX_JOBS less the slot of the continuation job it queues, and
+    inside a planner job less its own slot too (Slurm counts it until it exits: MaxSubmitJobs would refuse the
+    continuation's sbatch)."""
+    max_jobs = site.int("MAX_JOBS")
+    return max(1, max_jobs - 1 - IN_JOB["planner"]) if max_jobs else None
+
+
+def advance(prun: PipelineRun, name: str, out: TextIO = sys.stdout) -> str:
+    """Move step ``name`` on as far as it goes now; its state afterwards (local: run to its end)."""
+    pipe = pipeline_of(prun)
+    step = pipe.step(name)
+    site = step_site(prun, step.params)
+    local = executor_for(site, False) == "local"
+    while True:
+        st = prun.step(name)
+        if st["state"] in ENDED:
+            return str(st["state"])
+        if prun.cancelled:
+            prun.set_step(name, step.stage, state="cancelled", message="make cancel PIPELINE=")
+            return "cancelled"
+        for stream in (out, sys.stdout, sys.stderr):
+            stream.flush()  # a check that forks (multiprocessing) would print what is still buffered again
+        try:
+            if st["state"] in ("waiting", "planning"):
+                sent = _first_wave(prun, step.name, step.stage, step.params, site, out)
+            else:
+                sent = _continue(prun, step.name, step.stage, step.retries, site, out)
+        except GeohpcError as exc:  # a step the planner cannot move on ends failed, never stuck running
+            print(f"  planner: {exc}", file=out)
+            prun.set_step(name, step.stage, state="failed", message=f"planner: {exc}")
+            sent = []
+        if prun.step(name)["state"] in ENDED:
+            end = str(prun.step(name)["state"])
+            _after_end(prun, pipe, name, local, out)
+            return end
+        if not local:
+            _queue_continuation(prun, name, site, sent, out)
+            return "running"
+
+
+def _first_wave(prun: PipelineRun, name: str, stage: str, params: Mapping[str, str], site: Site,
+                out: TextIO) -> list[str]:
+    prun.set_step(name, stage, state="planning", message="planning")
+    cli = dict(params)
+    size = wave_size(site)
+    if size:
+        cli["MAX_JOBS"] = str(size)
+    buf, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):  # the preflight table: its ok rows stay out of the way
+            run = submit(stage, prun.meta["site"], cli=cli, env=os.environ, out=buf)
+    except ConfigError as exc:
+        print(f"  planning failed: {exc}", file=out)
+        prun.set_step(name, stage, state="failed", message=f"planning failed: {exc}")
+        return []
+    finally:
+        print("".join(ln + "\n" for ln in err.getvalue().splitlines() if not ln.startswith(("ok ", "STATUS "))),
+              end="", file=sys.stderr)
+        print("".join(ln + "\n" for ln in buf.getvalue().splitlines() if ln.startswith(SHOWN)), end="", file=out)
+    if run is None:
+        prun.set_step(name, stage, state="done", message="every item's output was already there")
+        return []
+    write_text_atomic(run.path / "pipeline.txt", f"{prun.path}\n")
+    ids = run.job_ids()
+    for job in ids:
+        prun.add_job(job, name, "array")
+    _cancel_if_marked(prun, ids)
+    n = len(run.items())
+    sent = sum(len(c.indices) for c in run.attempts[-1].chunks)
+    held = re.search(r"wave: (\d+) item\(s\) held back", buf.getvalue())
+    todo = sent + (int(held.group(1)) if held else 0)
+    prun.set_step(name, stage, state="running", run=str(run.path), items=n, waves_sent=1,
+                  waves_total=waves(todo, size, site.int("MAX_JOBS")), message=f"wave 1: {sent} of {n} items sent")
+    return ids
+
+
+def waves(todo: int, first: int | None, max_jobs: int) -> int:
+    """How many waves ``todo`` items take: ``first`` in the first, then MAX_JOBS-2 a planner job (None: one wave)."""
+    if todo <= 0:
+        return 0
+    if not first or not max_jobs:
+        return 1
+    return 1 + -(-max(0, todo - first) // max(1, max_jobs - 2))
+
+
+def _cancel_if_marked(prun: PipelineRun, ids: list[str]) -> None:
+    """A make cancel that came while we submitted: cancel what was just sent."""
+    if ids and prun.cancelled and slurm.have_slurm():
+        with contextlib.suppress(Exception):
+            slurm.scancel(ids)
+
+
+def _status(run: Run) -> RunStatus:
+    """The run's status; a line that ran but has no accounting yet (sacct lags) is asked again, briefly."""
+    status = run_status(run)
+    owner = run.line_owner()
+    for _ in range(5):
+        late = [i for i in status.lines_in("missing") if i in owner and status.item_info(i) is None]
+        if not late or run.attempts[-1].executor == "local":
+            break
+        time.sleep(3)
+        status = run_status(run)
+    return status
+
+
+def _current(run: Run, line: int, base: Mapping[str, str]) -> dict[str, str]:
+    """--mem and --time of the latest attempt that ran ``line`` (its recorded command), else the base spec."""
+    res = dict(base)
+    for attempt in run.attempts:
+        for chunk in attempt.chunks:
+            if line - chunk.offset in chunk.indices:
+                for arg in chunk.command:
+                    for key in ("mem", "time"):
+                        if arg.startswith(f"--{key}="):
+                            res[key] = arg.split("=", 1)[1]
+    return res
+
+
+def _attempt_of(run: Run, line: int) -> int:
+    found = 0
+    for n, attempt in enumerate(run.attempts, 1):
+        if any(line - c.offset in c.indices for c in attempt.chunks):
+            found = n
+    return found
+
+
+def _log_tail(run: Run, line: int, lines: int = 5) -> str:
+    owner = run.line_owner().get(line)
+    if owner is None:
+        return ""
+    _, job, idx = owner
+    d = sbatch_directives(REPO / "jobs" / f"{run.stage}.sbatch")
+    pattern = d.get("output", "logs/%x_%A_%a.out")
+    path = pattern.replace("%x", d.get("job-name", run.stage)).replace("%A", job).replace("%a", idx)
+    p = Path(path) if Path(path).is_absolute() else REPO / path
+    try:
+        return " | ".join(p.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _continue(prun: PipelineRun, name: str, stage: str, retries: int, site: Site, out: TextIO) -> list[str]:
+    """After a wave: decide on each failed item, send the next attempt; or end the step."""
+    st = prun.step(name)
+    run = load_run(Path(st["run"]))
+    status = _status(run)
+    owner = run.line_owner()
+    busy = status.lines_in("pending", "running")
+    spec = run_spec(run, REPO, {}, dict(os.environ), out)
+    merged = {**spec.directives, **spec.options}
+    base = {"mem": merged.get("mem", ""), "time": merged.get("time", "")}
+    part = spec.resources.partition
+    mem_cap = ((node_caps(site.values, part)[1] or node_mem_mb(site)) << 20) or None
+    time_cap = time_s((partition_facts(site.values, part) or {}).get("maxtime", ""))
+    past = prun.decisions(name)
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    gave_up = 0
+    failed = [i for i in status.lines_in("failed", "timeout", "oom", "cancelled", "missing") if i in owner]
+    size = wave_size(site)
+    budget = size - len(busy) if size else None  # retries count against MAX_JOBS too; the rest wait a wave
+    for line in failed:
+        if budget is not None and sum(map(len, groups.values())) >= budget:
+            break
+        attempt = _attempt_of(run, line)
+        mine = [d for d in past if d.get("line") == line]
+        if any(d.get("action") == "give-up" for d in mine):
+            gave_up += 1
+            continue
+        if any(d.get("attempt") == attempt for d in mine):
+            continue  # decided already (its retry is the attempt after)
+        info = status.item_info(line)
+        cur = _current(run, line, base)
+        req_mem = slurm.parse_mem_request(cur["mem"]) if cur["mem"] else (info.req_mem if info else 0)
+        req_time = slurm.parse_time_limit(cur["time"]) if cur["time"] else None
+        dec = decide(info, status.states[line], req_mem=req_mem, req_time_s=req_time, mem_cap=mem_cap,
+                     time_cap_s=time_cap, retries_used=sum(d.get("action") == "retry" for d in mine),
+                     retries=retries, requeues_used=sum(d.get("action") == "requeue" for d in mine),
+                     log_tail=_log_tail(run, line))
+        new = {"mem": f"{dec.mem_mb}M" if dec.mem_mb else cur["mem"],
+               "time": fmt_time(dec.time_s) if dec.time_s else cur["time"]}
+        record = {"step": name, "line": line, "item": run.items()[line], "attempt": attempt,
+                  "state": info.state if info else status.states[line],
+                  "measured": {"max_rss": info.max_rss if info else 0, "elapsed_s": info.elapsed_s if info else 0,
+                               "req_mem": req_mem, "time_s": req_time},
+                  "action": dec.action, "new": new if dec.action != "give-up" else {}, "why": dec.why}
+        prun.add_decision(record)
+        print(f"  decision: line {line + 1} {record['item']}: {dec.action}: {dec.why}", file=out)
+        if dec.action == "give-up":
+            gave_up += 1
+        else:
+            groups.setdefault(("retry", new["mem"], new["time"]), []).append(line)
+    room = (size - len(busy) - sum(map(len, groups.values()))) if size else None
+    unsent = [i for i in status.lines_in("missing") if i not in owner]
+    if unsent and (room is None or room > 0):
+        groups.setdefault(("array", base["mem"], base["time"]), []).extend(unsent[:room] if room else unsent)
+    if not groups and not busy:
+        n = len(status.states)
+        done = status.counts()["completed"]
+        state = "done" if done == n else "failed"
+        prun.set_step(name, stage, state=state, message=f"{done} of {n} items completed" +
+                      (f", {gave_up} given up (see decisions.jsonl)" if gave_up else ""))
+        return []
+    if prun.cancelled:
+        return []
+    ids = _send(prun, name, run, spec, groups, base, out)
+    waves = st.get("waves_sent", 1) + (1 if any(k[0] == "array" for k in groups) else 0)
+    prun.set_step(name, stage, waves_sent=waves, message=f"attempt {len(run.attempts)}: "
+                  + ", ".join(f"{len(v)} {k[0]}" for k, v in groups.items()))
+    return ids + [c.job_id for a in run.attempts[:-1] for c in a.chunks
+                  if c.job_id and any(c.offset + i in busy for i in c.indices)]
+
+
+def _send(prun: PipelineRun, name: str, run: Run, spec, groups: dict[tuple[str, str, str], list[int]],  # noqa: ANN001
+          base: Mapping[str, str], out: TextIO) -> list[str]:
+    """One new attempt of the stage run: an array per (kind, --mem, --time), replaying spec.json."""
+    executor = run.attempts[-1].executor if run.attempts else "slurm"
+    attempt = Attempt(executor=executor, throttle=run.attempts[0].throttle if run.attempts else None, chunks=[])
+    run.attempts.append(attempt)
+    ids: list[str] = []
+    for (kind, mem, tm), lines in groups.items():
+        asked = {k: v for k, v in (("MEM", mem), ("TIME", tm)) if v and v != base[k.lower()]}
+        s, _ = spec.with_overrides(asked)
+        chunks = plan_chunks(lines, int(run.job_env().get("MAX_ARRAY_SIZE", "0") or 0) or None)
+        for c in chunks:
+            c.command = s.command(run.env_file, c.array_spec(attempt.throttle), [], c.offset)
+        launch_chunks(run, attempt, chunks, REPO, s, out)
+        for c in chunks:
+            if executor == "slurm":
+                prun.add_job(c.job_id, name, kind)
+                ids.append(c.job_id)
+    _cancel_if_marked(prun, ids)
+    return ids
+
+
+def _queue_continuation(prun: PipelineRun, name: str, site: Site, after: list[str], out: TextIO) -> str:
+    """sbatch jobs/pipeline.sbatch for ``name``: after ``after`` (afterany), or at once when empty."""
+    cmd = planner_command(prun, name, site, after)
+    job = slurm.sbatch(cmd)
+    prun.add_job(job, name, "planner")
+    print(f"  planner job {job} for step {name}" + (f" after {len(after)} job(s)" if after else ""), file=out)
+    _cancel_if_marked(prun, [job])
+    return job
+
+
+def planner_command(prun: PipelineRun, name: str, site: Site, after: list[str]) -> list[str]:
+    """The sbatch command line of a planner/continuation job (1 CPU, small memory, the site's CPU partition)."""
+    cmd = ["sbatch", "--parsable", f"--job-name=pipeline-{name}"]
+    if site.get("ACCOUNT"):
+        cmd.append(f"--account={site.get('ACCOUNT')}")
+    parts = candidates(site.values, False)
+    if parts:
+        cmd.append(f"--partition={parts[0]}")
+    if after:
+        cmd.append("--dependency=afterany:" + ":".join(after))
+    cmd += [f"--chdir={REPO}", f"--output={REPO}/logs/pipeline_%j.out", "--export=ALL,GEOHPC_ENV=",
+            str(REPO / "jobs" / "pipeline.sbatch"), "--run", str(prun.path), "--step", name]
+    return cmd
+
+
+def _after_end(prun: PipelineRun, pipe: Pipeline, name: str, local: bool, out: TextIO) -> None:
+    """A step ended: block what follows a failure; start each next step whose upstreams are all done."""
+    st = prun.step(name)
+    print(f"step {name}: {st['state']} ({st.get('message', '')})", file=out)
+    if st["state"] != "done":
+        for d in _descendants(pipe, name):
+            if prun.step(d)["state"] not in ENDED:
+                prun.set_step(d, pipe.step(d).stage, state="blocked", message=f"step {name} {st['state']}")
+    else:
+        for d in pipe.downstream(name):
+            ups = [prun.step(u)["state"] for u in pipe.step(d).after]
+            if all(u == "done" for u in ups) and not local and prun.claim(d):
+                site = step_site(prun, pipe.step(d).params)
+                job = _queue_continuation(prun, d, site, [], out)
+                prun.set_step(d, pipe.step(d).stage, message=f"planner job {job} queued (after {name})")
+    if prun.ended():
+        write_report(prun, out)
+
+
+def _descendants(pipe: Pipeline, name: str) -> list[str]:
+    out: list[str] = []
+    todo = pipe.downstream(name)
+    while todo:
+        n = todo.pop(0)
+        if n not in out:
+            out.append(n)
+            todo.extend(pipe.downstream(n))
+    return out
+
+
+def write_report(prun: PipelineRun, out: TextIO) -> None:
+    """report.html (+ timeline PNGs) at the end of the run, finished or failed."""
+    from geohpc.ops.pipeline_report import write_report as report
+
+    try:
+        print(f"report {report(prun.path)}", file=out)
+    except Exception as exc:  # noqa: BLE001  (the report never turns a finished run into a failure)
+        print(f"report not written: {exc}", file=out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``python -m geohpc pipeline-step --run <pipeline run folder> --step <name>`` (jobs/pipeline.sbatch)."""
+    ap = argparse.ArgumentParser(prog="python -m geohpc pipeline-step", description=__doc__.splitlines()[0])
+    ap.add_argument("--run", required=True, type=Path)
+    ap.add_argument("--step", required=True)
+    args = ap.parse_args(argv)
+    IN_JOB["planner"] = bool(os.environ.get("SLURM_JOB_ID"))
+    for key in [k for k in os.environ if k.startswith("SLURM_") and k != "SLURM_CONF"]:
+        del os.environ[key]  # this job's own allocation must not leak into what it submits
+
+    def work() -> int:
+        prun = PipelineRun(args.run)
+        print(f"== pipeline {prun.meta['pipeline']} step {args.step} ({prun.step(args.step)['state']})", flush=True)
+        state = advance(prun, args.step)
+        print(f"== step {args.step}: {state}")
+        return 0
+
+    return run_cli(work, "geohpc.pipeline-step")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
