@@ -79,3 +79,12 @@ def test_sparse_blocks_read_as_nodata_and_other_codecs_fall_back_to_gdal(tmp_pat
     assert tiff_layout(lzw) is None
     r, c = rng.integers(0, 70, 50), rng.integers(0, 90, 50)
     np.testing.assert_array_equal(read_cells(rasterio.open(lzw), r, c), _gdal_values(lzw, r, c))
+
+
+def test_deflate_without_libdeflate_falls_back_to_zlib(tmp_path, monkeypatch):
+    rng = np.random.default_rng(7)
+    tif = write_raster(tmp_path / "e.tif", _data("float32", rng), interleave="band", compress="deflate", predictor=3, **TILED)
+    rows, cols = rng.integers(0, 70, 100), rng.integers(0, 90, 100)
+    assert tilecells.libdeflate() is not None  # rasterio's wheel ships it: the fast path is the one tested above
+    monkeypatch.setattr(tilecells, "libdeflate", lambda: None)
+    np.testing.assert_array_equal(read_cells(rasterio.open(tif), rows, cols, method="tiles"), _gdal_values(tif, rows, cols))
