@@ -117,11 +117,11 @@ import json, sys, time
 from pathlib import Path
 import numpy as np
 sys.path.insert(0, sys.argv[1])
-mode, patches, emb, out = sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5])
+mode, patches, emb, out = sys.argv[2].split("-")[0], Path(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5])
 t0 = time.perf_counter()
 if mode == "ours":
     from geohpc.embed import stitch
-    stitch.stitch(patches, emb, out, tile=int(sys.argv[6]))
+    stitch.stitch(patches, emb, out, tile=int(sys.argv[6]), dtype=sys.argv[7])
 else:  # whole-map: the float32 map in RAM, then one striped, uncompressed GeoTIFF
     import rasterio
     from rasterio.transform import Affine
@@ -158,14 +158,16 @@ def bench_stitch(sizes: list[int], work: Path, tile: int) -> list[dict[str, obje
                 np.save(emb / b / f"{p}.npy", rng.standard_normal((h, w, 128), dtype=np.float32))
         row: dict[str, object] = {"size": size, "map_mb": size * size * 128 * 4 / 2**20}
         base = None
-        for mode in ("baseline", "ours"):
+        for mode in ("baseline", "ours", "ours-int8"):
             out = root / f"{mode}.tif"
             out.unlink(missing_ok=True)
+            out.with_name(f"{out.stem}_scale.tif").unlink(missing_ok=True)
             r = subprocess.run([sys.executable, "-c", _STITCH_CHILD, str(REPO / "py"), mode, str(patches), str(emb),
-                                str(out), str(tile)], capture_output=True, text=True, check=True)
+                                str(out), str(tile), "int8" if mode.endswith("int8") else "float32"],
+                               capture_output=True, text=True, check=True)
             res = json.loads(r.stdout.splitlines()[-1])
             if base is None:  # import-only RSS, to subtract
-                code = ("import numpy, rasterio, geohpc.stitch;print(next(int(ln.split()[1]) for ln in "
+                code = ("import numpy, rasterio, geohpc.embed.stitch;print(next(int(ln.split()[1]) for ln in "
                         "open('/proc/self/status') if ln.startswith('VmHWM:')) / 1024)")
                 base = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                             env={**os.environ, "PYTHONPATH": str(REPO / "py")}).stdout)
@@ -182,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--px", type=int, default=64, help="patch side for the demo model (half for 7M)")
     ap.add_argument("--sizes", default="512,1024", help="stitch map sizes in pixels")
-    ap.add_argument("--tile", type=int, default=256, help="stitch tile/window (default 256)")
-    ap.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "embed")
+    ap.add_argument("--tile", type=int, default=512, help="stitch tile/window (default 512, stitch's default)")
+    ap.add_argument("--work", type=Path, default=REPO / "build" / "bench" / "embed")
+    ap.add_argument("--stitch-only", action="store_true", help="skip the infer part")
     args = ap.parse_args(argv)
     import torch
     from geohpc.util import cpu_threads
@@ -191,18 +194,20 @@ def main(argv: list[str] | None = None) -> int:
     threads = cpu_threads()
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs (using {threads} threads), "
           f"python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}")
-    print("\n| model | params | pixels | geohpc.infer px/s | its forward passes alone px/s | naive per-pixel sampling px/s | ours/naive |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for r in bench_infer(args.px, threads):
-        print(f"| {r['model']} | {r['params']:,} | {r['pixels']} | {r['ours_px_s']:.0f} | {r['model_only_px_s']:.0f} "
-              f"| {r['naive_px_s']:.0f} | {r['ours_px_s'] / r['naive_px_s']:.2f}x |")
-    print(f"\n| map | float32 map | whole-map peak RSS | geohpc.stitch (tile {args.tile}) peak RSS | RSS ratio "
-          "| whole-map s | stitch s | whole-map file | stitch file |")
+    if not args.stitch_only:
+        print("\n| model | params | pixels | geohpc.infer px/s | its forward passes alone px/s | naive per-pixel sampling px/s | ours/naive |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for r in bench_infer(args.px, threads):
+            print(f"| {r['model']} | {r['params']:,} | {r['pixels']} | {r['ours_px_s']:.0f} | {r['model_only_px_s']:.0f} "
+                  f"| {r['naive_px_s']:.0f} | {r['ours_px_s'] / r['naive_px_s']:.2f}x |")
+    print(f"\n| map | float32 map | whole-map peak RSS | geohpc.stitch (tile {args.tile}) peak RSS float32 / int8 | RSS ratio "
+          "| whole-map s | stitch s float32 / int8 | whole-map file | stitch file float32 / int8 |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in bench_stitch([int(s) for s in args.sizes.split(",")], args.work, args.tile):
         print(f"| {r['size']}x{r['size']}x128 | {r['map_mb']:.0f} MB | {r['baseline_rss_mb']:.0f} MB "
-              f"| {r['ours_rss_mb']:.0f} MB | {r['baseline_rss_mb'] / r['ours_rss_mb']:.1f}x | {r['baseline_s']:.1f} "
-              f"| {r['ours_s']:.1f} | {r['baseline_file_mb']:.0f} MB | {r['ours_file_mb']:.0f} MB |")
+              f"| {r['ours_rss_mb']:.0f} / {r['ours-int8_rss_mb']:.0f} MB | {r['baseline_rss_mb'] / r['ours_rss_mb']:.1f}x "
+              f"| {r['baseline_s']:.1f} | {r['ours_s']:.1f} / {r['ours-int8_s']:.1f} | {r['baseline_file_mb']:.0f} MB "
+              f"| {r['ours_file_mb']:.0f} / {r['ours-int8_file_mb']:.0f} MB |")
     print(f"\n(import-only RSS of python+numpy+rasterio: {r['import_rss_mb']:.0f} MB)")
     return 0
 

@@ -1,10 +1,11 @@
 """sample: labelled points + embedding rasters -> a Parquet table of per-point embeddings.
 
 Points are reprojected to each raster's CRS. Reads are grouped by raster block so each block is read
-once, and only the part of it that holds points (memory stays below one block, never a whole raster).
-For uncompressed, pixel-interleaved GeoTIFFs the ``direct`` method reads only each point's bytes
-at its offset inside its tile (what a TIFF reader does itself for uncompressed data). Points outside
-every raster or on nodata are counted, kept out, and listed in ``<out>.dropped.csv``.
+and decoded once, never a whole raster: for local GeoTIFFs (uncompressed, DEFLATE or ZSTD, either
+interleave) :mod:`geohpc.classify.tilecells` decodes the touched tiles itself, a few at a time within
+``--mem-budget``, and in uncompressed tiles reads only each point's bytes; other rasters (VRTs, LZW,
+remote files) are read through GDAL one window per block. Points outside every raster or on nodata are
+counted, kept out, and listed in ``<out>.dropped.csv``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from geohpc.classify.points import Points, read_points
+from geohpc.classify.tilecells import read_cells as read_cells_tiles
+from geohpc.classify.tilecells import tiff_layout
 from geohpc.embed.rasters import Embedding, band_names, expand_rasters, open_embedding, work_path
 from geohpc.errors import InputError, run_cli
 from geohpc.guards import one_line_errors, refuse_overwrite, sweep_temporaries
@@ -127,14 +130,34 @@ def read_cells_block(ds: object, rows: np.ndarray, cols: np.ndarray, budget: int
     return out
 
 
+def read_cells(ds: object, rows: np.ndarray, cols: np.ndarray, method: str = "auto", budget: int = DEFAULT_MEM_BUDGET,
+               desc: str = "") -> np.ndarray:
+    """All bands of ``ds`` at (rows, cols): ``(bands, n)`` raw values, by ``method``.
+
+    ``auto`` decodes each touched tile once itself (:mod:`geohpc.classify.tilecells`) when the file is a
+    local TIFF it can decode, else reads through GDAL one window per block (``block``); ``direct`` reads
+    only each point's bytes of an uncompressed pixel-interleaved file; ``tiles`` insists on the tile decoder.
+    """
+    name = ds.name  # type: ignore[attr-defined]
+    if method == "direct":
+        if not direct_layout(ds):
+            raise InputError(f"{name}: --method direct needs an uncompressed pixel-interleaved GeoTIFF; use --method auto")
+        return read_cells_direct(ds, rows, cols)
+    lay = tiff_layout(name) if method in ("auto", "tiles") and ds.driver == "GTiff" else None  # type: ignore[attr-defined]
+    if lay is not None and (lay.bands != ds.count or lay.dtype != np.dtype(ds.dtypes[0]).newbyteorder("<")):  # type: ignore[attr-defined]
+        lay = None
+    if lay is not None:
+        return read_cells_tiles(lay, rows, cols, budget=budget, nodata=ds.nodata, desc=desc)  # type: ignore[attr-defined]
+    if method == "tiles":
+        raise InputError(f"{name}: --method tiles needs a local little-endian TIFF, uncompressed, DEFLATE or ZSTD; use --method auto")
+    return read_cells_block(ds, rows, cols, budget, desc)
+
+
 def _read_embedding_cells(emb: Embedding, rows: np.ndarray, cols: np.ndarray, method: str, budget: int) -> tuple[np.ndarray, np.ndarray]:
-    use_direct = method == "direct" or (method == "auto" and direct_layout(emb.ds))
-    if method == "direct" and not direct_layout(emb.ds):
-        raise InputError(f"{emb.path}: --method direct needs an uncompressed pixel-interleaved GeoTIFF; use --method block")
-    raw = read_cells_direct(emb.ds, rows, cols) if use_direct else read_cells_block(emb.ds, rows, cols, budget, redact(emb.path.name))
+    raw = read_cells(emb.ds, rows, cols, method, budget, redact(emb.path.name))
     scale = None
     if emb.scale_ds is not None:
-        scale = read_cells_block(emb.scale_ds, rows, cols, budget)[0].astype(np.float32)
+        scale = read_cells(emb.scale_ds, rows, cols, "auto", budget)[0].astype(np.float32)
     return emb.dequantise(raw, scale=scale)
 
 
@@ -225,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crs", default="", help="CRS of CSV/x-y Parquet coordinates, e.g. EPSG:32635")
     ap.add_argument("--x-col", default="x")
     ap.add_argument("--y-col", default="y")
-    ap.add_argument("--method", choices=("auto", "block", "direct"), default="auto")
-    ap.add_argument("--mem-budget", default="512M", help="bytes one read may hold (and GDAL's cache), e.g. 512M")
+    ap.add_argument("--method", choices=("auto", "tiles", "block", "direct"), default="auto",
+                    help="auto: decode each touched tile once (tiles) where possible, else GDAL windows (block)")
+    ap.add_argument("--mem-budget", default="512M", help="decoded bytes held at once (and GDAL's cache), e.g. 512M; at least one tile")
     ap.add_argument("--allow-empty", action="store_true", help="write a 0-row table instead of failing when no point is sampled")
     args = ap.parse_args(argv)
 

@@ -46,7 +46,15 @@ from geohpc.util import atomic_path, cpu_threads, redact
 DEFAULT_MEM_BUDGET = 1 << 30
 DEFAULT_ZSTD_LEVEL = 1  # measured: level 9 triples the write time for ~3% smaller float32 files
 MIN_MEM_BUDGET = 64 << 20
+OVERVIEW_CACHE = 32 << 20  # GDAL block cache while building overviews (measured: 512M 5.0 s / 1.45 GB, 32M 2.6 s / 0.77 GB)
 INTERMEDIATE_OVERHEAD = 1.4  # uncompressed tiled copy + its overviews (1/3) + slack
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far, in GiB (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def log(msg: str) -> None:
@@ -278,13 +286,15 @@ def make_cog(
                 t0 = time.monotonic()
                 _tiled_copy(ds, inter, blocksize, mem_budget // 4)
                 check_written(inter, dst)
-                t1 = time.monotonic()
+                t1, rss1 = time.monotonic(), peak_rss_gb()
                 factors = overview_factors(ds.width, ds.height, blocksize)
                 if factors:
-                    with rasterio.open(inter, "r+") as tmp:
+                    # GDAL's multi-band overview builder holds a full-width chunk of every band outside its block
+                    # cache (width x bands x 512 rows); a small cache here keeps the sum inside the budget, and is faster
+                    with rasterio.Env(GDAL_CACHEMAX=OVERVIEW_CACHE), rasterio.open(inter, "r+") as tmp:
                         tmp.build_overviews(factors, resampling)
                     check_written(inter, dst)
-                t2 = time.monotonic()
+                t2, rss2 = time.monotonic(), peak_rss_gb()
                 opts: dict[str, Any] = {
                     "tiled": True, "blockxsize": blocksize, "blockysize": blocksize,
                     "copy_src_overviews": True, "bigtiff": "IF_SAFER", "num_threads": str(n_threads),
@@ -310,8 +320,8 @@ def make_cog(
             for leftover in (inter, Path(f"{inter}.ovr"), Path(f"{inter}.aux.xml")):
                 with contextlib.suppress(FileNotFoundError):
                     leftover.unlink()
-    log(f"{dst}: tiled copy {t1 - t0:.1f}s, overviews {factors or 'none'} ({resampling.name}) {t2 - t1:.1f}s, "
-        f"COG write {codec} {t3 - t2:.1f}s, {n_threads} threads")
+    log(f"{dst}: tiled copy {t1 - t0:.1f}s (peak RSS so far {rss1:.2f} GiB), overviews {factors or 'none'} ({resampling.name}) "
+        f"{t2 - t1:.1f}s ({rss2:.2f} GiB), COG write {codec} {t3 - t2:.1f}s ({peak_rss_gb():.2f} GiB), {n_threads} threads")
     return dst
 
 
