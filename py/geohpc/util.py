@@ -254,3 +254,15 @@ def verify_json(path: str | os.PathLike[str]) -> str | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         return f"{p}: not valid JSON ({exc})"
     return None
+
+
+def verify_html(path: str | os.PathLike[str]) -> str | None:
+    """None when the HTML page ``path`` is whole (written last, it ends with ``</html>``), else the reason."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            fh.seek(max(0, p.stat().st_size - 64))
+            whole = fh.read().rstrip().endswith(b"</html>")
+    except OSError as exc:
+        return f"{p}: cannot read ({exc.strerror or exc})"
+    return None if whole else f"{p}: truncated (no closing </html>)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from geohpc.core.stages import Stage, StageContext
-from geohpc.util import verify_table
+from geohpc.util import verify_html, verify_table
 
 
 def _manifest(ctx: StageContext) -> list[str]:
@@ -19,13 +19,7 @@ def _output(item: str, ctx: StageContext) -> Path:
 def _done(item: str, ctx: StageContext) -> bool:
     """Done when report.html (written last) is whole and the portfolio table reads."""
     report = _output(item, ctx)
-    try:
-        with open(report, "rb") as fh:
-            fh.seek(max(0, report.stat().st_size - 64))
-            whole = fh.read().rstrip().endswith(b"</html>")
-    except OSError:
-        return False
-    return whole and verify_table(ctx.out_dir / "portfolio.parquet") is None
+    return verify_html(report) is None and verify_table(ctx.out_dir / "portfolio.parquet") is None
 
 
 STAGE = Stage(

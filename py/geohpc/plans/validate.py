@@ -6,7 +6,7 @@ from pathlib import Path
 
 from geohpc.core.stages import Stage, StageContext
 from geohpc.errors import ConfigError
-from geohpc.util import verify_json
+from geohpc.util import verify_html, verify_json
 
 
 def _manifest(ctx: StageContext) -> list[str]:
@@ -22,13 +22,7 @@ def _output(item: str, ctx: StageContext) -> Path:
 def _done(item: str, ctx: StageContext) -> bool:
     # done means the report is whole (written last, it ends with </html>) and metrics.json parses
     report = _output(item, ctx)
-    try:
-        with open(report, "rb") as fh:
-            fh.seek(max(0, report.stat().st_size - 64))
-            whole = fh.read().rstrip().endswith(b"</html>")
-    except OSError:
-        return False
-    return whole and verify_json(report.parent / "metrics.json") is None
+    return verify_html(report) is None and verify_json(report.parent / "metrics.json") is None
 
 
 STAGE = Stage(
