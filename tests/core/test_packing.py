@@ -28,6 +28,10 @@ def test_packs_split_by_stride() -> None:
     for bad in ({"PACK": "0"}, {"PACK": "x"}, {"WORKERS": "2"}):
         with pytest.raises(ConfigError):
             pack_params(bad)
+    # a stage with its own process pool (Sure2's WORKERS) takes WORKERS alone as its pool size
+    assert pack_params({"WORKERS": "2"}, own=get_stage("planting").defaults) is None
+    with pytest.raises(ConfigError):
+        pack_params({"WORKERS": "2"}, own=get_stage("noop").defaults)
 
 
 def _spec(tmp_path: Path, **cli: str):  # type: ignore[no-untyped-def]

@@ -315,7 +315,12 @@ def test_signed_url_is_never_printed(cmd: str, build: Callable[[Path], list[Any]
 # ---------------------------------------------------------------- kill -9 mid-write, rerun, same output
 
 def temporaries(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.name.startswith(".") and ".tmp" in p.name]
+    """The temporaries under ``root``; walked again when the running program renames one mid-walk."""
+    while True:
+        try:
+            return [p for p in root.rglob("*") if p.name.startswith(".") and ".tmp" in p.name]
+        except FileNotFoundError:  # a temporary folder renamed into place while rglob was inside it
+            continue
 
 
 def kill_mid_write(cmd: str, argv: list[Any], watch: Path, timeout: float = 120, sig: int = signal.SIGKILL) -> bool:

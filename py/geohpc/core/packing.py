@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,10 +34,14 @@ def _positive(key: str, value: str) -> int:
     return int(value)
 
 
-def pack_params(params: Mapping[str, str]) -> tuple[int, int] | None:
-    """(PACK, WORKERS) from the make line; None when not packing. WORKERS defaults to 1."""
+def pack_params(params: Mapping[str, str], own: Collection[str] = ()) -> tuple[int, int] | None:
+    """(PACK, WORKERS) from the make line; None when not packing. WORKERS defaults to 1.
+
+    ``own`` are the stage's own parameters: a stage that runs its own process pool (the Sure2 stages' WORKERS)
+    takes WORKERS without PACK as its pool size.
+    """
     if not params.get("PACK"):
-        if params.get("WORKERS"):
+        if params.get("WORKERS") and "WORKERS" not in own:
             raise ConfigError("WORKERS= needs PACK=<items a task> (WORKERS alone would change nothing)")
         return None
     pack = _positive("PACK", params["PACK"])

@@ -187,7 +187,7 @@ def _choose_items(plan: Submission, repo: Path) -> None:
     key = {i: (plan.items[i], output_key(plan.stage, plan.items[i], plan.ctx)) for i in todo} if busy else {}
     plan.queued = [i for i in todo if busy and key[i] in busy]
     todo = [i for i in todo if not busy or key[i] not in busy]
-    max_jobs = plan.site.int("MAX_JOBS") * ((pack_params(plan.params) or (1, 1))[0])
+    max_jobs = plan.site.int("MAX_JOBS") * ((pack_params(plan.params, plan.stage.defaults) or (1, 1))[0])
     if max_jobs and len(todo) > max_jobs:  # every array task counts as a job against the site's cap
         plan.held, todo = len(todo) - max_jobs, todo[:max_jobs]
     plan.todo = todo
@@ -238,7 +238,7 @@ def submit(
         print("nothing to submit: every item's output exists (RERUN=1 runs them again)", file=out)
         return None
     after = resolve_after(repo, params.get("AFTER", ""), plan.executor)
-    packing = pack_params(params)
+    packing = pack_params(params, stage.defaults)
     packs = plan_packs(plan.todo, packing[0]) if packing else []
     chunks = plan_chunks(list(range(len(packs))) if packing else plan.todo, site.int("MAX_ARRAY_SIZE") or None)
     thr = effective_throttle(parse_throttle(params.get("THROTTLE")), site.int("MAX_JOBS") or None, len(chunks))
