@@ -164,3 +164,22 @@ def test_parallel_tasks_share_one_study(samples, tmp_path):  # noqa: F811
     assert [p.returncode for p in procs] == [0, 0], errs
     assert 4 <= _complete(j) <= 5  # each task stops once the study holds 4 complete trials
     assert (out / "model.cbm").exists()
+
+
+def test_a_trial_killed_before_it_was_tagged_is_recovered(tmp_path: Path) -> None:
+    """A kill between a trial's creation and its owner tag leaves an untagged RUNNING trial: it is marked FAIL;
+    a live task's tagged trial and another task's are left alone."""
+    from optuna.trial import TrialState
+
+    from geohpc.classify.tuning import open_study, owner_tag, recover_killed_trials
+
+    study = open_study(tmp_path / "s.journal", "s", "fp", 0)
+    untagged = study.ask()
+    other = study.ask()
+    other.set_user_attr("owner", {**owner_tag(1), "host": "elsewhere"})
+    mine_live = study.ask()
+    mine_live.set_user_attr("owner", {**owner_tag(0), "pid": 1})  # pid 1 is alive on any host
+    assert recover_killed_trials(study, 0, grace_s=0.05) == 1
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {untagged.number: TrialState.FAIL, other.number: TrialState.RUNNING,
+                      mine_live.number: TrialState.RUNNING}

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -198,25 +199,34 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def recover_killed_trials(study: Any, task_index: int) -> int:
+def recover_killed_trials(study: Any, task_index: int, grace_s: float = 2.0) -> int:
     """Mark FAIL the RUNNING trials a killed earlier run of this task left behind; return how many (lost).
 
     A trial is this task's dead one when its owner is the same array task and it ran on another host
     (Slurm runs one instance of an array task at a time) or its process is gone. Other tasks' trials,
-    still running in parallel, are left alone.
+    still running in parallel, are left alone. A trial with no owner at all was killed between its creation
+    and its first line (a live run tags its trial within milliseconds): one still untagged after ``grace_s``
+    is dead too.
     """
     from optuna.trial import TrialState
 
-    lost = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    def running() -> list[Any]:
+        return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+    dead: list[int] = []
+    for t in running():
         owner = t.user_attrs.get("owner")
         if not isinstance(owner, dict) or owner.get("task") != task_index:
             continue
         if owner.get("host") == socket.gethostname() and _alive(int(owner.get("pid", 0))) and owner.get("pid") != os.getpid():
             continue
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        lost += 1
-    return lost
+        dead.append(t._trial_id)
+    if any("owner" not in t.user_attrs for t in running()):
+        time.sleep(grace_s)
+        dead += [t._trial_id for t in running() if "owner" not in t.user_attrs]
+    for trial_id in dead:
+        study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    return len(dead)
 
 
 def plot_history(study: Any, path: Path) -> None:
