@@ -169,9 +169,8 @@ def test_parallel_tasks_share_one_study(samples, tmp_path):  # noqa: F811
 def test_a_trial_killed_before_it_was_tagged_is_recovered(tmp_path: Path) -> None:
     """A kill between a trial's creation and its owner tag leaves an untagged RUNNING trial: it is marked FAIL;
     a live task's tagged trial and another task's are left alone."""
-    from optuna.trial import TrialState
-
     from geohpc.classify.tuning import open_study, owner_tag, recover_killed_trials
+    from optuna.trial import TrialState
 
     study = open_study(tmp_path / "s.journal", "s", "fp", 0)
     untagged = study.ask()
