@@ -92,6 +92,20 @@ def test_outside_and_nodata_points_are_dropped_and_listed(tmp_path):
     assert dict(zip(dropped["id"], dropped["reason"], strict=True)) == {11: "nodata", 13: "outside", 14: "outside"}
 
 
+def test_a_raster_where_every_point_is_nodata_then_one_that_has_them(tmp_path):
+    """The first raster covers the points only with nodata, the second holds them: one table, typed columns."""
+    a = write_raster(tmp_path / "a.tif", np.full((3, 32, 32), np.nan, np.float32), nodata=float("nan"))
+    b = write_raster(tmp_path / "b.tif", np.full((3, 32, 32), 2, np.float32), nodata=float("nan"))
+    xs, ys = [ORIGIN[0] + 15, ORIGIN[0] + 35], [ORIGIN[1] - 15, ORIGIN[1] - 15]
+    pts = read_points(_pts_csv(tmp_path / "p.csv", xs, ys, ["a", "b"], ids=[7, 8]), crs="EPSG:32635")
+    s = sample(pts, [a, b], tmp_path / "s.parquet")
+    got = pd.read_parquet(tmp_path / "s.parquet").sort_values("id")
+    assert s["sampled"] == 2 and got["id"].tolist() == [7, 8] and got["label"].tolist() == ["a", "b"]
+    assert got["b003"].dtype == np.float32 and got["b003"].tolist() == [2.0, 2.0]
+    assert [Path(r).name for r in got["raster"]] == ["b.tif", "b.tif"] and list(got.columns[:6]) == [
+        "id", "label", "x", "y", "crs", "raster"]
+
+
 def test_many_rasters_and_reprojected_points(tmp_path):
     from pyproj import Transformer
 

@@ -173,7 +173,6 @@ def sample(points: Points, rasters: list[Path], out: Path, *, method: str = "aut
     0 samples is an :class:`InputError` unless ``allow_empty`` (then a 0-row table with the columns is written).
     Returns a summary: points in, sampled, outside, on nodata, and the side-file path of dropped ids.
     """
-    import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -183,6 +182,8 @@ def sample(points: Points, rasters: list[Path], out: Path, *, method: str = "aut
     pieces = []
     count = None
     crss: list[str] = []
+    # one Arrow type per column for every piece (an all-nodata piece would otherwise infer null)
+    id_type, label_type = pa.array(points.ids).type, pa.array(points.labels).type
     with gdal_env(mem_budget):
         for rpath in rasters:
             if not todo.any():
@@ -205,27 +206,28 @@ def sample(points: Points, rasters: list[Path], out: Path, *, method: str = "aut
                 todo[good] = False
                 crs = emb.ds.crs.to_string()
                 crss.append(crs)
-                df = pd.DataFrame(vals[:, valid].T.astype(np.float32), columns=band_names(count))
-                df.insert(0, "raster", str(rpath))
-                df.insert(0, "crs", crs)
-                df.insert(0, "y", y[inside][valid])
-                df.insert(0, "x", x[inside][valid])
-                df.insert(0, "label", points.labels[good])
-                df.insert(0, "id", points.ids[good])
-                pieces.append(df)
-    table = pd.concat(pieces, ignore_index=True) if pieces else None
-    if table is None or len(table) == 0:
+                # columns straight into Arrow (each band's row of ``vals`` is one contiguous column): no
+                # points x bands transpose, no pandas frame (together 0.3 s of a 1.1 s call at 100,000 points)
+                feats = vals if valid.all() else np.compress(valid, vals, axis=1)
+                m = len(good)
+                pieces.append(pa.table({
+                    "id": pa.array(points.ids[good], id_type), "label": pa.array(points.labels[good], label_type),
+                    "x": pa.array(x[inside][valid]), "y": pa.array(y[inside][valid]),
+                    "crs": pa.array([crs] * m, pa.string()), "raster": pa.array([str(rpath)] * m, pa.string()),
+                    **{b: pa.array(np.ascontiguousarray(feats[i], np.float32)) for i, b in enumerate(band_names(count))},
+                }))
+    at = pa.concat_tables(pieces) if pieces else None
+    if at is None or at.num_rows == 0:
         if not allow_empty:
             raise InputError(f"{points.source}: no point falls on valid data of {', '.join(map(str, rasters))} (0 samples); "
                              "check the points' CRS and the rasters' nodata, or pass --allow-empty")
-        cols = {"id": points.ids[:0], "label": points.labels[:0], "x": np.zeros(0), "y": np.zeros(0),
-                "crs": np.zeros(0, dtype=object), "raster": np.zeros(0, dtype=object)}
-        table = pd.DataFrame({**cols, **{b: np.zeros(0, np.float32) for b in band_names(count or 0)}})
+        cols = {"id": pa.array(points.ids[:0], id_type), "label": pa.array(points.labels[:0], label_type), "x": pa.array(np.zeros(0)),
+                "y": pa.array(np.zeros(0)), "crs": pa.array([], pa.string()), "raster": pa.array([], pa.string())}
+        at = pa.table({**cols, **{b: pa.array(np.zeros(0, np.float32)) for b in band_names(count or 0)}})
     dropped_idx = np.flatnonzero(todo)
     reasons = np.where(touched[dropped_idx], "nodata", "outside")
     meta = {"bands": count, "crs": sorted(set(crss)), "rasters": [str(r) for r in rasters], "points": str(points.source),
             "dequantise": "int8 values * scale (sidecar <stem>_scale.tif or tag scale)"}
-    at = pa.Table.from_pandas(table, preserve_index=False)
     at = at.replace_schema_metadata({**(at.schema.metadata or {}), b"geohpc": json.dumps(meta).encode()})
     side = dropped_path(out)
     lines = ["id,label,reason"] + [f"{points.ids[i]},{points.labels[i]},{why}" for i, why in zip(dropped_idx, reasons, strict=True)]
@@ -233,7 +235,7 @@ def sample(points: Points, rasters: list[Path], out: Path, *, method: str = "aut
     with atomic_path(out) as tmp:
         pq.write_table(at, tmp)
         write_text_atomic(side, "\n".join(lines) + "\n")
-    return {"points": n, "sampled": int(len(table)), "outside": int((reasons == "outside").sum()),
+    return {"points": n, "sampled": int(at.num_rows), "outside": int((reasons == "outside").sum()),
             "nodata": int((reasons == "nodata").sum()), "dropped_file": str(side), "out": str(out)}
 
 
