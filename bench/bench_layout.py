@@ -10,7 +10,10 @@ cog write them, as COGs with overviews) and on the same data, times, locally and
 Remote runs also count requests and bytes the server sent; the header column is the bytes of the tile
 offset and byte-count tables (what a remote reader fetches before any pixel). Writes bench/RESULTS-layout.md.
 
-Usage: python bench/bench_layout.py [--size 1024] [--points 500] [--repeat 3]
+Each file is built by the project's own ``make_cog`` (tiled copy, overviews, GTiff copy with COPY_SRC_OVERVIEWS and
+an explicit interleave) and its interleave / tile / codec / predictor are asserted before it is timed.
+
+Usage: python bench/bench_layout.py [--size 1024 2048] [--points 500] [--repeat 3] [--keep]
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import platform
 import sys
 import threading
 import time
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -34,17 +36,27 @@ sys.path.insert(0, str(REPO / "py"))
 from geohpc import tiff  # noqa: E402
 from geohpc.classify.points import Points  # noqa: E402
 from geohpc.classify.sample import read_cells  # noqa: E402
-from geohpc.products.tiles.serve import RangeHandler  # noqa: E402
+from geohpc.products.cog.build import make_cog  # noqa: E402
+from geohpc.products.tiles.serve import RangeHandler, RangeServer  # noqa: E402
 from geohpc.raster_io import DEFAULT_MEM_BUDGET, gdal_env  # noqa: E402
 from geohpc.util import cpu_threads  # noqa: E402
 
 ORIGIN, RES, SCALE = (500000.0, 5200000.0), 10.0, 0.0078125
 LAYOUTS = [(il, blk, codec) for il in ("band", "pixel") for blk in (512, 256) for codec in ("zstd", "deflate")]
 SENT = {"requests": 0, "bytes": 0}
+LATENCY = [0.0]  # seconds the server waits before each answer (--latency)
+RUN = [0]  # a new URL per remote open: GDAL's /vsicurl/ cache starts empty
+BUILD: dict[str, tuple[float, float]] = {}  # file name -> (wall s, CPU s) of its make_cog
 
 
 class CountingHandler(RangeHandler):
     """The project's range server, counting requests and body bytes, quiet."""
+
+    def send_head(self) -> object:
+        """Answer after LATENCY seconds (a simulated round trip; parallel requests overlap, as on a network)."""
+        if LATENCY[0]:
+            time.sleep(LATENCY[0])
+        return super().send_head()
 
     def send_header(self, keyword: str, value: str) -> None:
         if keyword.lower() == "content-length" and self.command == "GET":  # a HEAD announces the size, sends no body
@@ -59,7 +71,6 @@ class CountingHandler(RangeHandler):
 def build(out: Path, size: int, bands: int) -> dict[tuple[str, int, str], Path]:
     """One int8 source (smooth fields + noise, embedding-like), then one COG per layout."""
     import rasterio
-    import rasterio.shutil
     from rasterio.transform import from_origin
     from rasterio.windows import Window
 
@@ -79,15 +90,26 @@ def build(out: Path, size: int, bands: int) -> dict[tuple[str, int, str], Path]:
     files = {}
     for il, blk, codec in LAYOUTS:
         p = out / f"layout_{size}_{il}_{blk}_{codec}.tif"
-        if not p.exists():
-            opts = {"compress": codec, "blocksize": blk, "interleave": il, "predictor": 2, "overview_resampling": "average",
-                    "num_threads": str(cpu_threads()), "bigtiff": "if_safer"}
-            if codec == "zstd":
-                opts["level"] = 1
-            rasterio.shutil.copy(src, p.with_suffix(".partial.tif"), driver="COG", **opts)
-            p.with_suffix(".partial.tif").rename(p)
+        if not p.exists():  # the project's own COG build (tiled copy, overviews, GTiff copy with COPY_SRC_OVERVIEWS)
+            t0, c0 = time.perf_counter(), time.process_time()
+            make_cog(src, p, blocksize=blk, compress=codec, interleave=il, zstd_level=1, overview_resampling="average")
+            BUILD[p.name] = (time.perf_counter() - t0, time.process_time() - c0)
+        check_layout(p, il, blk, codec)
         files[(il, blk, codec)] = p
     return files
+
+
+def check_layout(p: Path, il: str, blk: int, codec: str) -> None:
+    """Refuse to bench a file whose layout is not the one it claims (GDAL's COG driver once ignored INTERLEAVE=BAND)."""
+    import rasterio
+
+    with rasterio.open(p) as ds:
+        prof, st = ds.profile, ds.tags(ns="IMAGE_STRUCTURE")
+        got = (prof.get("interleave"), set(ds.block_shapes), str(ds.compression.value).lower() if ds.compression else None,
+               st.get("PREDICTOR"), ds.dtypes[0], len(ds.overviews(1)) > 0)
+        want = (il, {(blk, blk)}, codec, "2", "int8", max(ds.width, ds.height) > blk)
+    if got != want:
+        raise SystemExit(f"bench_layout: error: {p}: layout {got} is not the claimed {want} (rebuild: delete it)")
 
 
 def header_bytes(path: Path) -> int:
@@ -103,8 +125,15 @@ def points(n: int, size: int) -> Points:
                   ORIGIN[1] - (rows + 0.5) * RES, "EPSG:32635", Path("bench-points"))
 
 
-def uses(path: str, size: int, pts: Points) -> dict[str, float]:
-    """Seconds of each use of the file at ``path`` (local path or /vsicurl/ URL), each in a fresh GDAL cache."""
+USES = ("sample", "preview", "classify")
+
+
+def uses(path: str, size: int, pts: Points) -> dict[str, tuple[float, float, int, int]]:
+    """Per use of the file at ``path`` (local path or /vsicurl/ URL): wall s, CPU s, requests, bytes sent.
+
+    Each use opens the file anew in a fresh GDAL cache (a remote one under a new URL, so /vsicurl/'s cache is empty).
+    CPU is this process's (remote: GDAL's and the in-process server's threads together).
+    """
     import rasterio
     from rasterio.windows import Window
 
@@ -112,79 +141,113 @@ def uses(path: str, size: int, pts: Points) -> dict[str, float]:
     w0 = 512 if size >= 1024 else 0  # a tile-aligned window
     rows = np.floor((ORIGIN[1] - pts.y) / RES).astype(np.int64)
     cols = np.floor((pts.x - ORIGIN[0]) / RES).astype(np.int64)
-    with gdal_env(DEFAULT_MEM_BUDGET):
-        t0 = time.perf_counter()
-        with rasterio.open(path) as ds:
-            read_cells(ds, rows, cols, "auto")  # what geohpc.sample reads (local: the tile decoder; remote: GDAL windows)
-        res["sample"] = time.perf_counter() - t0
-    for name, read in (("preview", lambda ds: ds.read([1, 2, 3], out_shape=(3, size // 8, size // 8))),
-                       ("classify", lambda ds: ds.read(window=Window(w0, w0, min(512, size // 2), min(512, size // 2))))):
-        with rasterio.Env(GDAL_CACHEMAX=256 << 20, GDAL_NUM_THREADS=str(cpu_threads())):
-            t0 = time.perf_counter()
-            with rasterio.open(path) as ds:
-                read(ds)
-            res[name] = time.perf_counter() - t0
+    reads = {
+        "sample": lambda ds: read_cells(ds, rows, cols, "auto"),  # geohpc.sample (local: the tile decoder; remote: GDAL windows)
+        "preview": lambda ds: ds.read([1, 2, 3], out_shape=(3, size // 8, size // 8)),
+        "classify": lambda ds: ds.read(window=Window(w0, w0, min(512, size // 2), min(512, size // 2))),
+    }
+    for name in USES:
+        env = gdal_env(DEFAULT_MEM_BUDGET) if name == "sample" else rasterio.Env(GDAL_CACHEMAX=256 << 20,
+                                                                                 GDAL_NUM_THREADS=str(cpu_threads()))
+        with env:
+            RUN[0] += 1
+            url = f"{path}?run={RUN[0]}" if path.startswith("/vsicurl/") else path
+            n0, b0 = SENT["requests"], SENT["bytes"]
+            t0, c0 = time.perf_counter(), time.process_time()
+            with rasterio.open(url) as ds:
+                reads[name](ds)
+            res[name] = (time.perf_counter() - t0, time.process_time() - c0, SENT["requests"] - n0, SENT["bytes"] - b0)
     return res
+
+
+def best(runs: list[dict[str, tuple[float, float, int, int]]]) -> dict[str, tuple[float, float, int, int]]:
+    """The fastest run of each use (its CPU, requests and bytes with it)."""
+    return {k: min((r[k] for r in runs), key=lambda t: t[0]) for k in USES}
+
+
+def bench_size(args: argparse.Namespace, size: int, base: str) -> list[dict]:
+    """Build (or reuse) the layouts at ``size`` and time every use locally and remotely."""
+    files = build(args.out_dir, size, args.bands)
+    pts = points(args.points, size)
+    rows = []
+    for key, p in files.items():
+        local = best([uses(str(p), size, pts) for _ in range(args.repeat)])
+        remote = best([uses(f"{base}/{p.name}", size, pts) for _ in range(args.repeat)])
+        rows.append({"size": size, "layout": key, "mb": p.stat().st_size / 1e6, "header_kb": header_bytes(p) / 1e3,
+                     "build": BUILD.get(p.name), "local": local, "remote": remote})
+        print(rows[-1], file=sys.stderr, flush=True)
+    if not args.keep:
+        for p in [*files.values(), args.out_dir / f"layout_src_{size}.tif"]:
+            p.unlink(missing_ok=True)
+    return rows
+
+
+def table(rows: list[dict]) -> list[str]:
+    """The results table, one line per size and layout."""
+    out = [
+        "| size | interleave | tile | codec | file MB | header KB | build s (CPU) | sample local s (CPU) | sample remote s "
+        "/ req / MB | preview local s (CPU) | preview remote s / req / MB | classify local s (CPU) | classify remote s / req / MB |",
+        "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        il, blk, codec = r["layout"]
+        lo, rem = r["local"], r["remote"]
+        bld = f"{r['build'][0]:.1f} ({r['build'][1]:.1f})" if r["build"] else "reused"
+        cells = [f"{r['size']}", il, f"{blk}", codec, f"{r['mb']:.1f}", f"{r['header_kb']:.2f}", bld]
+        for u in USES:
+            cells += [f"{lo[u][0]:.3f} ({lo[u][1]:.2f})", f"{rem[u][0]:.3f} / {rem[u][2]} / {rem[u][3] / 1e6:.1f}"]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--size", type=int, nargs="+", default=[1024, 2048])
     ap.add_argument("--bands", type=int, default=128)
     ap.add_argument("--points", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=3, help="best of this many runs of each use")
     ap.add_argument("--out-dir", type=Path, default=REPO / "build" / "bench")
     ap.add_argument("--results", type=Path, default=REPO / "bench" / "RESULTS-layout.md")
+    ap.add_argument("--latency", type=float, default=0.0, help="seconds the server waits before each answer (a simulated RTT)")
+    ap.add_argument("--keep", action="store_true", help="keep the inputs (default: delete them after each size)")
     args = ap.parse_args(argv)
     import rasterio
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    files = build(args.out_dir, args.size, args.bands)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(CountingHandler, directory=str(args.out_dir)))
+    LATENCY[0] = args.latency
+    server = RangeServer(("127.0.0.1", 0), functools.partial(CountingHandler, directory=str(args.out_dir)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"/vsicurl/http://127.0.0.1:{server.server_address[1]}"
-    pts = points(args.points, args.size)
-    load0 = os.getloadavg()[0]
+    load0, t0 = os.getloadavg(), time.perf_counter()
     rows = []
-    run = 0
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", CPL_VSIL_CURL_ALLOWED_EXTENSIONS=".tif"):
-        for key, p in files.items():
-            local = [uses(str(p), args.size, pts) for _ in range(args.repeat)]
-            remote, traffic = [], []
-            for _ in range(args.repeat):
-                run += 1  # a new URL each time: GDAL's /vsicurl/ cache starts empty
-                SENT.update(requests=0, bytes=0)
-                remote.append(uses(f"{base}/{p.name}?run={run}", args.size, pts))
-                traffic.append(dict(SENT))
-            best_l = {k: min(r[k] for r in local) for k in local[0]}
-            best_r = {k: min(r[k] for r in remote) for k in remote[0]}
-            rows.append({"layout": key, "mb": p.stat().st_size / 1e6, "header_kb": header_bytes(p) / 1e3, "local": best_l,
-                         "remote": best_r, "requests": traffic[0]["requests"], "remote_mb": traffic[0]["bytes"] / 1e6})
-            print(rows[-1], file=sys.stderr, flush=True)
+        for size in args.size:
+            rows += bench_size(args, size, base)
     server.shutdown()
+    server.server_close()
     lines = [
         "# Benchmark: the COG layout of 128-band int8 embeddings, by the three ways the file is used",
         "",
-        f"- Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} cores shared with other developers (load average "
-        f"{load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end); {platform.platform()}; rasterio {rasterio.__version__} "
-        f"(GDAL {rasterio.__gdal_version__}); threads {cpu_threads()}",
-        f"- Data: {args.size}x{args.size}x{args.bands} int8 (smooth fields + noise), COG driver, predictor 2, overviews "
-        f"(average); ZSTD level 1. Times are the best of {args.repeat}; remote = `/vsicurl/` to the project's range server on "
-        "loopback (no network latency: request counts show what latency would cost), a fresh GDAL cache each run; requests and "
-        "MB are what the server sent for all three uses together. Command: `python bench/bench_layout.py`.",
+        f"- Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {time.perf_counter() - t0:.0f} s; {os.cpu_count()} cores shared "
+        f"with other developers (load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} at the start, "
+        f"{os.getloadavg()[0]:.2f} at the end); {platform.platform()}; Python {platform.python_version()}, rasterio "
+        f"{rasterio.__version__} (GDAL {rasterio.__gdal_version__}), numpy {np.__version__}; threads {cpu_threads()}",
+        f"- Data: {' and '.join(f'{s}x{s}' for s in args.size)} x {args.bands} int8 (smooth fields + noise, embedding-like), "
+        "each layout built by `make_cog` (predictor 2, average overviews, ZSTD level 1) and its interleave, tile, codec "
+        "and predictor asserted. Times are the best of "
+        f"{args.repeat} (CPU time of that run in brackets); remote = `/vsicurl/` to the project's range server "
+        "(`geohpc.products.tiles.serve`) on loopback: no network latency, so the request count is what latency would "
+        "cost (x RTT / parallelism); req / MB = requests and body bytes the server sent for that use. Header KB = tile "
+        f"offset + byte-count tables of all directories. sample = `read_cells` of {args.points} random points; preview = "
+        "bands 1-3 of the whole map at 1/8; classify = all bands of one 512x512 window. "
+        f"Command: `python bench/bench_layout.py --size {' '.join(map(str, args.size))} --points {args.points} "
+        f"--repeat {args.repeat}" + (f" --latency {args.latency}" if args.latency else "") + "`."
+        + (f" The server waits {args.latency * 1e3:.0f} ms before each answer (a simulated round trip)." if args.latency else ""),
         "",
-        "| interleave | tile | codec | file MB | header KB (offset tables) | sample local / remote s | preview (3 bands, 1/8) local / remote s "
-        "| classify (all bands, 512² window) local / remote s | remote requests | remote MB |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        *table(rows),
     ]
-    for r in rows:
-        il, blk, codec = r["layout"]
-        lo, re_ = r["local"], r["remote"]
-        lines.append(f"| {il} | {blk} | {codec} | {r['mb']:.1f} | {r['header_kb']:.1f} | {lo['sample']:.2f} / {re_['sample']:.2f} "
-                     f"| {lo['preview']:.2f} / {re_['preview']:.2f} | {lo['classify']:.2f} / {re_['classify']:.2f} "
-                     f"| {r['requests']} | {r['remote_mb']:.1f} |")
     text = "\n".join(lines) + "\n"
-    marker = "\n## Decision\n"
+    marker = "\n## "  # the sections after the table (decision, other runs) are kept
     old = args.results.read_text() if args.results.exists() else ""
     args.results.write_text(text + (old[old.index(marker):] if marker in old else ""))
     print(text)

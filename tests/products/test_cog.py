@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from geohpc.errors import ConfigError
 from geohpc.products.cog import make_cog, overview_factors, validate_cog
 from geohpc.products.cog.build import _windows
 from rio_cogeo.cogeo import cog_validate
@@ -179,3 +180,17 @@ def test_jpeg_rgb_with_internal_mask_keeps_mask_and_folder_output(tmp_path: Path
         np.testing.assert_array_equal(ds.read_masks(1), mask)
         assert ds.tags(ns="IMAGE_STRUCTURE")["INTERLEAVE"] == "PIXEL"
         assert (ds.read_masks(1, out_shape=(75, 70))[:12] == 0).all()  # overview masks too
+
+
+def test_interleave_option_reaches_the_final_file(tmp_path: Path) -> None:
+    src = striped(tmp_path, bands=6, h=130, w=140, dtype="int8")
+    default = make_cog(src, tmp_path / "default.tif", blocksize=64)
+    pixel = make_cog(src, tmp_path / "pixel.tif", blocksize=64, interleave="pixel")
+    for out, want in ((default, "band"), (pixel, "pixel")):
+        assert validate_cog(out, 64) == []
+        assert_same_pixels(src, out)
+        with rasterio.open(out) as ds:
+            assert ds.profile["interleave"] == want and ds.block_shapes[0] == (64, 64)
+            assert ds.tags(ns="IMAGE_STRUCTURE")["PREDICTOR"] == "2"
+    with pytest.raises(ConfigError, match="interleave"):
+        make_cog(src, tmp_path / "bad.tif", interleave="line")

@@ -92,6 +92,11 @@ def zstd_available() -> bool:
             rasterio.shutil.delete("/vsimem/geohpc_zstd_probe.tif")
 
 
+def default_interleave(count: int) -> str:
+    """The final COG's interleave for ``count`` bands: pixel up to 4 bands, else band (see bench/RESULTS-layout.md)."""
+    return "PIXEL" if count <= 4 else "BAND"
+
+
 def predictor_for(dtype: str) -> int:
     """TIFF predictor: 3 (floating point) for floats, 2 (horizontal) for integers."""
     return 3 if np.issubdtype(np.dtype(dtype), np.floating) else 2
@@ -220,6 +225,7 @@ def make_cog(
     overview_resampling: str | None = None,
     zstd_level: int = DEFAULT_ZSTD_LEVEL,
     force: bool = False,
+    interleave: str | None = None,
 ) -> Path:
     """Write ``src`` as a Cloud Optimized GeoTIFF at ``dst`` (lossless, atomically, validated).
 
@@ -246,6 +252,8 @@ def make_cog(
         ZSTD level (1 is fastest; larger is smaller and slower).
     force:
         Rebuild even when ``dst`` is already a valid COG newer than ``src``.
+    interleave:
+        ``band`` or ``pixel`` for the final file; default :func:`default_interleave` of the band count.
 
     Returns
     -------
@@ -264,6 +272,8 @@ def make_cog(
     codec = (compress or ("ZSTD" if zstd_available() else "DEFLATE")).upper()
     if codec not in ("ZSTD", "DEFLATE", "LZW", "NONE"):
         raise ConfigError(f"unknown compression {compress!r}: use ZSTD, DEFLATE, LZW or NONE")
+    if interleave is not None and interleave.upper() not in ("BAND", "PIXEL"):
+        raise ConfigError(f"unknown interleave {interleave!r}: use band or pixel")
     with open_raster(src) as ds:
         check_georeferenced(ds)
         if not force and _is_current(src, dst, blocksize):
@@ -298,7 +308,7 @@ def make_cog(
                 opts: dict[str, Any] = {
                     "tiled": True, "blockxsize": blocksize, "blockysize": blocksize,
                     "copy_src_overviews": True, "bigtiff": "IF_SAFER", "num_threads": str(n_threads),
-                    "interleave": "PIXEL" if ds.count <= 4 else "BAND", "compress": codec,
+                    "interleave": (interleave or default_interleave(ds.count)).upper(), "compress": codec,
                 }
                 if codec != "NONE":
                     opts["predictor"] = predictor_for(ds.dtypes[0])

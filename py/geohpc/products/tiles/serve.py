@@ -81,6 +81,18 @@ class RangeHandler(SimpleHTTPRequestHandler):
             super().log_message(format, *args)
 
 
+class RangeServer(ThreadingHTTPServer):
+    """A threading server whose listen queue holds a burst of connections.
+
+    ``socketserver``'s default queue is 5: GDAL's ``/vsicurl/`` reads a band-interleaved COG window as one
+    parallel request per tile (128 at once for a 128-band file), the kernel drops the connections beyond
+    the queue, and GDAL fails them ("Request for a-b failed with response_code=0") after its retries.
+    """
+
+    request_queue_size = 1024  # the kernel caps it at net.core.somaxconn
+    daemon_threads = True  # Ctrl-C does not wait for a browser's idle keep-alive connection
+
+
 def serve(directory: Path, port: int = 0, bind: str = "127.0.0.1") -> ThreadingHTTPServer:
     """A server for ``directory`` (not yet serving: call ``serve_forever``); port 0 picks a free one.
 
@@ -92,7 +104,7 @@ def serve(directory: Path, port: int = 0, bind: str = "127.0.0.1") -> ThreadingH
     if not Path(directory).is_dir():
         raise InputError(f"{directory}: not a folder; give the tiles' output folder (the one with index.html)")
     handler = functools.partial(RangeHandler, directory=str(directory))
-    return ThreadingHTTPServer((bind, port), handler)
+    return RangeServer((bind, port), handler)
 
 
 def main(argv: list[str] | None = None) -> int:
