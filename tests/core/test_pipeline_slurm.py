@@ -117,3 +117,24 @@ def test_make_cancel_pipeline_leaves_nothing_queued(tmp_path: Path) -> None:
     assert _queued(prun.job_ids()) == ""
     assert (prun.path / "cancelled").exists() and set(prun.states().values()) == {"cancelled"}
     assert RUNS_DIR.exists()
+
+
+def test_packed_waves_send_max_jobs_tasks_of_pack_items_each(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    path = tmp_path / "t-packw.toml"
+    path.write_text(f'name = "t-packw"\n[[step]]\nname = "check"\nstage = "noop"\n[step.params]\nN = "14"\n'
+                    f'OUT_DIR = "{out}"\n')
+    prun = _run(path, "PACK=2", "MAX_JOBS=4")
+    assert _wait(prun, timeout=300) == {"check": "done"}
+    assert len(list(out.glob("*.done"))) == 14
+    run_dir = Path(prun.step("check")["run"])
+    plan = json.loads((run_dir / "plan.json").read_text())
+    tasks = [sum(len(c["indices"]) for c in a["chunks"]) for a in plan["attempts"]]
+    packs = [(run_dir / a["packs"]).read_text().split() for a in plan["attempts"]]
+    # make run: 3 tasks (MAX_JOBS less the planner it queues); each planner job 2 (itself and the next planner)
+    assert tasks == [3, 2, 2] and [len(p) for p in packs] == [6, 4, 4]
+    assert sorted(int(x) for p in packs for x in p) == list(range(14))  # every item once, each in a pack of 2
+    assert prun.step("check")["waves_sent"] == prun.step("check")["waves_total"] == 3
+    records = [ln for p in (run_dir / "items").glob("*.jsonl") for ln in p.read_text().splitlines()]
+    assert len(records) == 14
+

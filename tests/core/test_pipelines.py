@@ -205,3 +205,18 @@ def test_a_step_whose_planning_fails_ends_failed_with_the_reason_and_blocks_the_
     prun = PipelineRun(folder)
     assert prun.states() == {"a": "done", "b": "failed", "c": "blocked"}
     assert "canary item 'oops-1'" in prun.step("b")["message"]
+
+
+def test_packed_waves_are_sized_in_array_tasks_of_pack_items(tmp_path: Path) -> None:
+    from geohpc.ops.pipeline_step import tasks_of, waves
+
+    # MAX_JOBS=4: make run sends 3 tasks, each planner 2; PACK=2 -> 14 items are 7 tasks: 3 + 2 + 2
+    assert waves(14, 3, 4, 2) == 3 and waves(14, 3, 4) == 1 + -(-11 // 2)
+    assert waves(6, 3, 4, 2) == 1 and waves(7, 3, 4, 2) == 2 and waves(0, 3, 4, 2) == 0
+    assert tasks_of({"a": [1, 2, 3], "b": [4]}, 2) == 3 and tasks_of({"a": [1, 2, 3]}, 1) == 3
+    path = tmp_path / "t-pack.toml"
+    path.write_text('name = "t-pack"\n[[step]]\nname = "check"\nstage = "noop"\n[step.params]\nN = "14"\n'
+                    f'OUT_DIR = "{tmp_path}/out"\n')
+    proc = make("run", f"PIPELINE={path}", "SITE=local", "DRY_RUN=1", "PACK=2", "MAX_JOBS=4")
+    assert proc.returncode == 0, proc.stderr
+    assert "items: 14 (14 to run)" in proc.stdout and "waves: 3 (3 tasks of 2 items, then 2 a wave" in proc.stdout
