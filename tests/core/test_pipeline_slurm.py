@@ -138,3 +138,25 @@ def test_packed_waves_send_max_jobs_tasks_of_pack_items_each(tmp_path: Path) -> 
     records = [ln for p in (run_dir / "items").glob("*.jsonl") for ln in p.read_text().splitlines()]
     assert len(records) == 14
 
+
+def test_the_local_site_file_states_the_test_bed_partitions_limits() -> None:
+    from geohpc.core.partitions import partition_facts, time_s
+    from geohpc.core.site import load_site
+
+    site = load_site("local", cli={}, env={})
+    for part in ("small", "standard-g"):
+        shown = subprocess.run(["scontrol", "show", "partition", part], capture_output=True, text=True).stdout
+        maxtime = shown.split("MaxTime=", 1)[1].split()[0]
+        assert time_s((partition_facts(site.values, part) or {}).get("maxtime", "")) == time_s(maxtime), part
+
+
+def test_a_timeout_at_the_partitions_limit_gives_up_with_the_rules_message(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    # the cap of the partition as a site value on the make line (the test bed's own is 3 days): TIME=1 is the
+    # limit, so the item that timed out at it is not retried longer
+    path = _pipeline(tmp_path, "t-cap", ("check", "", {"CANARY": "sleep-95", "TIME": "1", "OUT_DIR": f"{out}"}))
+    prun = _run(path, "PART_SMALL=maxtime:00:01:00,mem:yes")
+    assert _wait(prun) == {"check": "failed"}
+    (dec,) = prun.decisions()
+    assert dec["action"] == "give-up" and dec["state"] == "TIMEOUT"
+    assert "timed out at the partition's limit 00:01:00" in dec["why"] and not (out / "sleep-95.txt").exists()
