@@ -160,3 +160,24 @@ def test_a_timeout_at_the_partitions_limit_gives_up_with_the_rules_message(tmp_p
     (dec,) = prun.decisions()
     assert dec["action"] == "give-up" and dec["state"] == "TIMEOUT"
     assert "timed out at the partition's limit 00:01:00" in dec["why"] and not (out / "sleep-95.txt").exists()
+
+
+def test_a_packed_item_out_of_memory_comes_back_alone_with_a_bigger_share(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    items = tmp_path / "items.txt"
+    items.write_text("ok-1\nmem300-a\nok-2\nok-3\n")
+    path = tmp_path / "t-packoom.toml"
+    path.write_text(f'name = "t-packoom"\n[[step]]\nname = "check"\nstage = "noop"\n[step.params]\nITEMS = "{items}"\n'
+                    f'OUT_DIR = "{out}"\n')
+    prun = _run(path, "PACK=2", "WORKERS=1", "ITEM_MEM=150M")
+    assert _wait(prun) == {"check": "done"}
+    assert sorted(p.name for p in out.glob("*.done")) == ["mem300-a.done", "ok-1.done", "ok-2.done", "ok-3.done"]
+    (dec,) = prun.decisions()
+    assert dec["action"] == "retry" and dec["item"] == "mem300-a" and dec["state"] == "OUT_OF_MEMORY"
+    assert dec["measured"]["req_mem"] == 150 << 20 and int(dec["new"]["mem"].rstrip("M")) > 300  # the item's share
+    run_dir = Path(prun.step("check")["run"])
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert len(plan["attempts"]) == 2 and (run_dir / plan["attempts"][1]["packs"]).read_text().split() == ["1"]
+    (cmd,) = [c["command"] for c in plan["attempts"][1]["chunks"]]
+    export = next(a for a in cmd if a.startswith("--export="))
+    assert f"GEOHPC_PACKS={run_dir}/packs/1.txt" in export and f"GEOHPC_PACK_ITEM_MEM={int(dec['new']['mem'][:-1]) << 20}" in export
