@@ -3,8 +3,8 @@
 sure2.md ("Environment Variables -- The Critical Ones"): without ``AWS_NO_SIGN_REQUEST=YES`` rasterio looks
 for AWS credentials HPC nodes do not have and fails with an opaque error on the public Earth Search bucket;
 without ``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR`` GDAL lists the S3 folder before every open (reads ~12 s
-instead of ~3 s). Both belong in the site (``CONTAINER_ENV``, passed into the container) or in the
-environment the jobs inherit from ``make submit``; never set by hand in a script.
+instead of ~3 s). Both belong in the site (``CONTAINER_ENV``, passed into the container; ``JOB_ENV``, exported by
+every job, venv sites included) or in the environment the jobs inherit; never set by hand in a script.
 """
 
 from __future__ import annotations
@@ -39,11 +39,12 @@ def check(ctx: PreflightContext) -> Result:
     kinds = _remote(ctx)
     if not kinds:
         return ok("the STAC's assets are local files (or no STAC=): no S3/HTTP reads")
-    pairs = dict(p.split(":", 1) for p in ctx.site.get("CONTAINER_ENV", "").split(",") if ":" in p)
+    pairs = dict(p.split(":", 1) for key in ("CONTAINER_ENV", "JOB_ENV")
+                 for p in ctx.site.get(key, "").split(",") if ":" in p)
     seen = {**ctx.env, **ctx.job_env, **pairs}
     site = ctx.site.get("SITE_NAME", "?")
     fix = (f"add AWS_NO_SIGN_REQUEST:YES,GDAL_DISABLE_READDIR_ON_OPEN:EMPTY_DIR to CONTAINER_ENV in sites/{site}.env "
-           "(a venv site: export both before make submit; jobs inherit the environment)")
+           "(a venv site: the same pairs in JOB_ENV, which every job exports)")
     creds = any(k in seen for k in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_SESSION_TOKEN"))
     if "s3" in kinds and seen.get("AWS_NO_SIGN_REQUEST", "").upper() != "YES" and not creds:
         return fail("the STAC points at s3:// and neither AWS_NO_SIGN_REQUEST=YES nor AWS credentials reach the jobs: "

@@ -94,7 +94,7 @@ run_py() {
     # --containall --cleanenv: the job-time variables reach the container only through an env file
     local envfile="${TMPDIR:-/tmp}/geohpc-env-${SLURM_JOB_ID:-$$}-${SLURM_ARRAY_TASK_ID:-0}"
     (umask 077 && printf 'GEOHPC_JOB_LOG=1\n' > "$envfile")
-    for name in $(compgen -e | grep -E '^(SLURM_|GEOHPC_|OMP_NUM_THREADS$|TMPDIR$|CPL_TMPDIR$|PYTHONUNBUFFERED$)' | grep -vx GEOHPC_LAUNCH) ${GEOHPC_GPU_ENV//,/ }; do
+    for name in $(compgen -e | grep -E '^(SLURM_|GEOHPC_|OMP_NUM_THREADS$|TMPDIR$|CPL_TMPDIR$|PYTHONUNBUFFERED$)' | grep -vx GEOHPC_LAUNCH) ${GEOHPC_GPU_ENV//,/ } ${GEOHPC_JOB_ENV//,/ }; do
       printf '%s=%q\n' "$name" "${!name}" >> "$envfile"
     done
     launch=("${launch[@]:0:${#launch[@]}-2}" --env-file "$envfile" "${launch[@]: -2}")

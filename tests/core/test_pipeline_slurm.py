@@ -117,3 +117,67 @@ def test_make_cancel_pipeline_leaves_nothing_queued(tmp_path: Path) -> None:
     assert _queued(prun.job_ids()) == ""
     assert (prun.path / "cancelled").exists() and set(prun.states().values()) == {"cancelled"}
     assert RUNS_DIR.exists()
+
+
+def test_packed_waves_send_max_jobs_tasks_of_pack_items_each(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    path = tmp_path / "t-packw.toml"
+    path.write_text(f'name = "t-packw"\n[[step]]\nname = "check"\nstage = "noop"\n[step.params]\nN = "14"\n'
+                    f'OUT_DIR = "{out}"\n')
+    prun = _run(path, "PACK=2", "MAX_JOBS=4")
+    assert _wait(prun, timeout=300) == {"check": "done"}
+    assert len(list(out.glob("*.done"))) == 14
+    run_dir = Path(prun.step("check")["run"])
+    plan = json.loads((run_dir / "plan.json").read_text())
+    tasks = [sum(len(c["indices"]) for c in a["chunks"]) for a in plan["attempts"]]
+    packs = [(run_dir / a["packs"]).read_text().split() for a in plan["attempts"]]
+    # make run: 3 tasks (MAX_JOBS less the planner it queues); each planner job 2 (itself and the next planner)
+    assert tasks == [3, 2, 2] and [len(p) for p in packs] == [6, 4, 4]
+    assert sorted(int(x) for p in packs for x in p) == list(range(14))  # every item once, each in a pack of 2
+    assert prun.step("check")["waves_sent"] == prun.step("check")["waves_total"] == 3
+    records = [ln for p in (run_dir / "items").glob("*.jsonl") for ln in p.read_text().splitlines()]
+    assert len(records) == 14
+
+
+def test_the_local_site_file_states_the_test_bed_partitions_limits() -> None:
+    from geohpc.core.partitions import partition_facts, time_s
+    from geohpc.core.site import load_site
+
+    site = load_site("local", cli={}, env={})
+    for part in ("small", "standard-g"):
+        shown = subprocess.run(["scontrol", "show", "partition", part], capture_output=True, text=True).stdout
+        maxtime = shown.split("MaxTime=", 1)[1].split()[0]
+        assert time_s((partition_facts(site.values, part) or {}).get("maxtime", "")) == time_s(maxtime), part
+
+
+def test_a_timeout_at_the_partitions_limit_gives_up_with_the_rules_message(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    # the cap of the partition as a site value on the make line (the test bed's own is 3 days): TIME=1 is the
+    # limit, so the item that timed out at it is not retried longer
+    path = _pipeline(tmp_path, "t-cap", ("check", "", {"CANARY": "sleep-95", "TIME": "1", "OUT_DIR": f"{out}"}))
+    prun = _run(path, "PART_SMALL=maxtime:00:01:00,mem:yes")
+    assert _wait(prun) == {"check": "failed"}
+    (dec,) = prun.decisions()
+    assert dec["action"] == "give-up" and dec["state"] == "TIMEOUT"
+    assert "timed out at the partition's limit 00:01:00" in dec["why"] and not (out / "sleep-95.txt").exists()
+
+
+def test_a_packed_item_out_of_memory_comes_back_alone_with_a_bigger_share(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    items = tmp_path / "items.txt"
+    items.write_text("ok-1\nmem300-a\nok-2\nok-3\n")
+    path = tmp_path / "t-packoom.toml"
+    path.write_text(f'name = "t-packoom"\n[[step]]\nname = "check"\nstage = "noop"\n[step.params]\nITEMS = "{items}"\n'
+                    f'OUT_DIR = "{out}"\n')
+    prun = _run(path, "PACK=2", "WORKERS=1", "ITEM_MEM=150M")
+    assert _wait(prun) == {"check": "done"}
+    assert sorted(p.name for p in out.glob("*.done")) == ["mem300-a.done", "ok-1.done", "ok-2.done", "ok-3.done"]
+    (dec,) = prun.decisions()
+    assert dec["action"] == "retry" and dec["item"] == "mem300-a" and dec["state"] == "OUT_OF_MEMORY"
+    assert dec["measured"]["req_mem"] == 150 << 20 and int(dec["new"]["mem"].rstrip("M")) > 300  # the item's share
+    run_dir = Path(prun.step("check")["run"])
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert len(plan["attempts"]) == 2 and (run_dir / plan["attempts"][1]["packs"]).read_text().split() == ["1"]
+    (cmd,) = [c["command"] for c in plan["attempts"][1]["chunks"]]
+    export = next(a for a in cmd if a.startswith("--export="))
+    assert f"GEOHPC_PACKS={run_dir}/packs/1.txt" in export and f"GEOHPC_PACK_ITEM_MEM={int(dec['new']['mem'][:-1]) << 20}" in export

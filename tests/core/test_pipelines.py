@@ -85,6 +85,7 @@ DRY = {
     "romcrop": ["STAC={tifs}/items.json", "BBOX=600000,4999360,600640,5000000", "MODEL=m.pt", "POINTS=p.geojson",
                 "VAL_POINTS=v.geojson"],
     "emb": ["EMBEDDINGS={tifs}/a.tif", "LABELS={tifs}/a.tif", "CLASSES=1:corn,5:soy"],
+    "sure2": ["FIELDS={tifs}/items.json", "STAC={tifs}/items.json", "YEARS=2018-2022"],
 }
 
 
@@ -107,6 +108,36 @@ def test_dry_run_of_every_shipped_pipeline_prints_the_plan_and_writes_nothing(na
         assert f"step {step.name}: stage {step.stage}" in out
     assert "items: " in out and ("arrays: " in out or "planned" in out)
     assert (sorted(RUNS_DIR.rglob("*")) if RUNS_DIR.exists() else []) == before  # nothing written
+
+
+def test_sure2_plan_has_the_stages_dependencies_and_the_make_line_inputs(tmp_path: Path) -> None:
+    fields = tmp_path / "fields.geojson"
+    fields.write_text('{"type": "FeatureCollection", "features": ['
+                      + ", ".join(f'{{"type": "Feature", "properties": {{"field_id": "F{i}"}}, "geometry": null}}'
+                                  for i in range(3)) + "]}")
+    line = [f"FIELDS={fields}", f"STAC={tmp_path}/items.json", "YEARS=2019-2021", "SHARDS=2", f"OUT={tmp_path}/o",
+            "CHIRPS_URL=http://127.0.0.1:1/{year}", "TRUTH=t.csv"]
+    pipe = load_pipeline("sure2", dict(a.split("=", 1) for a in line))
+    after = {s.name: s.after for s in pipe.steps}
+    assert after == {"weather": [], "climatology": ["weather"], "planting": ["weather"], "emergence": ["planting"],
+                     "drought": ["climatology", "planting"], "assess": ["emergence", "drought"], "collect": ["assess"]}
+    assert pipe.order() == ["weather", "climatology", "planting", "emergence", "drought", "assess", "collect"]
+    p = {s.name: s.params for s in pipe.steps}
+    o = f"{tmp_path}/o"
+    assert p["drought"]["WEATHER"] == f"{o}/weather" and p["drought"]["CLIMATOLOGY"] == f"{o}/climatology"
+    assert p["assess"]["EMERGENCE"] == f"{o}/emergence" and p["collect"]["ASSESS"] == f"{o}/assess"
+    assert p["weather"]["YEARS"] == p["climatology"]["YEARS"] == "2019-2021" and p["planting"]["SHARDS"] == "2"
+    assert p["weather"]["CHIRPS_URL"].startswith("http://127.0.0.1:1/") and p["collect"]["TRUTH"] == "t.csv"
+    proc = make("run", "PIPELINE=sure2", "SITE=local", "DRY_RUN=1", *line)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "step weather: stage weather, after nothing (submitted by make run)" in out
+    assert "items: 3 (3 to run)" in out  # weather: one item a year
+    assert "step drought: stage drought, after climatology, planting" in out
+    assert "step assess: stage assess, after emergence, drought" in out
+    assert out.index("step climatology") < out.index("step drought") < out.index("step assess") < out.index("step collect")
+    missing = make("run", "PIPELINE=sure2", "SITE=local", "DRY_RUN=1", f"STAC={tmp_path}/items.json", "YEARS=2019")
+    assert missing.returncode != 0 and "FIELDS is empty; give FIELDS=<value> on the make line" in missing.stderr
 
 
 def test_every_shipped_pipeline_is_tested() -> None:
@@ -174,3 +205,18 @@ def test_a_step_whose_planning_fails_ends_failed_with_the_reason_and_blocks_the_
     prun = PipelineRun(folder)
     assert prun.states() == {"a": "done", "b": "failed", "c": "blocked"}
     assert "canary item 'oops-1'" in prun.step("b")["message"]
+
+
+def test_packed_waves_are_sized_in_array_tasks_of_pack_items(tmp_path: Path) -> None:
+    from geohpc.ops.pipeline_step import tasks_of, waves
+
+    # MAX_JOBS=4: make run sends 3 tasks, each planner 2; PACK=2 -> 14 items are 7 tasks: 3 + 2 + 2
+    assert waves(14, 3, 4, 2) == 3 and waves(14, 3, 4) == 1 + -(-11 // 2)
+    assert waves(6, 3, 4, 2) == 1 and waves(7, 3, 4, 2) == 2 and waves(0, 3, 4, 2) == 0
+    assert tasks_of({"a": [1, 2, 3], "b": [4]}, 2) == 3 and tasks_of({"a": [1, 2, 3]}, 1) == 3
+    path = tmp_path / "t-pack.toml"
+    path.write_text('name = "t-pack"\n[[step]]\nname = "check"\nstage = "noop"\n[step.params]\nN = "14"\n'
+                    f'OUT_DIR = "{tmp_path}/out"\n')
+    proc = make("run", f"PIPELINE={path}", "SITE=local", "DRY_RUN=1", "PACK=2", "MAX_JOBS=4")
+    assert proc.returncode == 0, proc.stderr
+    assert "items: 14 (14 to run)" in proc.stdout and "waves: 3 (3 tasks of 2 items, then 2 a wave" in proc.stdout

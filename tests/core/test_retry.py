@@ -55,3 +55,19 @@ def test_other_failures_retry_while_retries_last_then_give_up_with_the_log() -> 
     assert d.action == "give-up" and "boom: bad input" in d.why
     d = _d(TaskInfo("1_1", "OUT_OF_MEMORY", "", 1, 300 * MB), "oom", retries_used=2)
     assert d.action == "give-up" and "retries spent" in d.why
+
+
+def test_the_local_site_caps_a_timeout_retry_at_its_partition_limit() -> None:
+    from geohpc.core.partitions import partition_facts, time_s
+    from geohpc.core.site import load_site
+
+    site = load_site("local", cli={}, env={})
+    cap = time_s((partition_facts(site.values, site.get("PARTITION_CPU")) or {}).get("maxtime", ""))
+    assert cap == 3 * 86400  # the test bed's small partition (sites/local.env PART_SMALL)
+    info = TaskInfo("1_1", "TIMEOUT", "0:0", 2 * 86400)
+    d = decide(info, "timeout", req_mem=0, req_time_s=2 * 86400, mem_cap=None, time_cap_s=cap, retries_used=0,
+               retries=2)
+    assert d.action == "retry" and d.time_s == cap and "over the partition's limit, so the limit 3-00:00:00" in d.why
+    d = decide(TaskInfo("1_1", "TIMEOUT", "0:0", cap), "timeout", req_mem=0, req_time_s=cap, mem_cap=None,
+               time_cap_s=cap, retries_used=1, retries=2)
+    assert d.action == "give-up" and "timed out at the partition's limit 3-00:00:00" in d.why

@@ -81,6 +81,26 @@ def test_isolated_mode_binds_every_path_and_passes_every_variable(tmp_path: Path
     assert envfile.stat().st_mode & 0o077 == 0
 
 
+def test_job_env_is_in_every_jobs_env_and_reaches_an_isolated_container(tmp_path: Path) -> None:
+    from geohpc.core.jobspec import job_env
+
+    s = site("betzy", JOB_ENV="SITE_GREETING:hi,SITE_URL:http://h:1/x")
+    env, launch = job_env(s, get_stage("stack"), Path("/cluster/work/users/digifarm/emb/geohpc"), tmp_path, {"ISOLATED": "1"},
+                          tmp_path, tmp_path)
+    assert env["SITE_GREETING"] == "hi" and env["SITE_URL"] == "http://h:1/x"
+    assert env["GEOHPC_JOB_ENV"] == "SITE_GREETING,SITE_URL"
+    venv = site("local", JOB_ENV="SITE_GREETING:hi")
+    assert job_env(venv, get_stage("stack"), REPO, tmp_path, {}, tmp_path, tmp_path)[0]["SITE_GREETING"] == "hi"
+    env_lines = {"GEOHPC_LAUNCH": "echo " + " ".join(launch.argv), **{k: v for k, v in env.items() if k.startswith(
+                 ("GEOHPC_ISOLATED", "GEOHPC_JOB_ENV", "SITE_"))}, "GEOHPC_REPO": str(REPO), "SLURM_JOB_ID": "78",
+                 "SLURM_ARRAY_TASK_ID": "0", "TMPDIR": str(tmp_path), "PATH": os.environ["PATH"]}
+    out = subprocess.run(["bash", "-c", f'source "{REPO}/jobs/lib.sh"; run_py stack --help'], capture_output=True,
+                         text=True, env=env_lines, timeout=30)
+    assert out.returncode == 0, out.stderr
+    passed = (tmp_path / "geohpc-env-78-0").read_text()
+    assert "SITE_GREETING=hi\n" in passed and "SITE_URL=http://h:1/x\n" in passed  # --cleanenv: the env file
+
+
 def test_deps_folder_is_pinned_to_the_version_current_points_at(tmp_path: Path) -> None:
     root = tmp_path / "deps"
     (root / "v1").mkdir(parents=True)

@@ -134,3 +134,18 @@ def test_chunked_arrays_run_every_item_once(tmp_path: Path) -> None:
         assert report["env"]["SLURM_ARRAY_JOB_ID"] == ids[i // 3], name
         assert report["env"]["SLURM_ARRAY_TASK_ID"] == str(i % 3), name
     assert "7/7" in make("status", "STAGE=probe").stdout
+
+
+def test_the_sites_job_env_reaches_a_venv_job_and_is_masked_when_printed(tmp_path: Path) -> None:
+    value = "SITE_GREETING:hello-from-the-site,SITE_API_TOKEN:tok-123456789abcdef"
+    dry = make("submit", "STAGE=canary", "SITE=local", "CANARY=ok-001", f"OUT_DIR={tmp_path}", f"JOB_ENV={value}",
+               "DRY_RUN=1")
+    assert dry.returncode == 0, dry.stderr
+    assert "SITE_GREETING=hello-from-the-site" in dry.stdout and "tok-123456789abcdef" not in dry.stdout + dry.stderr
+    proc = make("submit", "STAGE=canary", "SITE=local", "CANARY=ok-001", f"OUT_DIR={tmp_path}", f"JOB_ENV={value}")
+    assert proc.returncode == 0, proc.stderr
+    assert "tok-123456789abcdef" not in proc.stdout + proc.stderr
+    wait_jobs(job_ids_from(proc.stdout))
+    seen = (tmp_path / "ok-001.txt").read_text()  # written by the job's program: what its environment held
+    assert "job env: SITE_API_TOKEN=" in seen and "SITE_GREETING=hello-from-the-site" in seen
+    assert "tok-123456789abcdef" not in seen

@@ -1,5 +1,5 @@
-"""Sure2 on the local Slurm: the demo chain (weather -> ... -> collect as afterok dependencies, S2 through the
-local S3 server, weather from the local weather server) reaches its report; a planting batch killed midway
+"""Sure2 on the local Slurm: the demo (pipelines/sure2.toml through the runner, S2 through the local S3 server,
+weather from the local weather server) reaches collect; a planting batch killed midway
 and resubmitted runs only the fields without output."""
 
 from __future__ import annotations
@@ -53,26 +53,41 @@ def s3_endpoint(monkeypatch):
 
 
 @pytest.mark.s3
-def test_demo_chain_reaches_its_report(tmp_path, monkeypatch, s3_endpoint):
+def test_demo_runs_pipelines_sure2_to_collect_through_the_runner(tmp_path, monkeypatch, s3_endpoint):
+    from geohpc.core.piperun import PipelineRun
     from geohpc.synth.sure2_demo import CHAIN, run_demo
 
     monkeypatch.setenv("GEOHPC_RUNS_DIR", str(RUNS_DIR))
     res = run_demo(tmp_path / "demo", clusters=2, per=5, shards=2, s3="yes")
-    assert Path(res["report"]).read_text().rstrip().endswith("</html>")
+    collect = tmp_path / "demo" / "collect"
+    assert Path(res["report"]) == collect / "report.html" and res["report"].endswith("report.html")
+    assert (collect / "report.html").read_text().rstrip().endswith("</html>")
+    assert (collect / "portfolio.parquet").stat().st_size > 0 and (collect / "portfolio.csv").is_file()
     s = res["summary"]
     assert s["fields"] == 20 and s["all"]["pass_rate_pct"] >= 80 and not s["identical_scores"]
     assert s["accuracy"]["planting"]["mae_days"] < 7 and s["accuracy"]["emergence"]["mae_pp"] < 5
-    # each stage was submitted at once with afterok on what it reads: no waiting between stages
-    cmds = {st: (sorted((RUNS_DIR / st).iterdir())[-1] / "commands.sh").read_text() for st in CHAIN}
-    ids = res["jobs"]
-    assert "--dependency" not in cmds["weather"]
-    assert f"--dependency=afterok:{ids['planting']}" in cmds["emergence"]
-    assert f"--dependency=afterok:{ids['climatology']}:{ids['planting']}" in cmds["drought"]
-    assert f"--dependency=afterok:{ids['assess']}" in cmds["collect"]
+    prun = PipelineRun(Path(res["run"]))
+    assert prun.meta["pipeline"] == "sure2" and prun.states() == dict.fromkeys(CHAIN, "done")
+    # the run's own stage runs, each planned by a planner job once the steps it reads were done
+    after = {st["name"]: st["after"] for st in prun.meta["steps"]}
+    assert after["drought"] == ["climatology", "planting"] and after["assess"] == ["emergence", "drought"]
+    jobs = [ln.split() for ln in (prun.path / "jobs.txt").read_text().splitlines()]
+    first = {st: min(i for i, j in enumerate(jobs) if j[1] == st) for st in CHAIN}
+    last = {st: max(i for i, j in enumerate(jobs) if j[1] == st and j[2] == "array") for st in CHAIN}
+    assert all([st, "array"] in [j[1:] for j in jobs] for st in CHAIN)
+    # each step's jobs were sent only after every step it reads had sent its own (planned once they were done)
+    for st in CHAIN[1:]:
+        assert all(first[st] > last[up] for up in after[st]), (st, jobs)
+    runs = {st: Path(prun.step(st)["run"]) for st in CHAIN}
+    assert all((runs[st] / "pipeline.txt").read_text().strip() == str(prun.path) for st in CHAIN)
     stac = json.loads((tmp_path / "demo" / "county" / "stac" / "items_s3.json").read_text())
     assert stac["features"][0]["assets"]["red"]["href"].startswith("s3://geohpc-sure2/")
-    log = (Path(__file__).resolve().parents[2] / "logs" / f"planting_{ids['planting']}_0.out").read_text()
+    logs = Path(__file__).resolve().parents[2] / "logs"
+    job = {j[1]: j[0] for j in jobs if j[2] == "array"}
+    log = (logs / f"planting_{job['planting']}_0.out").read_text()
     assert "items_s3.json" in log and " ok " in log
+    weather = "".join(p.read_text() for p in logs.glob(f"weather_{job['weather']}_*.out"))
+    assert weather.count("weather: fetched 4 ERA5-Land month(s)") == 5  # 5 years, from the local weather server
 
 
 def test_killed_batch_resubmitted_runs_only_missing_fields(tmp_path):

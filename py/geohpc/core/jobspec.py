@@ -22,7 +22,7 @@ from geohpc.core.partitions import (
     rule_problems,
     time_s,
 )
-from geohpc.core.runtime import Launch, deps_dir, gpu_env, launch_for, proj_env
+from geohpc.core.runtime import Launch, deps_dir, gpu_env, launch_for, proj_env, site_job_env
 from geohpc.core.site import Site
 from geohpc.core.slurm import parse_mem_request, parse_time_limit
 from geohpc.core.stages import Stage, StageContext, job_values
@@ -48,6 +48,7 @@ def job_env(
     # the stage's parameters as the job sees them: declared defaults filled in, paths absolute
     env.update(job_values(stage, StageContext(stage=stage.name, site=site.values, params=params, repo=repo, work=work)))
     env.update(launch.env)
+    env.update(site_job_env(site))
     env.update(gpu_env(site, gpus))
     env.update(proj_env(site))
     deps = deps_dir(site)

@@ -147,6 +147,19 @@ class Run:
                             owner[line] = who
         return owner
 
+    def ran(self, line: int) -> list[tuple[int, list[str]]]:
+        """(attempt number from 1, recorded command) of every chunk that ran manifest ``line``, oldest first
+        (packed attempts: the chunk of the task whose pack holds it)."""
+        found = []
+        for n, attempt in enumerate(self.attempts, 1):
+            packs = self.packs(attempt) if attempt.packs else None
+            for c in attempt.chunks:
+                lines = [c.offset + i for i in c.indices] if packs is None else \
+                    [x for i in c.indices if c.offset + i < len(packs) for x in packs[c.offset + i]]
+                if line in lines:
+                    found.append((n, c.command))
+        return found
+
     def packs(self, attempt: Attempt) -> list[list[int]]:
         """A packed attempt's packs file: line k+1 holds the manifest lines of pack task k ([] when unreadable)."""
         try:

@@ -11,6 +11,8 @@ never needs ``module``: on LUMI's compute nodes it does not work):
 - ``CONTAINER_ENV=KEY:value,...`` is passed to every container (apptainer ``--env``, as sure2.md does);
   ``PROJ_DATA_FROM=container`` sets PROJ_DATA and GDAL_DATA from the container's own rasterio at start
   (``geohpc.__main__``), the fix for sure2.md bug 1;
+- ``JOB_ENV=KEY:value,...`` is exported by every job of the site (job.env) before its program starts, whatever
+  the runtime (a venv site has no CONTAINER_ENV; isolated containers get it through their env file);
 - ``GPU_ENV=KEY:value,...`` is the site's one home for the GPU jobs' settings (allocator, wandb, MIOpen
   cache, RCCL/NCCL); ``%u`` and ``%j`` in a value become the user and the job id at job start;
 - isolated mode (``ISOLATED=1`` on the make line, or a stage's ``extra["isolated"]``) runs the container with
@@ -134,6 +136,14 @@ def gpu_env(site: Site, gpus: int) -> dict[str, str]:
     values = pairs(site.get("GPU_ENV"))
     if values:
         values["GEOHPC_GPU_ENV"] = ",".join(sorted(values))
+    return values
+
+
+def site_job_env(site: Site) -> dict[str, str]:
+    """The site's JOB_ENV for every job (venv or container), and the list of its names (``GEOHPC_JOB_ENV``)."""
+    values = pairs(site.get("JOB_ENV"))
+    if values:
+        values["GEOHPC_JOB_ENV"] = ",".join(sorted(values))
     return values
 
 

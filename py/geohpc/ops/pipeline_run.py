@@ -23,6 +23,7 @@ from typing import TextIO
 from geohpc.core import billing, slurm
 from geohpc.core.arrays import plan_chunks
 from geohpc.core.jobspec import render
+from geohpc.core.packing import pack_params
 from geohpc.core.pipelines import RUN_KEYS, Pipeline, Step, load_pipeline, pipeline_file
 from geohpc.core.piperun import ENDED, SCHEMA, PipelineRun, now, pipeline_runs
 from geohpc.core.runs import new_run, runs_root
@@ -91,8 +92,11 @@ def _step_plan(step: Step, site_name: str, env: Mapping[str, str],
     res = spec.resources
     units, unit = billing.estimate(plan.site, res, todo, res.time_s or 0)
     mem = f"{res.mem_bytes >> 20}M" if res.mem_bytes else "default"
+    pack = (pack_params(plan.params, plan.stage.defaults) or (1, 1))[0]
+    of = f" of {pack} items" if pack > 1 else ""
     line = (f"items: {len(plan.items)} ({todo} to run); arrays: {len(chunks)} in wave 1; waves: "
-            f"{waves(todo, size, plan.site.int('MAX_JOBS'))}" + (f" ({size}, then {max(1, size - 1)} a wave: MAX_JOBS less the planner jobs)" if size else "")
+            f"{waves(todo, size, plan.site.int('MAX_JOBS'), pack)}"
+            + (f" ({size} tasks{of}, then {max(1, size - 1)} a wave: MAX_JOBS less the planner jobs)" if size else "")
             + f"; per task: {res.cpus or 1} CPU, {mem}, time {res.time_s or '?'}s, {res.gpus or 0} GPU, partition "
             f"{res.partition or '-'}; estimated cost {units:.2f} {unit}")
     return line, (units, unit)

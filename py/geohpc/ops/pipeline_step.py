@@ -24,6 +24,7 @@ from typing import TextIO
 from geohpc.core import slurm
 from geohpc.core.arrays import plan_chunks
 from geohpc.core.jobspec import node_mem_mb, sbatch_directives
+from geohpc.core.packing import attempt_export, is_packed, plan_packs, with_item_overrides, write_packs
 from geohpc.core.partitions import candidates, node_caps, partition_facts, time_s
 from geohpc.core.pipelines import Pipeline, load_pipeline
 from geohpc.core.piperun import ENDED, PipelineRun
@@ -121,21 +122,29 @@ def _first_wave(prun: PipelineRun, name: str, stage: str, params: Mapping[str, s
         prun.add_job(job, name, "array")
     _cancel_if_marked(prun, ids)
     n = len(run.items())
-    sent = sum(len(c.indices) for c in run.attempts[-1].chunks)
+    sent = len(run.line_owner())  # items: a packed task holds PACK of them
     held = re.search(r"wave: (\d+) item\(s\) held back", buf.getvalue())
     todo = sent + (int(held.group(1)) if held else 0)
+    pack = (is_packed(run_spec(run, REPO, {}, dict(os.environ), out)) or (1, 1))[0]
     prun.set_step(name, stage, state="running", run=str(run.path), items=n, waves_sent=1,
-                  waves_total=waves(todo, size, site.int("MAX_JOBS")), message=f"wave 1: {sent} of {n} items sent")
+                  waves_total=waves(todo, size, site.int("MAX_JOBS"), pack), message=f"wave 1: {sent} of {n} items sent")
     return ids
 
 
-def waves(todo: int, first: int | None, max_jobs: int) -> int:
-    """How many waves ``todo`` items take: ``first`` in the first, then MAX_JOBS-2 a planner job (None: one wave)."""
+def waves(todo: int, first: int | None, max_jobs: int, pack: int = 1) -> int:
+    """How many waves ``todo`` items take: ``first`` array tasks in the first, then MAX_JOBS-2 a planner job
+    (None: one wave); with PACK=n a task holds n items, so the waves are counted in tasks of n."""
     if todo <= 0:
         return 0
     if not first or not max_jobs:
         return 1
-    return 1 + -(-max(0, todo - first) // max(1, max_jobs - 2))
+    tasks = -(-todo // max(1, pack))
+    return 1 + -(-max(0, tasks - first) // max(1, max_jobs - 2))
+
+
+def tasks_of(groups: Mapping[object, list[int]], pack: int) -> int:
+    """Array tasks the lines of ``groups`` take: each group is packed on its own, n lines a task."""
+    return sum(-(-len(lines) // max(1, pack)) for lines in groups.values())
 
 
 def _cancel_if_marked(prun: PipelineRun, ids: list[str]) -> None:
@@ -158,25 +167,23 @@ def _status(run: Run) -> RunStatus:
     return status
 
 
-def _current(run: Run, line: int, base: Mapping[str, str]) -> dict[str, str]:
-    """--mem and --time of the latest attempt that ran ``line`` (its recorded command), else the base spec."""
+def _current(run: Run, line: int, base: Mapping[str, str], packed: bool) -> dict[str, str]:
+    """--mem and --time of the latest attempt that ran ``line`` (its recorded command), else the base spec;
+    packed: the item's share and time limit (its attempt's GEOHPC_PACK_ITEM_MEM/_TIME export)."""
     res = dict(base)
-    for attempt in run.attempts:
-        for chunk in attempt.chunks:
-            if line - chunk.offset in chunk.indices:
-                for arg in chunk.command:
-                    for key in ("mem", "time"):
-                        if arg.startswith(f"--{key}="):
-                            res[key] = arg.split("=", 1)[1]
+    for _, command in run.ran(line):
+        for arg in command:
+            for key in ("mem", "time"):
+                if not packed and arg.startswith(f"--{key}="):
+                    res[key] = arg.split("=", 1)[1]
+                m = re.search(rf"GEOHPC_PACK_ITEM_{key.upper()}=(\d+)", arg) if packed else None
+                if m:
+                    res[key] = f"{int(m.group(1)) >> 20}M" if key == "mem" else fmt_time(int(m.group(1)))
     return res
 
 
 def _attempt_of(run: Run, line: int) -> int:
-    found = 0
-    for n, attempt in enumerate(run.attempts, 1):
-        if any(line - c.offset in c.indices for c in attempt.chunks):
-            found = n
-    return found
+    return ([n for n, _ in run.ran(line)] or [0])[-1]
 
 
 def _log_tail(run: Run, line: int, lines: int = 5) -> str:
@@ -207,14 +214,22 @@ def _continue(prun: PipelineRun, name: str, stage: str, retries: int, site: Site
     part = spec.resources.partition
     mem_cap = ((node_caps(site.values, part)[1] or node_mem_mb(site)) << 20) or None
     time_cap = time_s((partition_facts(site.values, part) or {}).get("maxtime", ""))
+    packing = is_packed(spec)
+    pack = packing[0] if packing else 1
+    if packing:  # retries size an item: its share of the task (the task grows to share x WORKERS), its own limit
+        item_mem, item_time = int(spec.env.get("GEOHPC_ITEM_MEM") or 0), int(spec.env.get("GEOHPC_ITEM_TIME") or 0)
+        base = {"mem": f"{item_mem >> 20}M" if item_mem else "", "time": fmt_time(item_time) if item_time else ""}
+        mem_cap = mem_cap // packing[1] if mem_cap else None
+        time_cap = time_cap // -(-pack // packing[1]) if time_cap else None
     past = prun.decisions(name)
     groups: dict[tuple[str, str, str], list[int]] = {}
     gave_up = 0
     failed = [i for i in status.lines_in("failed", "timeout", "oom", "cancelled", "missing") if i in owner]
     size = wave_size(site)
-    budget = size - len(busy) if size else None  # retries count against MAX_JOBS too; the rest wait a wave
+    busy_tasks = len({owner[i][1:] for i in busy if i in owner}) if packing else len(busy)
+    budget = size - busy_tasks if size else None  # in array tasks: retries count against MAX_JOBS too
     for line in failed:
-        if budget is not None and sum(map(len, groups.values())) >= budget:
+        if budget is not None and tasks_of(groups, pack) >= budget and all(len(g) % pack == 0 for g in groups.values()):
             break
         attempt = _attempt_of(run, line)
         mine = [d for d in past if d.get("line") == line]
@@ -224,7 +239,7 @@ def _continue(prun: PipelineRun, name: str, stage: str, retries: int, site: Site
         if any(d.get("attempt") == attempt for d in mine):
             continue  # decided already (its retry is the attempt after)
         info = status.item_info(line)
-        cur = _current(run, line, base)
+        cur = _current(run, line, base, bool(packing))
         req_mem = slurm.parse_mem_request(cur["mem"]) if cur["mem"] else (info.req_mem if info else 0)
         req_time = slurm.parse_time_limit(cur["time"]) if cur["time"] else None
         dec = decide(info, status.states[line], req_mem=req_mem, req_time_s=req_time, mem_cap=mem_cap,
@@ -233,6 +248,10 @@ def _continue(prun: PipelineRun, name: str, stage: str, retries: int, site: Site
                      log_tail=_log_tail(run, line))
         new = {"mem": f"{dec.mem_mb}M" if dec.mem_mb else cur["mem"],
                "time": fmt_time(dec.time_s) if dec.time_s else cur["time"]}
+        key = ("retry", new["mem"], new["time"])
+        if budget is not None and dec.action != "give-up" and \
+                tasks_of({**groups, key: [*groups.get(key, []), line]}, pack) > budget:
+            break  # no task left for it in this wave: decided after the next
         record = {"step": name, "line": line, "item": run.items()[line], "attempt": attempt,
                   "state": info.state if info else status.states[line],
                   "measured": {"max_rss": info.max_rss if info else 0, "elapsed_s": info.elapsed_s if info else 0,
@@ -243,11 +262,11 @@ def _continue(prun: PipelineRun, name: str, stage: str, retries: int, site: Site
         if dec.action == "give-up":
             gave_up += 1
         else:
-            groups.setdefault(("retry", new["mem"], new["time"]), []).append(line)
-    room = (size - len(busy) - sum(map(len, groups.values()))) if size else None
+            groups.setdefault(key, []).append(line)
+    room = (size - busy_tasks - tasks_of(groups, pack)) if size else None  # tasks, each of PACK items
     unsent = [i for i in status.lines_in("missing") if i not in owner]
     if unsent and (room is None or room > 0):
-        groups.setdefault(("array", base["mem"], base["time"]), []).extend(unsent[:room] if room else unsent)
+        groups.setdefault(("array", base["mem"], base["time"]), []).extend(unsent[:room * pack] if room else unsent)
     if not groups and not busy:
         n = len(status.states)
         done = status.counts()["completed"]
@@ -269,15 +288,28 @@ def _send(prun: PipelineRun, name: str, run: Run, spec, groups: dict[tuple[str, 
           base: Mapping[str, str], out: TextIO) -> list[str]:
     """One new attempt of the stage run: an array per (kind, --mem, --time), replaying spec.json."""
     executor = run.attempts[-1].executor if run.attempts else "slurm"
+    packing = is_packed(spec)
     attempt = Attempt(executor=executor, throttle=run.attempts[0].throttle if run.attempts else None, chunks=[])
+    packs: list[list[int]] = []  # packed: one packs file for the attempt, each group's packs after the last's
+    if packing:
+        for lines in groups.values():
+            packs += plan_packs(lines, packing[0])
+        attempt.packs = write_packs(run.path, len(run.attempts), packs)
     run.attempts.append(attempt)
     ids: list[str] = []
+    first = 0
     for (kind, mem, tm), lines in groups.items():
         asked = {k: v for k, v in (("MEM", mem), ("TIME", tm)) if v and v != base[k.lower()]}
-        s, _ = spec.with_overrides(asked)
-        chunks = plan_chunks(lines, int(run.job_env().get("MAX_ARRAY_SIZE", "0") or 0) or None)
+        if packing:  # the values are an item's: its share (the task grows to fit WORKERS of them) and its limit
+            s, _ = with_item_overrides(spec, {f"ITEM_{k}": v for k, v in asked.items()})
+            n = len(plan_packs(lines, packing[0]))
+            todo, first = list(range(first, first + n)), first + n
+        else:
+            (s, _), todo = spec.with_overrides(asked), lines
+        extra = attempt_export(s, run.path / attempt.packs) if packing else None
+        chunks = plan_chunks(todo, int(run.job_env().get("MAX_ARRAY_SIZE", "0") or 0) or None)
         for c in chunks:
-            c.command = s.command(run.env_file, c.array_spec(attempt.throttle), [], c.offset)
+            c.command = s.command(run.env_file, c.array_spec(attempt.throttle), [], c.offset, extra)
         launch_chunks(run, attempt, chunks, REPO, s, out)
         for c in chunks:
             if executor == "slurm":

@@ -2,7 +2,7 @@
 
 ``mem-400`` allocates 400 MB and touches every page (so MaxRSS and OverMemoryKill see it) and holds it 3 s;
 ``sleep-70`` sleeps 70 s; ``fail-1`` exits 1 without an output. The output ``<out-dir>/<item>.txt`` says
-where and when the item ran.
+where and when the item ran, and the site's JOB_ENV as the job saw it (``job env: K=v ...``, secrets masked).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from geohpc.errors import InputError, run_cli
-from geohpc.util import write_text_atomic
+from geohpc.util import redact, write_text_atomic
 
 
 def run_item(item: str, out_dir: Path) -> Path:
@@ -35,7 +35,11 @@ def run_item(item: str, out_dir: Path) -> Path:
         time.sleep(int(num))
     out = out_dir / f"{item}.txt"
     job = f"{os.environ.get('SLURM_ARRAY_JOB_ID', '')}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
-    write_text_atomic(out, f"{item} ran on {socket.gethostname()} job {job} at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+    text = f"{item} ran on {socket.gethostname()} job {job} at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n"
+    names = [n for n in os.environ.get("GEOHPC_JOB_ENV", "").split(",") if n]
+    if names:  # what the site's JOB_ENV gave this job (a site check: it reached the program), secrets masked
+        text += redact("job env: " + " ".join(f"{n}={os.environ.get(n, '(unset)')}" for n in names)) + "\n"
+    write_text_atomic(out, text)
     return out
 
 

@@ -1,5 +1,6 @@
 """The Sure2 demo: a synthetic county through weather -> climatology -> planting -> emergence -> drought -> assess
--> collect on the local site, chained as Slurm dependencies (AFTER=), ending with where the report is.
+-> collect on the local site through the pipeline runner (``pipelines/sure2.toml``, as ``make run PIPELINE=sure2
+SITE=local``), ending with the portfolio's summary and where the report is.
 
 - the county (``geohpc.synth.county``): ``--clusters`` x ``--fields-per-cluster`` fields a year over a wet
   year (2021) and a drought year (2022), known planting dates and not-emerged patches, clouds on every
@@ -9,9 +10,10 @@
   (``AWS_NO_SIGN_REQUEST=YES``, ``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR``); without an S3 server, from files;
 - ERA5-Land and CHIRPS served by a local weather server (``geohpc.synth.wxserver``: the CDS API for
   ``cdsapi``, CHIRPS ``.tif.gz`` over HTTP) for as long as the demo runs;
-- every stage submitted at once through ``python -m geohpc submit`` with ``AFTER=`` the job ids it reads
-  (no polling between stages); the demo then waits for the chain to end and prints the report's path. On the
-  local executor (no Slurm) each stage runs before the next is submitted.
+- ``python -m geohpc run --pipeline sure2`` with the county's FIELDS, STAC, CHIRPS_URL and TRUTH on its make
+  line: make run submits weather, planner jobs plan each later step once the steps it reads are done (retries
+  included); the demo waits for the run to end (``run --wait``) and prints the summary. On the local executor
+  (no Slurm) make run itself runs the steps in order.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ from geohpc.util import REPO, write_json_atomic
 YEARS, CLIM_YEARS = (2021, 2022), (2018, 2019, 2020, 2021, 2022)
 BUCKET = "geohpc-sure2"
 TOKEN = "demo-cds-key"  # the local weather server's key (not a secret: it serves synthetic data)
+PIPELINE = "sure2"  # pipelines/sure2.toml
 CHAIN = ("weather", "climatology", "planting", "emergence", "drought", "assess", "collect")
 
 
@@ -62,29 +64,23 @@ def publish_s2(county: Any, endpoint: str) -> Path:
     return out
 
 
-def _submit(stage: str, sets: dict[str, str], env: dict[str, str]) -> str:
-    """``python -m geohpc submit`` one stage; its job ids joined by ':' ('' on the local executor)."""
-    cmd = [sys.executable, "-m", "geohpc", "submit", "--site", "local", "--stage", stage]
+def _pipeline(sets: dict[str, str], env: dict[str, str]) -> Path:
+    """``make run PIPELINE=sure2 SITE=local`` with ``sets`` on its make line; the pipeline run folder."""
+    cmd = [sys.executable, "-m", "geohpc", "run", "--pipeline", PIPELINE, "--site", "local"]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={v}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
-    shown = [ln for ln in proc.stdout.splitlines() if ln.startswith(("  job", "  items", "nothing", "recorded"))]
-    print(f"== sure2 demo: {stage}: " + ("; ".join(s.strip() for s in shown) or "submitted"), file=sys.stderr, flush=True)
-    if proc.returncode != 0:
-        raise ConfigError(f"submit {stage} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
-    m = re.search(r"chain the next stage with AFTER=(\S+)", proc.stdout)
-    return m.group(1) if m else ""
-
-
-def _wait(stage: str, env: dict[str, str]) -> bool:
-    proc = subprocess.run([sys.executable, "-m", "geohpc", "status", "--stage", stage, "--wait"], env=env, cwd=REPO,
-                          capture_output=True, text=True)
-    return proc.returncode == 0
+    for line in proc.stdout.splitlines():
+        print(f"== sure2 demo: {line}", file=sys.stderr, flush=True)
+    folder = re.search(r"run folder (\S+)", proc.stdout)
+    if proc.returncode != 0 or folder is None:
+        raise ConfigError(f"make run PIPELINE={PIPELINE} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+    return Path(folder.group(1))
 
 
 def run_demo(out: str | Path, clusters: int = 6, per: int = 25, cloud: float = 0.3, shards: int = 4,
              s3: str = "auto", seed: int = 0) -> dict[str, Any]:
-    """Make the county, publish it, submit the chain, wait for it; the paths and the summary."""
+    """Make the county, publish it, run pipelines/sure2.toml on it, wait for its end; the paths and the summary."""
     from geohpc.synth.county import make_county
     from geohpc.synth.s12 import endpoint_up
     from geohpc.synth.wxserver import WeatherServer
@@ -107,39 +103,21 @@ def run_demo(out: str | Path, clusters: int = 6, per: int = 25, cloud: float = 0
         print(f"== sure2 demo: S2 COGs on the local S3 server {endpoint} (s3://{BUCKET}/s2), read unsigned", file=sys.stderr)
     else:
         print("== sure2 demo: no S3 server answers (make s3-up starts one); S2 read from files", file=sys.stderr)
-    o = {s: str(out / s) for s in CHAIN}
-    fields, yrs = str(county.fields), f"{CLIM_YEARS[0]}-{CLIM_YEARS[-1]}"
-    common = {"FIELDS": fields, "SHARDS": str(shards), "CPUS": "1", "MEM": "2G"}
-    with WeatherServer(county.raw, token=TOKEN) as srv:
+    with WeatherServer(county.raw, token=TOKEN) as srv:  # up until the pipeline ended: its weather jobs fetch from it
         env["CDSAPI_URL"] = srv.cds_url
-        plan = [
-            ("weather", {"YEARS": yrs, "FIELDS": fields, "MONTHS": "4-7", "CHIRPS_URL": srv.chirps_url, "CPUS": "1",
-                         "MEM": "2G"}, ()),
-            ("climatology", {"YEARS": yrs, "WEATHER": o["weather"], "CPUS": "1", "MEM": "2G"}, ("weather",)),
-            ("planting", {**common, "STAC": str(stac), "WEATHER": o["weather"]}, ("weather",)),
-            ("emergence", {**common, "STAC": str(stac), "PLANTING": o["planting"]}, ("planting",)),
-            ("drought", {**common, "WEATHER": o["weather"], "CLIMATOLOGY": o["climatology"], "PLANTING": o["planting"]},
-             ("climatology", "planting")),
-            ("assess", {**common, "PLANTING": o["planting"], "EMERGENCE": o["emergence"], "DROUGHT": o["drought"]},
-             ("emergence", "drought")),
-            ("collect", {"ASSESS": o["assess"], "TRUTH": str(county.truth), "CPUS": "1", "MEM": "2G"}, ("assess",)),
-        ]
-        slurm = shutil.which("sbatch") is not None  # as submit decides: Slurm when sbatch is here
-        ids: dict[str, str] = {}
-        for stage, sets, after in plan:
-            dep = ":".join(ids[a] for a in after if ids.get(a))
-            ids[stage] = _submit(stage, {**sets, "OUT_DIR": o[stage], **({"AFTER": dep} if dep else {})}, env)
-            if not slurm and not _wait(stage, env):
-                raise InputError(f"stage {stage} failed: python -m geohpc status --stage {stage}")
-        for stage in CHAIN if slurm else ():  # the chain runs on its own; wait for its end to show the report
-            if not _wait(stage, env):
-                rest = [ids[s] for s in CHAIN[CHAIN.index(stage) + 1:] if ids.get(s)]
-                if rest:
-                    subprocess.run(["scancel", *":".join(rest).split(":")], check=False)
-                raise InputError(f"stage {stage} failed (its dependants cancelled): python -m geohpc status --stage {stage}, "
-                                 f"logs/{stage}_*.out")
+        sets = {"FIELDS": str(county.fields), "STAC": str(stac), "YEARS": f"{CLIM_YEARS[0]}-{CLIM_YEARS[-1]}",
+                "MONTHS": "4-7", "SHARDS": str(shards), "OUT": str(out), "CHIRPS_URL": srv.chirps_url,
+                "TRUTH": str(county.truth), "CPUS": "1", "MEM": "2G"}
+        folder = _pipeline(sets, env)
+        proc = subprocess.run([sys.executable, "-m", "geohpc", "run", "--wait", "--pipeline", PIPELINE, "--run",
+                               str(folder)], env=env, cwd=REPO)
+    if proc.returncode != 0:
+        states = {p.stem: json.loads(p.read_text()).get("state") for p in sorted((folder / "steps").glob("*.json"))}
+        bad = [s for s in CHAIN if states.get(s) != "done"]
+        raise InputError(f"{folder}: step {bad[0] if bad else '?'} did not finish ({states.get(bad[0]) if bad else '?'}): "
+                         f"make status PIPELINE={PIPELINE}, logs/<stage>_*.out")
     summary = json.loads((out / "collect" / "summary.json").read_text())
-    return {"report": str(out / "collect" / "report.html"), "jobs": ids, "summary": summary}
+    return {"report": str(out / "collect" / "report.html"), "run": str(folder), "summary": summary}
 
 
 def main(argv: list[str] | None = None) -> int:
