@@ -50,7 +50,8 @@ def _run(path: Path, *args: str) -> PipelineRun:
 def _wait(prun: PipelineRun, timeout: float = 300) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if prun.ended():
+        # ended, and its last planner gone from the queue (it writes the report after the last state)
+        if prun.ended() and not _queued(prun.job_ids()):
             return prun.states()
         time.sleep(2)
     raise TimeoutError(f"{prun.path}: still running: {prun.states()}")

@@ -196,6 +196,10 @@ def wait(prun: PipelineRun, timeout_s: float = 6 * 3600, poll_s: float = 5.0, ou
             print(f"[{time.strftime('%H:%M:%S')}] {line}", file=out, flush=True)
             last = line
         if all(v in ENDED for v in states.values()):
+            # the last planner writes report.html just after the last state: give it a moment to land
+            settle = time.monotonic() + 60
+            while not (prun.path / "report.html").exists() and time.monotonic() < min(settle, deadline):
+                time.sleep(min(poll_s, 1.0))
             return 0 if all(v == "done" for v in states.values()) else 1
         if time.monotonic() > deadline:
             print(f"{prun.path}: still running after {timeout_s:.0f}s", file=out)
