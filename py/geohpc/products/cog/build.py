@@ -33,7 +33,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from geohpc.errors import ConfigError, GeohpcError, InputError
@@ -337,8 +337,10 @@ def _fast_cog(ds: rasterio.io.DatasetReader, dst: Path, blocksize: int, opts: di
                                      lambda a: _has_data(a, ds.nodata))
         if not seen:
             raise InputError(f"{redact(ds.name)}: every pixel is nodata ({ds.nodata}); nothing to publish, check the producing step")
-        for p in levels:
-            check_written(p, dst)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # the overview level files carry no georeferencing
+            for p in levels:
+                check_written(p, dst)
         t1, rss1 = time.monotonic(), peak_rss_gb()
         with atomic_path(dst) as out:
             fast.assemble(levels, out)
