@@ -134,16 +134,37 @@ def test_band_groups_give_the_same_file_as_one_pass(tmp_path: Path) -> None:
         np.testing.assert_array_equal(x.read(), y.read())
 
 
-def test_bigtiff_layout_when_forced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("in_place", [True, False])
+def test_bigtiff_layout_when_forced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_place: bool) -> None:
     data = (np.random.default_rng(6).random((7, 200, 330)) * 1000).astype("float32")
     src = striped(tmp_path / "in.tif", data, nodata=-1.0)
     monkeypatch.setattr(fast, "BIGTIFF_LIMIT", 0)
+    monkeypatch.setattr(fast, "IN_PLACE", in_place)
     out = make_cog(src, tmp_path / "big.tif", blocksize=64)
     big, _, ifds = read_raw_tags(out)
     assert big and len(ifds) == 4
     check_cog(src, out, 64)
     with rasterio.open(out) as ds:
         assert ds.nodata == -1.0 and ds.overviews(1) == [2, 4, 8]
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+def test_level0_in_place_and_copied_give_the_same_cog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_place: bool) -> None:
+    data = (np.random.default_rng(10).normal(0, 1, (9, 300, 260)) * 100).astype("int16")
+    src = striped(tmp_path / "in.tif", data, nodata=-32768)
+    monkeypatch.setattr(fast, "IN_PLACE", in_place)
+    calls: list[int] = []
+    real = fast._insert_front
+    monkeypatch.setattr(fast, "_insert_front", lambda p, n: calls.append(r := real(p, n)) or r)
+    out = make_cog(src, tmp_path / "c.tif", blocksize=64)
+    check_cog(src, out, 64)
+    assert bool(calls) == in_place and (not in_place or calls[0] % 512 == 0)  # whole blocks inserted (ext4/XFS)
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    monkeypatch.setattr(fast, "IN_PLACE", False)
+    other = make_cog(src, ref / "c.tif", blocksize=64)
+    for a, b in zip(levels(out), levels(other), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_ghost_header_and_directories_match_gdal_cog_layout(tmp_path: Path) -> None:

@@ -48,6 +48,8 @@ from geohpc.progress import progress
 from geohpc.tiff import read_raw_tags
 
 CACHE_SHARE = 4  # GDAL's block cache gets budget // CACHE_SHARE, windows and level buffers the rest
+IN_PLACE = True  # level 0 becomes the COG through an inserted range where the file system can (tests turn it off)
+FALLOC_FL_INSERT_RANGE = 0x20
 BIGTIFF_LIMIT = 2**32 - 1  # the file size above which the COG is written as BigTIFF (tests lower it)
 GEO_TAGS = {33550, 33922, 34264, 34735, 34736, 34737, 42112}  # scales, tiepoints, matrix, geokeys, GDAL_METADATA
 NEW_SUBFILE, TILE_OFFSETS, TILE_COUNTS = 254, 324, 325
@@ -276,14 +278,20 @@ def assemble(levels: list[Path], out: Path, force_bigtiff: bool = False) -> None
 
     big = force_bigtiff
     entries, ghost, ifd_size = layout(big)
-    if not big and ghost + ifd_size + data_size > BIGTIFF_LIMIT:
+    slack = os.path.getsize(levels[0]) - int(dirs[0][2].sum()) + (1 << 20)  # in place: level 0's own header, alignment
+    if not big and ghost + ifd_size + data_size + slack > BIGTIFF_LIMIT:
         big = True
         entries, ghost, ifd_size = layout(big)
+    ovr_end = ghost + ifd_size + int(sum(int(c.sum()) for _, _, c in dirs[1:]))
+    inserted = _insert_front(levels[0], ovr_end) if IN_PLACE else 0
     # where each level's tiles go: smallest overview first, full resolution last, TileOffsets order within
     cursor = ghost + ifd_size
     new_offsets: list[np.ndarray] = [np.zeros(0, np.uint64)] * len(dirs)
     for lvl in reversed(range(len(dirs))):
         counts = dirs[lvl][2]
+        if lvl == 0 and inserted:  # level 0 stays where it is, shifted by the inserted range
+            new_offsets[0] = np.where(counts > 0, dirs[0][1] + np.uint64(inserted), 0).astype(np.uint64)
+            break
         starts = cursor + np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.uint64)
         new_offsets[lvl] = np.where(counts > 0, starts, 0).astype(np.uint64)
         cursor += int(counts.sum())
@@ -317,6 +325,14 @@ def assemble(levels: list[Path], out: Path, force_bigtiff: bool = False) -> None
         blob += ifd + extra
     if len(blob) != ghost + ifd_size:
         raise GeohpcError(f"{out}: internal error laying out the COG header ({len(blob)} != {ghost + ifd_size} bytes)")
+    if inserted:  # header + overviews into the hole in front of level 0's tiles; the file becomes the COG
+        with open(levels[0], "r+b") as f:
+            os.pwrite(f.fileno(), bytes(blob), 0)
+            for lvl in reversed(range(1, len(dirs))):
+                with open(levels[lvl], "rb") as src:
+                    _copy_tiles(src.fileno(), f.fileno(), dirs[lvl][1], dirs[lvl][2], new_offsets[lvl])
+        os.replace(levels[0], out)
+        return
     with open(out, "wb") as f:
         f.write(blob)
         f.flush()
@@ -325,6 +341,29 @@ def assemble(levels: list[Path], out: Path, force_bigtiff: bool = False) -> None
             with open(levels[lvl], "rb") as src:
                 _copy_tiles(src.fileno(), fd, dirs[lvl][1], dirs[lvl][2], new_offsets[lvl])
         os.ftruncate(fd, cursor)
+
+
+def _insert_front(path: Path, need: int) -> int:
+    """Insert a hole of at least ``need`` bytes (whole file-system blocks) at the start of ``path``; 0 when unsupported.
+
+    ``fallocate(FALLOC_FL_INSERT_RANGE)`` (Linux ext4 and XFS) shifts the file's blocks without copying them,
+    so the level-0 tiles become the COG's last part where they lie. Elsewhere (Lustre, NFS, tmpfs) it fails
+    and the tiles are copied instead.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    except (OSError, AttributeError):
+        return 0
+    with open(path, "r+b") as f:
+        blk = os.fstatvfs(f.fileno()).f_bsize or 4096
+        size = -(-need // blk) * blk
+        if libc.fallocate(f.fileno(), FALLOC_FL_INSERT_RANGE, 0, size) != 0:
+            return 0
+    return size
 
 
 def _copy_tiles(src: int, dst: int, offs: np.ndarray, counts: np.ndarray, new: np.ndarray) -> None:
