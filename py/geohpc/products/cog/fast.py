@@ -13,8 +13,11 @@
    source pixels that exist (GDAL weights fractional source pixels there, so such levels differ slightly).
    Each level buffers its rows until it holds a full tile row (or the end) and writes them into its own
    compressed temporary GTiff, so GDAL never evicts and re-encodes a half-filled tile.
-3. :func:`assemble` writes the COG with its own TIFF writer by COPYING the compressed tiles (no decode, no
-   re-encode, ``os.copy_file_range``): header (BigTIFF only when the file needs 64-bit offsets), GDAL's
+3. :func:`assemble` writes the COG with its own TIFF writer around the compressed tiles (no decode, no
+   re-encode). Where the file system can (ext4, XFS: ``fallocate(FALLOC_FL_INSERT_RANGE)``), a hole of whole
+   blocks is inserted in front of the level-0 file, the header and the overview tiles are written into it and
+   that file becomes the COG: the full-resolution tiles are never copied. Elsewhere (Lustre, NFS, tmpfs) every
+   tile is copied into a new file (``os.copy_file_range``). Header (BigTIFF only when the file needs 64-bit offsets), GDAL's
    structural-metadata ghost area, the main IFD (every tag of the level-0 file, offsets rewritten), one IFD
    per overview (``NewSubfileType=1``, georeferencing left out), all IFDs before the data, then the tiles,
    smallest overview first and full resolution last, each level in TileOffsets order (band-major for band
