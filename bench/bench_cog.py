@@ -97,7 +97,7 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int, float
         if p.returncode:
             print(p.stderr[-2000:], file=sys.stderr)
         for line in p.stderr.splitlines():
-            if line.startswith("[cog]") and "tiled copy" in line:
+            if line.startswith("[cog]") and "threads" in line:
                 print(line, file=sys.stderr)  # ours: seconds and peak RSS of each phase
         return dt, rss, p.returncode, cpu
     import psutil

@@ -89,3 +89,51 @@ def read_directories(path: str | os.PathLike[str], wanted: Iterable[int]) -> tup
             out.append((nxt, tags))
             nxt = following
         return big, out
+
+
+def read_raw_tags(path: str | os.PathLike[str]) -> tuple[bool, str, list[list[tuple[int, int, int, bytes]]]]:
+    """``(is_bigtiff, byte order "<" or ">", [[(tag, type, count, value bytes)] per directory])``, every tag.
+
+    The value bytes are the tag's whole value as stored (inline or out of line), in the file's byte order;
+    what a TIFF writer needs to copy a directory into another file (:mod:`geohpc.products.cog.fast`).
+    """
+    with open(path, "rb") as f:
+        head = f.read(16)
+        if head[:2] not in (b"II", b"MM"):
+            raise ValueError("not a TIFF file (bad byte-order mark)")
+        bo = "<" if head[:2] == b"II" else ">"
+        (magic,) = struct.unpack(bo + "H", head[2:4])
+        if magic not in (42, 43):
+            raise ValueError(f"not a TIFF file (magic number {magic})")
+        big = magic == 43
+        (nxt,) = struct.unpack(bo + "Q", head[8:16]) if big else struct.unpack(bo + "I", head[4:8])
+        cnt_fmt, ent, inline = ("Q", 20, 8) if big else ("H", 12, 4)
+        out: list[list[tuple[int, int, int, bytes]]] = []
+        seen: set[int] = set()
+        while nxt and len(out) < MAX_IFDS:
+            if nxt in seen:
+                raise ValueError("IFD chain loops back on itself")
+            seen.add(nxt)
+            f.seek(nxt)
+            (n,) = struct.unpack(bo + cnt_fmt, f.read(8 if big else 2))
+            block = f.read(n * ent + (8 if big else 4))
+            if len(block) < n * ent + (8 if big else 4):
+                raise ValueError("truncated IFD")
+            tags = []
+            for i in range(n):
+                e = block[i * ent:(i + 1) * ent]
+                tag, typ, count = struct.unpack(bo + ("HHQ" if big else "HHI"), e[:12 if big else 8])
+                raw = e[12:20] if big else e[8:12]
+                nbytes = _TYPES.get(typ, ("B", 1))[1] * count
+                if nbytes <= inline:
+                    data = raw[:nbytes]
+                else:
+                    (off,) = struct.unpack(bo + ("Q" if big else "I"), raw)
+                    f.seek(off)
+                    data = f.read(nbytes)
+                    if len(data) != nbytes:
+                        raise ValueError("tag data runs past the end of the file")
+                tags.append((tag, typ, count, data))
+            out.append(tags)
+            (nxt,) = struct.unpack(bo + ("Q" if big else "I"), block[n * ent:])
+        return big, bo, out

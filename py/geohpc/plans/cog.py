@@ -12,7 +12,7 @@ from geohpc.core.stages import Stage, StageContext, read_manifest
 from geohpc.errors import ConfigError, InputError
 from geohpc.util import parse_size
 
-TEMP_FACTOR = 1.4  # the build keeps an uncompressed tiled copy (+ overviews) beside the output
+TEMP_FACTOR = 2.1  # make_cog's fast path: compressed level files + the COG copied from them (build.FAST_OVERHEAD)
 
 
 def _manifest(ctx: StageContext) -> list[str]:
@@ -51,7 +51,7 @@ def _done(item: str, ctx: StageContext) -> bool:
 
 
 def _output_bytes(item: str, ctx: StageContext) -> int:
-    """Peak disk use while building: the temporary tiled copy is about 1.4x the input's size."""
+    """Peak disk use while building: level files plus the COG, about 2.1x the input's size."""
     try:
         return int(Path(item).stat().st_size * TEMP_FACTOR)
     except OSError:

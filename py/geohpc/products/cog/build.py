@@ -1,13 +1,20 @@
 """Build a Cloud Optimized GeoTIFF fast from any GeoTIFF, including striped many-band ones.
 
-Why three passes instead of one ``gdal_translate -of COG``: GDAL's COG driver reads the source
-in its own block order; on a striped (one-row strips) pixel-interleaved 128-band file that means
-decoding each strip once per band and per tile, which is what made the field's COG step take
-48 minutes. Here the source is read once, in full-width windows of whole strips bounded by a
-memory budget, into a tiled band-interleaved intermediate beside the output (uncompressed: it is
-read twice more and measured faster than any codec). GDAL builds the overviews on that tiled file
-(cheap, tiles are independent), and a GTiff copy with ``COPY_SRC_OVERVIEWS=YES`` writes the final
-COG layout, compressing tiles on every thread. Memory stays within the budget whatever the size.
+Two paths. Why not one ``gdal_translate -of COG``: GDAL's COG driver reads the source in its own block
+order; on a striped (one-row strips) pixel-interleaved 128-band file that means decoding each strip once
+per band and per tile, which is what made the field's COG step take 48 minutes.
+
+**Fast path** (:mod:`geohpc.products.cog.fast`, about the cost of reading the source once and compressing it
+once): one read pass in full-width windows of whole tile rows writes a compressed tiled level-0 file and,
+from the same windows, numpy ``average`` overviews into one compressed file per level; the COG is then
+assembled from the compressed tiles (no re-encode) behind our own headers, the level-0 file turned into the
+COG in place where the file system can insert a range (ext4, XFS), the tiles copied elsewhere.
+
+**GDAL path** (the fallback, for what the fast path does not do: resampling other than ``average`` -- class
+maps use ``mode`` --, an internal per-dataset mask, complex data, a tile row too wide for the budget):
+the source is read once into an uncompressed tiled band-interleaved intermediate beside the output, GDAL
+builds the overviews on it, and a GTiff copy with ``COPY_SRC_OVERVIEWS=YES`` writes the COG layout,
+compressing tiles on every thread. Memory stays within the budget whatever the size on both paths.
 """
 
 from __future__ import annotations
@@ -27,11 +34,12 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from geohpc.errors import ConfigError, GeohpcError, InputError
 from geohpc.guards import io_error, refuse_overwrite, sweep_temporaries
+from geohpc.products.cog import fast
 from geohpc.products.cog.layout import validate_cog
 from geohpc.progress import progress
 from geohpc.raster_io import (
@@ -47,7 +55,8 @@ DEFAULT_MEM_BUDGET = 1 << 30
 DEFAULT_ZSTD_LEVEL = 1  # measured: level 9 triples the write time for ~3% smaller float32 files
 MIN_MEM_BUDGET = 64 << 20
 OVERVIEW_CACHE = 32 << 20  # GDAL block cache while building overviews (measured: 512M 5.0 s / 1.45 GB, 32M 2.6 s / 0.77 GB)
-INTERMEDIATE_OVERHEAD = 1.4  # uncompressed tiled copy + its overviews (1/3) + slack
+INTERMEDIATE_OVERHEAD = 1.4  # GDAL path: uncompressed tiled copy + its overviews (1/3) + slack
+FAST_OVERHEAD = 2.1  # fast path: compressed level files + the COG copied from them, each ~1.03x raw (float32 ZSTD-1, measured)
 
 
 def peak_rss_gb() -> float:
@@ -183,13 +192,13 @@ def _check_output_dir(dst: Path) -> None:
         raise InputError(f"{dst.parent}: output folder is not writable; choose another output path or fix its permissions")
 
 
-def _check_space(dst: Path, raw_bytes: int) -> None:
-    need = int(raw_bytes * INTERMEDIATE_OVERHEAD)
+def _check_space(dst: Path, raw_bytes: int, overhead: float) -> None:
+    need = int(raw_bytes * overhead)
     free = shutil.disk_usage(dst.parent).free
     if free < need:
         raise InputError(
             f"{dst.parent}: {free / 2**30:.1f} GiB free, the COG build needs about {need / 2**30:.1f} GiB "
-            "(a tiled copy beside the output); free space or write elsewhere"
+            "(temporary copies beside the output); free space or write elsewhere"
         )
 
 
@@ -283,56 +292,119 @@ def make_cog(
             raise InputError(f"{redact(str(src))}: bands have different data types {sorted(set(ds.dtypes))}; split them first")
         _check_output_dir(dst)
         raw = ds.width * ds.height * ds.count * np.dtype(ds.dtypes[0]).itemsize
-        _check_space(dst, raw)
         classes = has_colormap(ds)
         resampling = _resampling(overview_resampling, classes)
         _remove_leftovers(dst)
-        inter = dst.parent / f".{dst.name}.{os.getpid()}.tmp.tiled.tif"  # a name the rerun's sweep finds
+        opts: dict[str, Any] = {
+            "tiled": True, "blockxsize": blocksize, "blockysize": blocksize, "bigtiff": "IF_SAFER",
+            "num_threads": str(n_threads), "interleave": (interleave or default_interleave(ds.count)).upper(), "compress": codec,
+        }
+        if codec != "NONE":
+            opts["predictor"] = predictor_for(ds.dtypes[0])
+        if codec == "ZSTD":
+            opts["zstd_level"] = zstd_level
         env: dict[str, Any] = {"GDAL_TIFF_OVR_BLOCKSIZE": str(blocksize), "GDAL_PAM_ENABLED": "NO",
                                "GDAL_TIFF_INTERNAL_MASK": "YES",
                                "CPL_TMPDIR": str(dst.parent)}
+        why = fast.refusal(ds, resampling, mem_budget, blocksize, opts["interleave"])
+        factors = overview_factors(ds.width, ds.height, blocksize)
         try:
-            with gdal_env(mem_budget // 2, n_threads, **env):
-                t0 = time.monotonic()
-                _tiled_copy(ds, inter, blocksize, mem_budget // 4)
-                check_written(inter, dst)
-                t1, rss1 = time.monotonic(), peak_rss_gb()
-                factors = overview_factors(ds.width, ds.height, blocksize)
-                if factors:
-                    # GDAL's multi-band overview builder holds a full-width chunk of every band outside its block
-                    # cache (width x bands x 512 rows); a small cache here keeps the sum inside the budget, and is faster
-                    with rasterio.Env(GDAL_CACHEMAX=OVERVIEW_CACHE), rasterio.open(inter, "r+") as tmp:
-                        tmp.build_overviews(factors, resampling)
-                    check_written(inter, dst)
-                t2, rss2 = time.monotonic(), peak_rss_gb()
-                opts: dict[str, Any] = {
-                    "tiled": True, "blockxsize": blocksize, "blockysize": blocksize,
-                    "copy_src_overviews": True, "bigtiff": "IF_SAFER", "num_threads": str(n_threads),
-                    "interleave": (interleave or default_interleave(ds.count)).upper(), "compress": codec,
-                }
-                if codec != "NONE":
-                    opts["predictor"] = predictor_for(ds.dtypes[0])
-                if codec == "ZSTD":
-                    opts["zstd_level"] = zstd_level
-                with atomic_path(dst) as out:
-                    rasterio.shutil.copy(inter, out, driver="GTiff", **opts)
-                    check_written(out, dst)
-                    problems = validate_cog(out, blocksize)
-                    if problems:
-                        raise GeohpcError(f"{dst}: the written file is not a valid COG ({'; '.join(problems)})")
-                t3 = time.monotonic()
+            if why is None:
+                _check_space(dst, raw, FAST_OVERHEAD if codec != "NONE" else 2 * INTERMEDIATE_OVERHEAD)
+                phases = _fast_cog(ds, dst, blocksize, opts, mem_budget, n_threads, env, len(factors))
+            else:
+                _check_space(dst, raw, INTERMEDIATE_OVERHEAD)
+                log(f"{dst}: {why}: the three-pass GDAL path")
+                phases = _gdal_cog(ds, dst, blocksize, opts, mem_budget, n_threads, env, factors, resampling)
         except RasterioError as exc:
             first = redact(gdal_message(exc))
             raise GeohpcError(f"{redact(str(src))} -> {dst}: GDAL failed ({first}); check free space and the input") from exc
         except OSError as exc:
             raise io_error(exc, dst, "check the output folder") from exc
-        finally:
-            for leftover in (inter, Path(f"{inter}.ovr"), Path(f"{inter}.aux.xml")):
-                with contextlib.suppress(FileNotFoundError):
-                    leftover.unlink()
-    log(f"{dst}: tiled copy {t1 - t0:.1f}s (peak RSS so far {rss1:.2f} GiB), overviews {factors or 'none'} ({resampling.name}) "
-        f"{t2 - t1:.1f}s ({rss2:.2f} GiB), COG write {codec} {t3 - t2:.1f}s ({peak_rss_gb():.2f} GiB), {n_threads} threads")
+    log(f"{dst}: {phases}, overviews {factors or 'none'} ({resampling.name}), {codec}, {n_threads} threads")
     return dst
+
+
+def _validated(out: Path, dst: Path, blocksize: int) -> None:
+    check_written(out, dst)
+    problems = validate_cog(out, blocksize)
+    if problems:
+        raise GeohpcError(f"{dst}: the written file is not a valid COG ({'; '.join(problems)})")
+
+
+def _fast_cog(ds: rasterio.io.DatasetReader, dst: Path, blocksize: int, opts: dict[str, Any], budget: int,
+              n_threads: int, env: dict[str, Any], n_levels: int) -> str:
+    """The one-read path (:mod:`geohpc.products.cog.fast`): level files, then the COG assembled from their tiles."""
+    prof = ds.profile.copy()
+    for key in ("blockxsize", "blockysize", "tiled", "compress", "interleave", "photometric", "predictor"):
+        prof.pop(key, None)
+    prof.update(driver="GTiff", **opts)
+    # names the rerun's sweep (_remove_leftovers) finds: .<name>.<pid>.l<k>.tmp<suffix>
+    levels = [dst.parent / f".{dst.name}.{os.getpid()}.l{k}.tmp{dst.suffix}" for k in range(n_levels + 1)]
+    try:
+        t0 = time.monotonic()
+        with gdal_env(budget // fast.CACHE_SHARE, n_threads, **env):
+            seen = fast.write_levels(ds, levels, prof, blocksize, budget, lambda w, out, idx: _read(ds, w, out, idx),
+                                     lambda a: _has_data(a, ds.nodata))
+        if not seen:
+            raise InputError(f"{redact(ds.name)}: every pixel is nodata ({ds.nodata}); nothing to publish, check the producing step")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # the overview level files carry no georeferencing
+            for p in levels:
+                check_written(p, dst)
+        t1, rss1 = time.monotonic(), peak_rss_gb()
+        with atomic_path(dst) as out:
+            fast.assemble(levels, out)
+            _validated(out, dst, blocksize)
+        t2 = time.monotonic()
+    finally:
+        for p in levels:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+    return (f"one read + level files {t1 - t0:.1f}s (peak RSS so far {rss1:.2f} GiB), "
+            f"tile copy into the COG {t2 - t1:.1f}s ({peak_rss_gb():.2f} GiB)")
+
+
+def _gdal_cog(ds: rasterio.io.DatasetReader, dst: Path, blocksize: int, opts: dict[str, Any], mem_budget: int,
+              n_threads: int, env: dict[str, Any], factors: list[int], resampling: Resampling) -> str:
+    """The three-pass GDAL path: uncompressed tiled copy, GDAL's overviews on it, a COPY_SRC_OVERVIEWS copy."""
+    inter = dst.parent / f".{dst.name}.{os.getpid()}.tmp.tiled.tif"  # a name the rerun's sweep finds
+    try:
+        with gdal_env(mem_budget // 2, n_threads, **env):
+            t0 = time.monotonic()
+            _tiled_copy(ds, inter, blocksize, mem_budget // 4)
+            check_written(inter, dst)
+            t1, rss1 = time.monotonic(), peak_rss_gb()
+            if factors:
+                # GDAL's multi-band overview builder holds a full-width chunk of every band outside its block
+                # cache (width x bands x 512 rows); a small cache here keeps the sum inside the budget, and is faster
+                with rasterio.Env(GDAL_CACHEMAX=OVERVIEW_CACHE), rasterio.open(inter, "r+") as tmp:
+                    tmp.build_overviews(factors, resampling)
+                check_written(inter, dst)
+            t2, rss2 = time.monotonic(), peak_rss_gb()
+            with atomic_path(dst) as out:
+                rasterio.shutil.copy(inter, out, driver="GTiff", copy_src_overviews=True, **opts)
+                _validated(out, dst, blocksize)
+            t3 = time.monotonic()
+    finally:
+        for leftover in (inter, Path(f"{inter}.ovr"), Path(f"{inter}.aux.xml")):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+    return (f"tiled copy {t1 - t0:.1f}s (peak RSS so far {rss1:.2f} GiB), overviews {t2 - t1:.1f}s ({rss2:.2f} GiB), "
+            f"COG write {t3 - t2:.1f}s ({peak_rss_gb():.2f} GiB)")
+
+
+def _read(ds: rasterio.io.DatasetReader, w: Window, out: np.ndarray, indexes: list[int] | None = None) -> np.ndarray:
+    """``ds.read`` of one window into ``out``; a failure is a one-line :class:`InputError` naming the rows."""
+    try:
+        return ds.read(indexes, window=w, out=out)
+    except RasterioError as exc:
+        first = gdal_message(exc)
+        fix = ("raise the open-file limit (ulimit -n) or lower GDAL_MAX_DATASET_POOL_SIZE"
+               if "Too many open files" in first else
+               "the file is corrupt or truncated: re-download or re-create it")
+        raise InputError(f"{redact(ds.name)}: cannot read rows {w.row_off}-{w.row_off + w.height} "
+                         f"({redact(first)}); {fix}") from exc
 
 
 def _tiled_copy(ds: rasterio.io.DatasetReader, inter: Path, blocksize: int, budget: int) -> None:
@@ -355,15 +427,7 @@ def _tiled_copy(ds: rasterio.io.DatasetReader, inter: Path, blocksize: int, budg
             if shape not in buffers:  # reuse: fresh 100s-of-MB arrays cost page faults on every window
                 buffers.clear()
                 buffers[shape] = np.empty(shape, ds.dtypes[0])
-            try:
-                a = ds.read(window=w, out=buffers[shape])
-            except RasterioError as exc:
-                first = gdal_message(exc)
-                fix = ("raise the open-file limit (ulimit -n) or lower GDAL_MAX_DATASET_POOL_SIZE"
-                       if "Too many open files" in first else
-                       "the file is corrupt or truncated: re-download or re-create it")
-                raise InputError(f"{redact(ds.name)}: cannot read rows {w.row_off}-{w.row_off + w.height} "
-                                 f"({redact(first)}); {fix}") from exc
+            a = _read(ds, w, buffers[shape])
             if not seen_data:
                 seen_data = _has_data(a, nodata)
             out.write(a, window=w)
