@@ -37,6 +37,7 @@ import math
 import os
 import struct
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +211,8 @@ def write_levels(ds: rasterio.io.DatasetReader, paths: list[Path], profile: dict
         from geohpc.products.cog.build import _copy_metadata
 
         _copy_metadata(ds, outs[0])
+        # entered after the datasets, so on an error it waits for the level thread before they are closed
+        pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="cog-levels"))
         rows = k * blocksize
         steps = [(g, r) for g in groups for r in range(0, ds.height, rows)]
         buf = np.empty(0, ds.dtypes[0])
@@ -227,9 +230,12 @@ def write_levels(ds: rasterio.io.DatasetReader, paths: list[Path], profile: dict
             if not seen:
                 seen = has_data(a)
             w = Window(0, r, ds.width, h)
+            # the overviews of this window are reduced and written (their own datasets) on a second thread while
+            # level 0 is written: both release the GIL (numpy arithmetic, GDAL I/O and compression)
+            pending = pool.submit(levels.push, a, r + h >= ds.height) if levels is not None else None
             outs[0].write(a, indexes=g, window=w)
-            if levels is not None:
-                levels.push(a, last=r + h >= ds.height)
+            if pending is not None:
+                pending.result()
     return seen
 
 
