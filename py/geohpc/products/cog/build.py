@@ -345,7 +345,7 @@ def _fast_cog(ds: rasterio.io.DatasetReader, dst: Path, blocksize: int, opts: di
         t0 = time.monotonic()
         with gdal_env(budget // fast.CACHE_SHARE, n_threads, **env):
             seen = fast.write_levels(ds, levels, prof, blocksize, budget, lambda w, out, idx: _read(ds, w, out, idx),
-                                     lambda a: _has_data(a, ds.nodata))
+                                     lambda a: _has_data(a, ds.nodata), _copy_metadata)
         if not seen:
             raise InputError(f"{redact(ds.name)}: every pixel is nodata ({ds.nodata}); nothing to publish, check the producing step")
         with warnings.catch_warnings():

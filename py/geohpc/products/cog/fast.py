@@ -185,7 +185,7 @@ class _Level:
 
 
 def write_levels(ds: rasterio.io.DatasetReader, paths: list[Path], profile: dict[str, Any], blocksize: int,
-                 budget: int, read: Any, has_data: Any) -> bool:
+                 budget: int, read: Any, has_data: Any, copy_metadata: Any = None) -> bool:
     """Write level 0 (the pixels) and every overview level into ``paths``; True when some pixel is not nodata.
 
     ``profile`` holds the creation options of level 0 (georeferencing included); ``read(window, out, indexes)``
@@ -208,9 +208,8 @@ def write_levels(ds: rasterio.io.DatasetReader, paths: list[Path], profile: dict
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 outs.append(stack.enter_context(rasterio.open(p, "w", **prof)))
-        from geohpc.products.cog.build import _copy_metadata
-
-        _copy_metadata(ds, outs[0])
+        if copy_metadata is not None:  # tags, descriptions, scales, colours of the source (build._copy_metadata)
+            copy_metadata(ds, outs[0])
         # entered after the datasets, so on an error it waits for the level thread before they are closed
         pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="cog-levels"))
         rows = k * blocksize
