@@ -48,6 +48,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from geohpc.errors import GeohpcError, InputError
+from geohpc.products.cog.overviews import Level
 from geohpc.progress import progress
 from geohpc.tiff import read_raw_tags
 
@@ -92,98 +93,6 @@ def refusal(ds: rasterio.io.DatasetReader, resampling: Resampling, budget: int, 
     return None
 
 
-def _replacement(nodata: float, dtype: np.dtype) -> float:
-    """GDAL's value for a valid average that lands on nodata: the next value up (down at the top of the range)."""
-    if dtype.kind == "f":
-        top = np.finfo(dtype).max
-        return float(np.nextafter(dtype.type(nodata), dtype.type(-np.inf if nodata == top else np.inf)))
-    return nodata - 1 if nodata == np.iinfo(dtype).max else nodata + 1
-
-
-def reduce2(x: np.ndarray, nodata: float | None) -> np.ndarray:
-    """One band's 2x2 ``average`` overview of ``x`` (rows, cols): ``ceil`` sizes, as GDAL's (see the module doc)."""
-    h, w = x.shape
-    dt = x.dtype
-    nan_nodata = nodata is not None and isinstance(nodata, float) and math.isnan(nodata)
-    if nodata is None and h % 2 == 0 and w % 2 == 0:  # the common case: no masks
-        if dt.kind == "f":
-            acc = x.astype(np.float64) if dt.itemsize > 4 else x
-            s = acc[0::2, 0::2] + acc[1::2, 0::2] + acc[0::2, 1::2] + acc[1::2, 1::2]
-            s *= 0.25
-            return s.astype(dt, copy=False)
-        wide = np.int64 if dt.itemsize >= 4 else np.int32
-        s = x[0::2, 0::2].astype(wide) + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2]
-        q = (np.abs(s) + 2) // 4
-        return np.where(s < 0, -q, q).astype(dt) if dt.kind == "i" else q.astype(dt)
-    oh, ow = -(-h // 2), -(-w // 2)
-    xf = np.zeros((2 * oh, 2 * ow), np.float64)
-    valid = np.zeros((2 * oh, 2 * ow), bool)
-    xf[:h, :w] = x
-    if nan_nodata:
-        valid[:h, :w] = ~np.isnan(x)
-    elif nodata is not None:
-        valid[:h, :w] = x != nodata
-    else:
-        valid[:h, :w] = True
-    xf[~valid] = 0.0
-    s = xf.reshape(oh, 2, ow, 2).sum(axis=(1, 3))
-    c = valid.reshape(oh, 2, ow, 2).sum(axis=(1, 3))
-    q = s / np.maximum(c, 1)
-    if dt.kind != "f":
-        q = np.trunc(q + np.copysign(0.5, q))
-    out = q.astype(dt)
-    if nodata is not None:
-        if not nan_nodata:
-            out[(c > 0) & (out == dt.type(nodata))] = _replacement(nodata, dt)
-        out[c == 0] = nodata
-    return out
-
-
-class _Level:
-    """One overview level of one band group: reduces the rows pushed from the level above, writes whole tile rows."""
-
-    def __init__(self, ds: rasterio.io.DatasetWriter, group: list[int], blocksize: int, nodata: float | None,
-                 nxt: _Level | None) -> None:
-        self.ds, self.group, self.bs, self.nodata, self.nxt = ds, group, blocksize, nodata, nxt
-        self.buf = np.empty((len(group), min(blocksize, ds.height), ds.width), ds.dtypes[0])
-        self.fill = self.row = 0
-        self.carry: np.ndarray | None = None
-
-    def push(self, rows: np.ndarray, last: bool) -> None:
-        if self.carry is not None:
-            rows = np.concatenate([self.carry, rows], axis=1)
-            self.carry = None
-        n = rows.shape[1]
-        if not last and n % 2:
-            self.carry, rows = rows[:, -1:].copy(), rows[:, :-1]
-        if rows.shape[1]:
-            out = np.stack([reduce2(rows[i], self.nodata) for i in range(rows.shape[0])])
-            self._append(out)
-            if self.nxt is not None:
-                self.nxt.push(out, last)
-        elif last and self.nxt is not None:
-            self.nxt.push(np.empty((rows.shape[0], 0, self.ds.width), rows.dtype), last)
-        if last:
-            self._flush()
-
-    def _append(self, out: np.ndarray) -> None:
-        i = 0
-        while i < out.shape[1]:
-            take = min(self.buf.shape[1] - self.fill, out.shape[1] - i)
-            self.buf[:, self.fill:self.fill + take] = out[:, i:i + take]
-            self.fill += take
-            i += take
-            if self.fill == self.buf.shape[1]:
-                self._flush()
-
-    def _flush(self) -> None:
-        if self.fill:
-            self.ds.write(self.buf[:, :self.fill], indexes=self.group, window=Window(0, self.row, self.ds.width, self.fill))
-            self.row += self.fill
-            self.fill = 0
-            self.buf = self.buf[:, :min(self.bs, self.ds.height - self.row)] if self.row < self.ds.height else self.buf
-
-
 def write_levels(ds: rasterio.io.DatasetReader, paths: list[Path], profile: dict[str, Any], blocksize: int,
                  budget: int, read: Any, has_data: Any, copy_metadata: Any = None) -> bool:
     """Write level 0 (the pixels) and every overview level into ``paths``; True when some pixel is not nodata.
@@ -215,12 +124,12 @@ def write_levels(ds: rasterio.io.DatasetReader, paths: list[Path], profile: dict
         rows = k * blocksize
         steps = [(g, r) for g in groups for r in range(0, ds.height, rows)]
         buf = np.empty(0, ds.dtypes[0])
-        levels: _Level | None = None
+        levels: Level | None = None
         for g, r in progress(steps, total=len(steps), desc="cog read + level files"):
             if r == 0:
                 levels = None
                 for out in reversed(outs[1:]):
-                    levels = _Level(out, g, blocksize, nodata, levels)
+                    levels = Level(out, g, blocksize, nodata, levels)
             h = min(rows, ds.height - r)
             if buf.shape != (len(g), h, ds.width):  # reused: fresh 100s-of-MB arrays page-fault on every window
                 buf = np.empty(0, ds.dtypes[0])
