@@ -132,6 +132,19 @@ def _procs_with(marker: bytes) -> list[int]:
     return out
 
 
+def _proc_file(pid: int, name: str) -> bytes:
+    """A /proc file of a process that may exit while we look: empty once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/{name}").read_bytes()
+    except OSError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    stat = _proc_file(pid, "stat")
+    return bool(stat) and stat.split(b") ")[1][:1] != b"Z"
+
+
 def test_a_terminated_pack_takes_its_items_with_it(tmp_path: Path) -> None:
     items = tmp_path / "items.txt"
     items.write_text("sleep60-a\nsleep60-b\n")
@@ -150,12 +163,11 @@ def test_a_terminated_pack_takes_its_items_with_it(tmp_path: Path) -> None:
         envs = [e for r in new for e in (r / "packs").glob("*.env")]
         if envs:
             key = envs[0].stem.encode()
-            runner = [p for p in _procs_with(b"GEOHPC_PACKS=") if b"pack-run" in Path(f"/proc/{p}/cmdline").read_bytes()
-                      and str(envs[0].parent).encode() in Path(f"/proc/{p}/cmdline").read_bytes()]
+            runner = [p for p in _procs_with(b"GEOHPC_PACKS=") if b"pack-run" in _proc_file(p, "cmdline")
+                      and str(envs[0].parent).encode() in _proc_file(p, "cmdline")]
             items_up = [p for p in _procs_with(b"GEOHPC_PACK_TASK=" + key) if p not in runner]
     assert runner and items_up, "the pack runner and its items did not start"
     os.kill(runner[0], signal.SIGTERM)  # what scancel or the task's time limit sends first
     proc.wait(timeout=60)
     time.sleep(0.5)
-    assert not [p for p in items_up if Path(f"/proc/{p}").exists() and b"Z" not in
-                Path(f"/proc/{p}/stat").read_bytes().split(b") ")[1][:1]]
+    assert not [p for p in items_up if _alive(p)]
