@@ -8,12 +8,16 @@ cog write them, as COGs with overviews) and on the same data, times, locally and
   2. preview: bands 1-3 of the whole map at 1/8 resolution (what the viewer / a quicklook reads);
   3. classify: all bands of one 512x512 window (what classify reads per window).
 Remote runs also count requests and bytes the server sent; the header column is the bytes of the tile
-offset and byte-count tables (what a remote reader fetches before any pixel). Writes bench/RESULTS-layout.md.
+offset and byte-count tables (what a remote reader fetches before any pixel). ``--remote s3`` reads the same
+files through ``/vsis3/`` from an S3 server (moto, in this process, on loopback) instead: signed requests,
+no HEAD, the key listing GDAL does unless told not to. Writes bench/RESULTS-layout.md (``--section TITLE``:
+as a section of its own, replacing the one of that title, leaving the main table).
 
 Each file is built by the project's own ``make_cog`` (tiled copy, overviews, GTiff copy with COPY_SRC_OVERVIEWS and
 an explicit interleave) and its interleave / tile / codec / predictor are asserted before it is timed.
 
-Usage: python bench/bench_layout.py [--size 1024 2048] [--points 500] [--repeat 3] [--keep]
+Usage: python bench/bench_layout.py [--size 1024 2048] [--points 500] [--repeat 3] [--keep] [--remote http|s3]
+                                    [--latency S] [--section TITLE]
 """
 
 from __future__ import annotations
@@ -66,6 +70,74 @@ class CountingHandler(RangeHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+BUCKET = "layout"
+
+
+def s3_server(latency: list[float]) -> tuple[object, str]:
+    """moto's S3 app on loopback in this process, behind a WSGI layer that counts GETs and body bytes.
+
+    Returns the server (``shutdown()`` it) and its ``host:port``. Requests wait ``latency[0]`` s like
+    :class:`CountingHandler`'s.
+    """
+    import logging
+
+    from moto.server import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+
+    app = DomainDispatcherApplication(create_backend_app)
+
+    def counting(environ: dict, start_response: object) -> object:
+        if latency[0]:
+            time.sleep(latency[0])
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> object:
+            if environ["REQUEST_METHOD"] == "GET":
+                SENT["requests"] += 1
+                SENT["bytes"] += int(dict((k.lower(), v) for k, v in headers).get("content-length", 0))
+            return start_response(status, headers, exc_info)  # type: ignore[operator]
+
+        return app(environ, start)
+
+    srv = make_server("127.0.0.1", 0, counting, threaded=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, f"127.0.0.1:{srv.server_port}"
+
+
+def clear_network_cache() -> None:
+    """Empty GDAL's /vsicurl/ + /vsis3/ cache (``VSICurlClearCache`` of the libgdal rasterio has loaded)."""
+    import ctypes
+
+    import rasterio  # noqa: F401  (loads libgdal)
+
+    libs = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if "libgdal" in line}
+    if not libs:
+        raise SystemExit("bench_layout: error: libgdal not found in /proc/self/maps; cannot empty GDAL's network cache")
+    ctypes.CDLL(sorted(libs)[0]).VSICurlClearCache()
+
+
+def s3_env(endpoint: str) -> dict[str, str]:
+    """What GDAL's /vsis3/ needs for the loopback server (path-style, plain HTTP, dummy keys): for os.environ."""
+    return {"AWS_S3_ENDPOINT": endpoint, "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE",
+            "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1"}
+
+
+def s3_upload(endpoint: str, files: list[Path]) -> None:
+    """Put ``files`` into the bench bucket (not counted: only reads are)."""
+    import boto3
+
+    n0, b0 = SENT["requests"], SENT["bytes"]
+    env = s3_env(endpoint)
+    s3 = boto3.client("s3", endpoint_url=f"http://{endpoint}", aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_REGION"])
+    if BUCKET not in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
+        s3.create_bucket(Bucket=BUCKET)
+    for p in files:
+        s3.upload_file(str(p), BUCKET, p.name)
+    SENT["requests"], SENT["bytes"] = n0, b0
 
 
 def build(out: Path, size: int, bands: int) -> dict[tuple[str, int, str], Path]:
@@ -152,6 +224,8 @@ def uses(path: str, size: int, pts: Points) -> dict[str, tuple[float, float, int
         with env:
             RUN[0] += 1
             url = f"{path}?run={RUN[0]}" if path.startswith("/vsicurl/") else path
+            if path.startswith("/vsis3/"):  # a key takes no query string: empty GDAL's network cache instead
+                clear_network_cache()
             n0, b0 = SENT["requests"], SENT["bytes"]
             t0, c0 = time.perf_counter(), time.process_time()
             with rasterio.open(url) as ds:
@@ -169,6 +243,8 @@ def bench_size(args: argparse.Namespace, size: int, base: str) -> list[dict]:
     """Build (or reuse) the layouts at ``size`` and time every use locally and remotely."""
     files = build(args.out_dir, size, args.bands)
     pts = points(args.points, size)
+    if base.startswith("/vsis3/"):
+        s3_upload(args.s3_endpoint, list(files.values()))
     rows = []
     for key, p in files.items():
         local = best([uses(str(p), size, pts) for _ in range(args.repeat)])
@@ -200,6 +276,19 @@ def table(rows: list[dict]) -> list[str]:
     return out
 
 
+def merge_results(old: str, text: str, section: str) -> str:
+    """The results file with ``text`` in: as the head (sections after it kept), or as ``## section`` in place."""
+    parts = ("\n" + old).split("\n## ")
+    head, sections = parts[0].lstrip("\n"), ["## " + x for x in parts[1:]]
+    if not section:
+        return text + "".join("\n" + x for x in sections)
+    title = f"## {section}\n"
+    new = [text.rstrip("\n") + "\n" if x.startswith(title) else x for x in sections]
+    if not any(x.startswith(title) for x in sections):
+        new.insert(0, text)
+    return head + "".join("\n" + x.rstrip("\n") + "\n" for x in new)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, nargs="+", default=[1024, 2048])
@@ -210,22 +299,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, default=REPO / "bench" / "RESULTS-layout.md")
     ap.add_argument("--latency", type=float, default=0.0, help="seconds the server waits before each answer (a simulated RTT)")
     ap.add_argument("--keep", action="store_true", help="keep the inputs (default: delete them after each size)")
+    ap.add_argument("--remote", choices=("http", "s3"), default="http",
+                    help="http: /vsicurl/ to the range server; s3: /vsis3/ to an in-process moto S3 server")
+    ap.add_argument("--section", default="", help="write the run as '## SECTION' of the results file (main table kept)")
     args = ap.parse_args(argv)
     import rasterio
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
     LATENCY[0] = args.latency
-    server = RangeServer(("127.0.0.1", 0), functools.partial(CountingHandler, directory=str(args.out_dir)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"/vsicurl/http://127.0.0.1:{server.server_address[1]}"
+    env: dict[str, str] = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif"}
+    if args.remote == "s3":
+        server, args.s3_endpoint = s3_server(LATENCY)
+        os.environ.update(s3_env(args.s3_endpoint))  # rasterio.Env refuses AWS options (as embed.download does)
+        base = f"/vsis3/{BUCKET}"
+    else:
+        server = RangeServer(("127.0.0.1", 0), functools.partial(CountingHandler, directory=str(args.out_dir)))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        base = f"/vsicurl/http://127.0.0.1:{server.server_address[1]}"
     load0, t0 = os.getloadavg(), time.perf_counter()
     rows = []
-    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", CPL_VSIL_CURL_ALLOWED_EXTENSIONS=".tif"):
+    with rasterio.Env(**env):
         for size in args.size:
             rows += bench_size(args, size, base)
-    server.shutdown()
-    server.server_close()
+    server.shutdown()  # type: ignore[attr-defined]
+    remote = ("`/vsis3/` to an S3 server (moto, in the bench process, path-style, plain HTTP, GDAL_DISABLE_READDIR_ON_OPEN="
+              "EMPTY_DIR, GDAL's network cache emptied before each use)" if args.remote == "s3" else
+              "`/vsicurl/` to the project's range server (`geohpc.products.tiles.serve`)")
     lines = [
+        f"## {args.section}" if args.section else
         "# Benchmark: the COG layout of 128-band int8 embeddings, by the three ways the file is used",
         "",
         f"- Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {time.perf_counter() - t0:.0f} s; {os.cpu_count()} cores shared "
@@ -235,21 +336,21 @@ def main(argv: list[str] | None = None) -> int:
         f"- Data: {' and '.join(f'{s}x{s}' for s in args.size)} x {args.bands} int8 (smooth fields + noise, embedding-like), "
         "each layout built by `make_cog` (predictor 2, average overviews, ZSTD level 1) and its interleave, tile, codec "
         "and predictor asserted. Times are the best of "
-        f"{args.repeat} (CPU time of that run in brackets); remote = `/vsicurl/` to the project's range server "
-        "(`geohpc.products.tiles.serve`) on loopback: no network latency, so the request count is what latency would "
+        f"{args.repeat} (CPU time of that run in brackets); remote = " + remote + " on loopback: no network latency, so the request count is what latency would "
         "cost (x RTT / parallelism); req / MB = requests and body bytes the server sent for that use. Header KB = tile "
         f"offset + byte-count tables of all directories. sample = `read_cells` of {args.points} random points; preview = "
         "bands 1-3 of the whole map at 1/8; classify = all bands of one 512x512 window. "
         f"Command: `python bench/bench_layout.py --size {' '.join(map(str, args.size))} --points {args.points} "
-        f"--repeat {args.repeat}" + (f" --latency {args.latency}" if args.latency else "") + "`."
+        f"--repeat {args.repeat}" + (f" --latency {args.latency}" if args.latency else "")
+        + (f" --remote {args.remote}" if args.remote != "http" else "")
+        + (f" --section '{args.section}'" if args.section else "") + "`."
         + (f" The server waits {args.latency * 1e3:.0f} ms before each answer (a simulated round trip)." if args.latency else ""),
         "",
         *table(rows),
     ]
     text = "\n".join(lines) + "\n"
-    marker = "\n## "  # the sections after the table (decision, other runs) are kept
     old = args.results.read_text() if args.results.exists() else ""
-    args.results.write_text(text + (old[old.index(marker):] if marker in old else ""))
+    args.results.write_text(merge_results(old, text, args.section))
     print(text)
     return 0
 
