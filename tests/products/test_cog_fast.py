@@ -229,3 +229,60 @@ def test_pixel_interleave_asked_of_a_row_too_wide_takes_the_gdal_path(tmp_path: 
         check_cog(src, out, 512)
         with rasterio.open(out) as ds:
             assert ds.profile["interleave"] == want
+
+
+def test_the_next_window_read_ahead_gives_the_same_file(tmp_path: Path) -> None:
+    data = (np.random.default_rng(9).random((6, 700, 300)) * 1000).astype("float32")
+    data[:, 10:40, 20:90] = -9999
+    src = striped(tmp_path / "in.tif", data, nodata=-9999)
+    per_row = 300 * 128 * 4 * 6  # one tile row of all 6 bands
+    budget = 4 * per_row * 4 // 3 + 1  # room for 4 tile rows: 2 windows + overviews, or 3-row windows alone
+    with rasterio.open(src) as ds:
+        groups, k, ahead = fast.read_plan(ds, budget, 128)
+        assert groups == [list(range(1, 7))] and k == 1 and ahead
+        assert fast.band_groups(ds, budget, 128) == (groups, 3)
+        # too little room for two windows of all bands: one at a time, rather than more passes over the source
+        assert fast.read_plan(ds, 2 * per_row * 4 // 3 + 1, 128) == (groups, 1, False)
+    one = make_cog(src, tmp_path / "one.tif", blocksize=128)  # 64M: one window of the whole file, nothing to read ahead
+    with rasterio.open(src) as ds:  # the read-ahead path at this budget (make_cog's smallest is 64M)
+        paths = [tmp_path / f"l{i}.tif" for i in range(4)]
+        prof = dict(ds.profile, driver="GTiff", tiled=True, blockxsize=128, blockysize=128, interleave="BAND",
+                    compress="ZSTD", predictor=3, zstd_level=1, bigtiff="IF_SAFER")
+        prof.pop("photometric", None)
+        calls: list[int] = []
+
+        def read(w: object, out: np.ndarray, idx: list[int]) -> np.ndarray:
+            calls.append(1)
+            return ds.read(idx, window=w, out=out)
+
+        assert fast.write_levels(ds, paths, prof, 128, budget, read, lambda a: True)
+        assert len(calls) == 6  # ceil(700 / 128) windows of one tile row, each read once
+    other = tmp_path / "ahead.tif"
+    fast.assemble(paths, other)
+    assert validate_cog(other, 128) == []
+    for a, b in zip(levels(one), levels(other), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with rasterio.open(one) as x, rasterio.open(other) as y:
+        np.testing.assert_array_equal(x.read(), y.read())
+
+
+def test_a_read_error_ahead_stops_the_pass_with_that_error(tmp_path: Path) -> None:
+    from geohpc.errors import InputError
+
+    src = striped(tmp_path / "in.tif", np.ones((6, 700, 300), "float32"))
+    budget = 4 * 300 * 128 * 4 * 6 * 4 // 3 + 1
+    with rasterio.open(src) as ds:
+        assert fast.read_plan(ds, budget, 128)[2]
+        prof = dict(ds.profile, driver="GTiff", tiled=True, blockxsize=128, blockysize=128, interleave="BAND",
+                    compress="ZSTD", predictor=3, bigtiff="IF_SAFER")
+        calls: list[int] = []
+
+        def read(w: object, out: np.ndarray, idx: list[int]) -> np.ndarray:
+            calls.append(1)
+            if len(calls) == 3:
+                raise InputError(f"{src}: read error at window 3; check the input")
+            return ds.read(idx, window=w, out=out)
+
+        with pytest.raises(InputError, match="window 3"):
+            fast.write_levels(ds, [tmp_path / f"l{i}.tif" for i in range(4)], prof, 128, budget, read, lambda a: True)
+        assert len(calls) == 3  # nothing read after the error

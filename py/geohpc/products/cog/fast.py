@@ -36,6 +36,8 @@ import contextlib
 import math
 import os
 import struct
+import sys
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -62,17 +64,35 @@ GHOST = "LAYOUT=IFDS_BEFORE_DATA\nBLOCK_ORDER=ROW_MAJOR\nKNOWN_INCOMPATIBLE_EDIT
 _SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 16: 8, 17: 8, 18: 8}
 
 
-def band_groups(ds: rasterio.io.DatasetReader, budget: int, blocksize: int) -> tuple[list[list[int]], int] | None:
-    """``(band groups, tile rows per window)`` for the read pass, or None when the budget is too small."""
+def band_groups(ds: rasterio.io.DatasetReader, budget: int, blocksize: int,
+                windows: int = 1) -> tuple[list[list[int]], int] | None:
+    """``(band groups, tile rows per window)`` for the read pass, or None when the budget is too small.
+
+    The budget's share holds ``windows`` window buffers (2: the next window is read while this one is written)
+    plus the overview levels' tile-row buffers (together at most one tile row of the group).
+    """
     per_band = ds.width * blocksize * np.dtype(ds.dtypes[0]).itemsize  # one tile row of one band
     share = budget - budget // CACHE_SHARE
-    nb = min(ds.count, share // (2 * per_band))
+    nb = min(ds.count, share // ((windows + 1) * per_band))
     if nb < 1 or (nb < ds.count and ds.count <= 4):
         return None
-    k = max(1, share // (nb * per_band) - 1) if nb == ds.count else 1
+    k = max(1, (share // (nb * per_band) - 1) // windows) if nb == ds.count else 1
     k = min(k, math.ceil(ds.height / blocksize))
     bands = list(range(1, ds.count + 1))
     return [bands[i:i + nb] for i in range(0, ds.count, nb)], k
+
+
+def read_plan(ds: rasterio.io.DatasetReader, budget: int, blocksize: int) -> tuple[list[list[int]], int, bool] | None:
+    """``(band groups, tile rows per window, prefetch)``: the next window is read on a thread while this one is
+    written when two windows fit in as few read passes as one; else one window at a time (fewer passes over
+    the source win: each pass reads it all again when it is pixel-interleaved)."""
+    one = band_groups(ds, budget, blocksize)
+    if one is None:
+        return None
+    two = band_groups(ds, budget, blocksize, windows=2)
+    if two is not None and len(two[0]) == len(one[0]) and math.ceil(ds.height / (two[1] * blocksize)) > 1:
+        return two[0], two[1], True
+    return one[0], one[1], False
 
 
 def refusal(ds: rasterio.io.DatasetReader, resampling: Resampling, budget: int, blocksize: int,
@@ -100,10 +120,10 @@ def write_levels(ds: rasterio.io.DatasetReader, paths: list[Path], profile: dict
     ``profile`` holds the creation options of level 0 (georeferencing included); ``read(window, out, indexes)``
     reads a window (one-line errors), ``has_data(array)`` says whether it holds a valid pixel.
     """
-    plan = band_groups(ds, budget, blocksize)
+    plan = read_plan(ds, budget, blocksize)
     if plan is None:
         raise GeohpcError(f"{ds.name}: a tile row is too wide for the memory budget")
-    groups, k = plan
+    groups, k, prefetch = plan
     nodata = ds.nodata
     outs: list[rasterio.io.DatasetWriter] = []
     seen = False
@@ -119,31 +139,58 @@ def write_levels(ds: rasterio.io.DatasetReader, paths: list[Path], profile: dict
                 outs.append(stack.enter_context(rasterio.open(p, "w", **prof)))
         if copy_metadata is not None:  # tags, descriptions, scales, colours of the source (build._copy_metadata)
             copy_metadata(ds, outs[0])
-        # entered after the datasets, so on an error it waits for the level thread before they are closed
+        # entered after the datasets, so on an error they wait for their threads before the datasets are closed
         pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="cog-levels"))
+        reader = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="cog-read"))
         rows = k * blocksize
         steps = [(g, r) for g in groups for r in range(0, ds.height, rows)]
-        buf = np.empty(0, ds.dtypes[0])
+        bufs: list[np.ndarray] = [np.empty(0, ds.dtypes[0]), np.empty(0, ds.dtypes[0])]
+
+        def fetch(i: int) -> tuple[np.ndarray, float]:
+            """Read step ``i`` into its buffer (reused: fresh 100s-of-MB arrays page-fault on every window)."""
+            g, r = steps[i]
+            h = min(rows, ds.height - r)
+            j = i % 2 if prefetch else 0
+            if bufs[j].shape != (len(g), h, ds.width):
+                bufs[j] = np.empty(0, ds.dtypes[0])
+                bufs[j] = np.empty((len(g), h, ds.width), ds.dtypes[0])
+            t0 = time.perf_counter()
+            return read(Window(0, r, ds.width, h), bufs[j], g), time.perf_counter() - t0
+
         levels: Level | None = None
-        for g, r in progress(steps, total=len(steps), desc="cog read + level files"):
+        spent = {"read": 0.0, "waiting for the read": 0.0, "level-0 write": 0.0, "waiting for the overviews": 0.0}
+        ahead = reader.submit(fetch, 0) if prefetch else None
+        for i, (g, r) in enumerate(progress(steps, total=len(steps), desc="cog read + level files")):
             if r == 0:
                 levels = None
                 for out in reversed(outs[1:]):
                     levels = Level(out, g, blocksize, nodata, levels)
-            h = min(rows, ds.height - r)
-            if buf.shape != (len(g), h, ds.width):  # reused: fresh 100s-of-MB arrays page-fault on every window
-                buf = np.empty(0, ds.dtypes[0])
-                buf = np.empty((len(g), h, ds.width), ds.dtypes[0])
-            a = read(Window(0, r, ds.width, h), buf, g)
+            t0 = time.perf_counter()
+            if ahead is not None:  # the next window is read while this one is written
+                a, took = ahead.result()
+                ahead = reader.submit(fetch, i + 1) if i + 1 < len(steps) else None
+                spent["waiting for the read"] += time.perf_counter() - t0
+            else:
+                a, took = fetch(i)
+            spent["read"] += took
+            t1 = time.perf_counter()
             if not seen:
                 seen = has_data(a)
-            w = Window(0, r, ds.width, h)
+            h = a.shape[1]
             # the overviews of this window are reduced and written (their own datasets) on a second thread while
             # level 0 is written: both release the GIL (numpy arithmetic, GDAL I/O and compression)
             pending = pool.submit(levels.push, a, r + h >= ds.height) if levels is not None else None
-            outs[0].write(a, indexes=g, window=w)
+            outs[0].write(a, indexes=g, window=Window(0, r, ds.width, h))
+            t2 = time.perf_counter()
             if pending is not None:
                 pending.result()
+            spent["level-0 write"] += t2 - t1
+            spent["waiting for the overviews"] += time.perf_counter() - t2
+    if not prefetch:
+        del spent["waiting for the read"]
+    print(f"[cog] {ds.name}: {len(groups)} band group(s) x {-(-ds.height // rows)} window(s) of {k} tile row(s)"
+          f"{', next window read ahead' if prefetch else ''}: " + ", ".join(f"{n} {v:.1f}s" for n, v in spent.items()),
+          file=sys.stderr, flush=True)
     return seen
 
 
