@@ -3,11 +3,14 @@
 The rules come from the guide: Betzy ``normal`` takes no ``--mem`` and at least 4 nodes, 4-day limit
 (emb-betzy.md, howto-betzy.md); ``preproc`` 1 day; LUMI ``small-g`` 3 days, ``standard-g`` 2 days
 (lumi.md); Saga's ``devel`` QOS 2 hours (feedback-sigma2-nris.md). The values live in the site file.
+A partition the site file does not know but another site's file does is named as that site's (saga.md:
+"``--partition=accel`` (NOT ``gpu``, NOT ``small-g`` -- those are for other clusters)").
 """
 
 from __future__ import annotations
 
 from geohpc.core.partitions import has_partition_data, partition_facts, qos_facts, rule_problems
+from geohpc.core.site import SITES_DIR
 from geohpc.preflight.context import PreflightContext, Result, fail, ok, warn
 
 NAME = "partition_rules"
@@ -32,6 +35,13 @@ def broken_rules(ctx: PreflightContext, where: str, facts: dict[str, str]) -> li
     if facts.get("internet", "").lower() == "no" and ctx.downloads:
         broken.append(f"stage {ctx.stage} downloads, and {where}'s nodes have no internet")
     return broken
+
+
+def other_sites_with(part: str, site: str) -> list[str]:
+    """The other sites (sites/*.env, the local test bed left out) whose file has ``PART_<part>`` facts."""
+    key = f"PART_{part.upper().replace('-', '_')}="
+    return sorted(p.stem for p in SITES_DIR.glob("*.env") if p.stem not in (site, "local")
+                  and any(line.startswith(key) for line in p.read_text().splitlines()))
 
 
 def _partial_node(ctx: PreflightContext, part: str, facts: dict[str, str]) -> str:
@@ -68,6 +78,13 @@ def check(ctx: PreflightContext) -> Result:
                              "line, or ask the whole node (GPUS=<all of them>)")
     unknown = [f"PART_{part.upper().replace('-', '_')}"] if facts is None else []
     unknown += [f"QOS_{qos.upper()}"] if qos and qfacts is None else []
+    others = other_sites_with(part, site) if facts is None else []
+    if others:
+        mine = ctx.site.get("PARTITION_GPU" if ctx.gpu else "PARTITION_CPU", "")
+        return warn(f"partition {part} is {', '.join(others)}'s (sites/{others[0]}.env), not {site}'s: sbatch answers "
+                    "'Invalid partition name specified' (saga.md: partitions differ per cluster)",
+                    f"leave PARTITION_{'GPU' if ctx.gpu else 'CPU'} to sites/{site}.env"
+                    + (f" ({mine})" if mine and mine != part else ""))
     if unknown:
         return warn(f"{' and '.join(unknown)} not in sites/{site}.env: the rules of {part}"
                     f"{' / QOS ' + qos if qos else ''} are unknown", f"add {unknown[0]}=maxtime:...,mem:yes|no,nodes:min-max "

@@ -130,6 +130,20 @@ def test_partition_rules_pass_and_unknown(make_ctx, run_check) -> None:
     assert run_check("partition_rules", make_ctx(stage="cog", resources=res(partition="debug"))).status == "ok"
 
 
+def test_partition_rules_names_another_sites_partition(make_ctx, run_check) -> None:
+    """saga.md: accel, NOT gpu, NOT small-g (those are other clusters'): the site it belongs to is named."""
+    from geohpc.core.site import load_site
+
+    saga = dict(load_site("saga", cli={}, env={}).values)
+    r = run_check("partition_rules", make_ctx(site=saga, gpu=True, stage="cog", resources=res(partition="small-g",
+                                                                                           time_s=60)))
+    assert r.status == "warn" and "lumi's" in r.message and "Invalid partition name" in r.message
+    assert "(accel)" in r.fix
+    r = run_check("partition_rules", make_ctx(site=saga, gpu=True, stage="cog", resources=res(partition="gpu",
+                                                                                           time_s=60)))
+    assert r.status == "warn" and "PART_GPU" in r.message
+
+
 # ------------------------------------------------------------------------------------------ proj_mismatch
 def _proj_db(folder: Path, minor: int) -> Path:
     import sqlite3

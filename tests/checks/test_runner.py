@@ -21,6 +21,7 @@ EXPECTED = {"quota", "purge", "memory", "env_override", "internet", "proj_mismat
             # issue 11: the field guide's pitfalls
             "module_compute", "rocm_binds", "partition_rules", "project_space", "deps_changed", "tmpdir_space",
             "raster_orientation", "billing", "node_availability", "gpu_env", "deploy_excludes", "cache_leftovers", "cog_env",
+            "source_coop",
             "thread_safety"}
 
 
@@ -171,7 +172,7 @@ def test_run_preflight_api_for_submit(tmp_path, monkeypatch) -> None:
     values = read_site_file(path)
     monkeypatch.chdir(tmp_path)
     results = run_preflight(values, "probe", env={"HOME": str(tmp_path)}, params={"N": "3"})
-    assert {r.check for r in results} == EXPECTED - {"training_lints", "cog_env"}
+    assert {r.check for r in results} == EXPECTED - {"training_lints", "cog_env", "source_coop"}
     assert not blocking(results)
     results = run_preflight(values, "probe", env={"HOME": str(tmp_path), "SCRATCH": "/x"}, only=["env_override"])
     assert [r.status for r in results] == ["fail"]
