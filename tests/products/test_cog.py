@@ -12,7 +12,7 @@ import pytest
 import rasterio
 from geohpc.errors import ConfigError
 from geohpc.products.cog import make_cog, overview_factors, validate_cog
-from geohpc.products.cog.build import _windows
+from geohpc.products.cog.gdal_path import windows
 from rio_cogeo.cogeo import cog_validate
 from testutil import REPO, write_raster
 
@@ -144,13 +144,13 @@ def test_windows_cover_the_raster_once_within_budget(tmp_path: Path) -> None:
     src = striped(tmp_path, bands=8, h=300, w=260)
     with rasterio.open(src) as ds:
         budget = 260 * 8 * 4 * 37  # 37 rows of all bands
-        wins = _windows(ds, budget, 64)
+        wins = windows(ds, budget, 64)
         hits = np.zeros((300, 260), int)
         for w in wins:
             assert w.height * w.width * 8 * 4 <= budget
             hits[w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width] += 1
         assert (hits == 1).all() and wins[0].width == 260
-        narrow = _windows(ds, 64 * 8 * 4, 64)  # one row of all bands is over budget: column chunks
+        narrow = windows(ds, 64 * 8 * 4, 64)  # one row of all bands is over budget: column chunks
         assert {w.width for w in narrow} == {64, 260 - 256} and len(narrow) == 300 * 5
 
 

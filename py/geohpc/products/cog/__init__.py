@@ -1,6 +1,6 @@
 """cog: any GeoTIFF -> a validated Cloud Optimized GeoTIFF, fast on striped many-band input.
 
-``make_cog`` builds one (see :mod:`geohpc.cog.build` for the method), ``validate_cog`` lists the
+``make_cog`` builds one (see :mod:`geohpc.products.cog.build` for the method), ``validate_cog`` lists the
 layout problems of an existing file. CLI: ``python -m geohpc cog SRC DST`` or ``--check PATH``.
 """
 

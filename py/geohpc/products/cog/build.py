@@ -4,17 +4,23 @@ Two paths. Why not one ``gdal_translate -of COG``: GDAL's COG driver reads the s
 order; on a striped (one-row strips) pixel-interleaved 128-band file that means decoding each strip once
 per band and per tile, which is what made the field's COG step take 48 minutes.
 
-**Fast path** (:mod:`geohpc.products.cog.fast`, about the cost of reading the source once and compressing it
+**Fast path** (:mod:`geohpc.products.cog.fast` + :mod:`~geohpc.products.cog.overviews`, driven by
+``_fast_cog`` here; about the cost of reading the source once and compressing it
 once): one read pass in full-width windows of whole tile rows writes a compressed tiled level-0 file and,
 from the same windows, numpy ``average`` overviews into one compressed file per level; the COG is then
 assembled from the compressed tiles (no re-encode) behind our own headers, the level-0 file turned into the
 COG in place where the file system can insert a range (ext4, XFS), the tiles copied elsewhere.
 
-**GDAL path** (the fallback, for what the fast path does not do: resampling other than ``average`` -- class
+**GDAL path** (:mod:`geohpc.products.cog.gdal_path`; the fallback, for what the fast path does not do: resampling other than ``average`` -- class
 maps use ``mode`` --, an internal per-dataset mask, complex data, a tile row too wide for the budget):
 the source is read once into an uncompressed tiled band-interleaved intermediate beside the output, GDAL
 builds the overviews on it, and a GTiff copy with ``COPY_SRC_OVERVIEWS=YES`` writes the COG layout,
 compressing tiles on every thread. Memory stays within the budget whatever the size on both paths.
+
+This module holds :func:`make_cog` (argument, output-folder, free-space and up-to-date checks, the choice of
+path, one-line errors), the codec and overview defaults, and the fast path's driver; the helpers both paths
+use (window reads, the nodata test, metadata copy, the final COG check) are in
+:mod:`geohpc.products.cog.common`. Neither ``fast``, ``gdal_path`` nor ``common`` imports this module.
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ import contextlib
 import math
 import os
 import shutil
-import sys
 import time
 import warnings
 from functools import lru_cache
@@ -33,55 +38,33 @@ from typing import Any
 import numpy as np
 import rasterio
 import rasterio.shutil
-from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
-from rasterio.windows import Window
 
 from geohpc.errors import ConfigError, GeohpcError, InputError
 from geohpc.guards import io_error, refuse_overwrite, sweep_temporaries
 from geohpc.products.cog import fast
-from geohpc.products.cog.layout import validate_cog
-from geohpc.progress import progress
-from geohpc.raster_io import (
-    check_georeferenced,
-    check_written,
-    gdal_env,
-    open_raster,
-    verify_raster,
+from geohpc.products.cog.common import (
+    all_nodata,
+    check_cog,
+    copy_metadata,
+    gdal_message,
+    has_data,
+    log,
+    peak_rss_gb,
+    read_window,
+    tiled_profile,
 )
+from geohpc.products.cog.gdal_path import gdal_cog
+from geohpc.products.cog.layout import validate_cog
+from geohpc.raster_io import check_georeferenced, check_written, gdal_env, open_raster, verify_raster
 from geohpc.util import atomic_path, cpu_threads, redact
 
 DEFAULT_MEM_BUDGET = 1 << 30
 DEFAULT_ZSTD_LEVEL = 1  # measured: level 9 triples the write time for ~3% smaller float32 files
 MIN_MEM_BUDGET = 64 << 20
-OVERVIEW_CACHE = 32 << 20  # GDAL block cache while building overviews (measured: 512M 5.0 s / 1.45 GB, 32M 2.6 s / 0.77 GB)
 INTERMEDIATE_OVERHEAD = 1.4  # GDAL path: uncompressed tiled copy + its overviews (1/3) + slack
 FAST_OVERHEAD = 2.1  # fast path: compressed level files + the COG copied from them, each ~1.03x raw (float32 ZSTD-1, measured)
-
-
-def peak_rss_gb() -> float:
-    """This process's peak resident memory so far, in GiB (Linux reports KiB)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def log(msg: str) -> None:
-    """One progress line on stderr."""
-    print(f"[cog] {msg}", file=sys.stderr, flush=True)
-
-
-def gdal_message(exc: BaseException) -> str:
-    """The root GDAL error behind a rasterio exception ("Read failed. See previous exception" hides it)."""
-    msgs = []
-    seen: BaseException | None = exc
-    while seen is not None and len(msgs) < 5:
-        text = str(seen).strip()
-        if text:
-            msgs.append(text.splitlines()[0])
-        seen = seen.__cause__ or seen.__context__
-    useful = [m for m in msgs if "previous exception" not in m]
-    return (useful or msgs or [type(exc).__name__])[-1]
 
 
 @lru_cache(maxsize=1)
@@ -137,50 +120,6 @@ def _resampling(name: str | None, classes: bool) -> Resampling:
     except KeyError:
         valid = ", ".join(r.name for r in Resampling if r.value < 14)
         raise ConfigError(f"unknown overview resampling {name!r}: use one of {valid}") from None
-
-
-def _windows(ds: rasterio.io.DatasetReader, budget: int, blocksize: int) -> list[Window]:
-    """Windows of whole source blocks, each at most ``budget`` bytes for all bands."""
-    isz = np.dtype(ds.dtypes[0]).itemsize
-    block_h = ds.block_shapes[0][0]
-    row_bytes = ds.width * ds.count * isz
-    rows = budget // row_bytes
-    if rows >= 1:
-        cols = ds.width
-        for align in (blocksize, block_h):
-            if rows >= align:
-                rows = rows // align * align
-                break
-    else:  # one row of all bands is over budget: narrower windows (rare, very wide rasters)
-        rows = min(block_h, ds.height)
-        cols = max(blocksize, budget // (rows * ds.count * isz) // blocksize * blocksize)
-    return [Window(c, r, min(cols, ds.width - c), min(rows, ds.height - r))
-            for r in range(0, ds.height, rows) for c in range(0, ds.width, cols)]
-
-
-def _has_data(a: np.ndarray, nodata: float | None) -> bool:
-    valid = ~np.isnan(a) if a.dtype.kind == "f" else np.ones(a.shape, bool)
-    if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
-        valid &= a != nodata
-    return bool(valid.any())
-
-
-def _copy_metadata(src: rasterio.io.DatasetReader, dst: rasterio.io.DatasetWriter) -> None:
-    dst.update_tags(**src.tags())
-    for b in range(1, src.count + 1):
-        if src.descriptions[b - 1]:
-            dst.set_band_description(b, src.descriptions[b - 1])
-        tags = src.tags(b)
-        if tags:
-            dst.update_tags(b, **tags)
-        if src.units[b - 1]:
-            dst.set_band_unit(b, src.units[b - 1])
-        with contextlib.suppress(ValueError):
-            dst.write_colormap(b, src.colormap(b))
-    if any(s != 1.0 for s in src.scales) or any(o != 0.0 for o in src.offsets):
-        dst.scales, dst.offsets = src.scales, src.offsets
-    if any(ci not in (ColorInterp.gray, ColorInterp.undefined) for ci in src.colorinterp):
-        dst.colorinterp = src.colorinterp
 
 
 def _check_output_dir(dst: Path) -> None:
@@ -315,7 +254,7 @@ def make_cog(
             else:
                 _check_space(dst, raw, INTERMEDIATE_OVERHEAD)
                 log(f"{dst}: {why}: the three-pass GDAL path")
-                phases = _gdal_cog(ds, dst, blocksize, opts, mem_budget, n_threads, env, factors, resampling)
+                phases = gdal_cog(ds, dst, blocksize, opts, mem_budget, n_threads, env, factors, resampling)
         except RasterioError as exc:
             first = redact(gdal_message(exc))
             raise GeohpcError(f"{redact(str(src))} -> {dst}: GDAL failed ({first}); check free space and the input") from exc
@@ -325,29 +264,19 @@ def make_cog(
     return dst
 
 
-def _validated(out: Path, dst: Path, blocksize: int) -> None:
-    check_written(out, dst)
-    problems = validate_cog(out, blocksize)
-    if problems:
-        raise GeohpcError(f"{dst}: the written file is not a valid COG ({'; '.join(problems)})")
-
-
 def _fast_cog(ds: rasterio.io.DatasetReader, dst: Path, blocksize: int, opts: dict[str, Any], budget: int,
               n_threads: int, env: dict[str, Any], n_levels: int) -> str:
     """The one-read path (:mod:`geohpc.products.cog.fast`): level files, then the COG assembled from their tiles."""
-    prof = ds.profile.copy()
-    for key in ("blockxsize", "blockysize", "tiled", "compress", "interleave", "photometric", "predictor"):
-        prof.pop(key, None)
-    prof.update(driver="GTiff", **opts)
+    prof = tiled_profile(ds, **opts)
     # names the rerun's sweep (_remove_leftovers) finds: .<name>.<pid>.l<k>.tmp<suffix>
     levels = [dst.parent / f".{dst.name}.{os.getpid()}.l{k}.tmp{dst.suffix}" for k in range(n_levels + 1)]
     try:
         t0 = time.monotonic()
         with gdal_env(budget // fast.CACHE_SHARE, n_threads, **env):
-            seen = fast.write_levels(ds, levels, prof, blocksize, budget, lambda w, out, idx: _read(ds, w, out, idx),
-                                     lambda a: _has_data(a, ds.nodata), _copy_metadata)
+            seen = fast.write_levels(ds, levels, prof, blocksize, budget, lambda w, out, idx: read_window(ds, w, out, idx),
+                                     lambda a: has_data(a, ds.nodata), copy_metadata)
         if not seen:
-            raise InputError(f"{redact(ds.name)}: every pixel is nodata ({ds.nodata}); nothing to publish, check the producing step")
+            raise all_nodata(ds)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)  # the overview level files carry no georeferencing
             for p in levels:
@@ -355,7 +284,7 @@ def _fast_cog(ds: rasterio.io.DatasetReader, dst: Path, blocksize: int, opts: di
         t1, rss1 = time.monotonic(), peak_rss_gb()
         with atomic_path(dst) as out:
             fast.assemble(levels, out)
-            _validated(out, dst, blocksize)
+            check_cog(out, dst, blocksize)
         t2 = time.monotonic()
     finally:
         for p in levels:
@@ -363,75 +292,3 @@ def _fast_cog(ds: rasterio.io.DatasetReader, dst: Path, blocksize: int, opts: di
                 p.unlink()
     return (f"one read + level files {t1 - t0:.1f}s (peak RSS so far {rss1:.2f} GiB), "
             f"tile copy into the COG {t2 - t1:.1f}s ({peak_rss_gb():.2f} GiB)")
-
-
-def _gdal_cog(ds: rasterio.io.DatasetReader, dst: Path, blocksize: int, opts: dict[str, Any], mem_budget: int,
-              n_threads: int, env: dict[str, Any], factors: list[int], resampling: Resampling) -> str:
-    """The three-pass GDAL path: uncompressed tiled copy, GDAL's overviews on it, a COPY_SRC_OVERVIEWS copy."""
-    inter = dst.parent / f".{dst.name}.{os.getpid()}.tmp.tiled.tif"  # a name the rerun's sweep finds
-    try:
-        with gdal_env(mem_budget // 2, n_threads, **env):
-            t0 = time.monotonic()
-            _tiled_copy(ds, inter, blocksize, mem_budget // 4)
-            check_written(inter, dst)
-            t1, rss1 = time.monotonic(), peak_rss_gb()
-            if factors:
-                # GDAL's multi-band overview builder holds a full-width chunk of every band outside its block
-                # cache (width x bands x 512 rows); a small cache here keeps the sum inside the budget, and is faster
-                with rasterio.Env(GDAL_CACHEMAX=OVERVIEW_CACHE), rasterio.open(inter, "r+") as tmp:
-                    tmp.build_overviews(factors, resampling)
-                check_written(inter, dst)
-            t2, rss2 = time.monotonic(), peak_rss_gb()
-            with atomic_path(dst) as out:
-                rasterio.shutil.copy(inter, out, driver="GTiff", copy_src_overviews=True, **opts)
-                _validated(out, dst, blocksize)
-            t3 = time.monotonic()
-    finally:
-        for leftover in (inter, Path(f"{inter}.ovr"), Path(f"{inter}.aux.xml")):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
-    return (f"tiled copy {t1 - t0:.1f}s (peak RSS so far {rss1:.2f} GiB), overviews {t2 - t1:.1f}s ({rss2:.2f} GiB), "
-            f"COG write {t3 - t2:.1f}s ({peak_rss_gb():.2f} GiB)")
-
-
-def _read(ds: rasterio.io.DatasetReader, w: Window, out: np.ndarray, indexes: list[int] | None = None) -> np.ndarray:
-    """``ds.read`` of one window into ``out``; a failure is a one-line :class:`InputError` naming the rows."""
-    try:
-        return ds.read(indexes, window=w, out=out)
-    except RasterioError as exc:
-        first = gdal_message(exc)
-        fix = ("raise the open-file limit (ulimit -n) or lower GDAL_MAX_DATASET_POOL_SIZE"
-               if "Too many open files" in first else
-               "the file is corrupt or truncated: re-download or re-create it")
-        raise InputError(f"{redact(ds.name)}: cannot read rows {w.row_off}-{w.row_off + w.height} "
-                         f"({redact(first)}); {fix}") from exc
-
-
-def _tiled_copy(ds: rasterio.io.DatasetReader, inter: Path, blocksize: int, budget: int) -> None:
-    """Copy ``ds`` window by window into an uncompressed tiled band-interleaved GeoTIFF."""
-    prof = ds.profile.copy()
-    for key in ("blockxsize", "blockysize", "tiled", "compress", "interleave", "photometric", "predictor"):
-        prof.pop(key, None)
-    prof.update(driver="GTiff", tiled=True, blockxsize=blocksize, blockysize=blocksize,
-                interleave="band", bigtiff="IF_SAFER", compress=None)
-    nodata = ds.nodata
-    seen_data = False
-    windows = _windows(ds, budget, blocksize)
-    buffers: dict[tuple[int, int, int], np.ndarray] = {}
-    flags = ds.mask_flag_enums[0]
-    own_mask = MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags and MaskFlags.nodata not in flags
-    with rasterio.open(inter, "w", **prof) as out:
-        _copy_metadata(ds, out)
-        for w in progress(windows, total=len(windows), desc="cog tiled copy"):
-            shape = (ds.count, int(w.height), int(w.width))
-            if shape not in buffers:  # reuse: fresh 100s-of-MB arrays cost page faults on every window
-                buffers.clear()
-                buffers[shape] = np.empty(shape, ds.dtypes[0])
-            a = _read(ds, w, buffers[shape])
-            if not seen_data:
-                seen_data = _has_data(a, nodata)
-            out.write(a, window=w)
-            if own_mask:  # an internal transparency mask (not nodata, not alpha) travels along
-                out.write_mask(ds.read_masks(1, window=w), window=w)
-    if not seen_data:
-        raise InputError(f"{redact(ds.name)}: every pixel is nodata ({nodata}); nothing to publish, check the producing step")

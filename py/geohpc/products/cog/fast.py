@@ -25,7 +25,7 @@
 
 Memory (``budget`` = COG_MEM / ``--mem``): 1/4 GDAL's block cache (:data:`CACHE_SHARE`), 3/4 for the window
 plus the overview tile-row buffers (together at most ~2 tile rows of the band group) and per-band temporaries.
-Not covered here (the GDAL path in :mod:`geohpc.products.cog.build` does them): resampling other than
+Not covered here (the GDAL path in :mod:`geohpc.products.cog.gdal_path` does them): resampling other than
 ``average`` (class maps use ``mode``), an internal per-dataset mask, complex data, and a pixel-interleaved
 output (<= 4 bands) or a single band whose tile row x2 exceeds the budget.
 """
@@ -137,7 +137,7 @@ def write_levels(ds: rasterio.io.DatasetReader, paths: list[Path], profile: dict
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 outs.append(stack.enter_context(rasterio.open(p, "w", **prof)))
-        if copy_metadata is not None:  # tags, descriptions, scales, colours of the source (build._copy_metadata)
+        if copy_metadata is not None:  # tags, descriptions, scales, colours of the source (common.copy_metadata)
             copy_metadata(ds, outs[0])
         # entered after the datasets, so on an error they wait for their threads before the datasets are closed
         pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="cog-levels"))
