@@ -214,7 +214,7 @@ def test_a_step_whose_planning_fails_ends_failed_with_the_reason_and_blocks_the_
 
 
 def test_packed_waves_are_sized_in_array_tasks_of_pack_items(tmp_path: Path) -> None:
-    from geohpc.ops.pipeline_step import tasks_of, waves
+    from geohpc.ops.pipeline_waves import tasks_of, waves
 
     # MAX_JOBS=4: make run sends 3 tasks, each planner 2; PACK=2 -> 14 items are 7 tasks: 3 + 2 + 2
     assert waves(14, 3, 4, 2) == 3 and waves(14, 3, 4) == 1 + -(-11 // 2)

@@ -29,7 +29,8 @@ from geohpc.core.piperun import ENDED, SCHEMA, PipelineRun, now, pipeline_runs
 from geohpc.core.runs import new_run, runs_root
 from geohpc.core.site import REPO, load_site, parse_makeflags
 from geohpc.errors import ConfigError, GeohpcError, run_cli
-from geohpc.ops.pipeline_step import advance, wave_size, waves, write_report
+from geohpc.ops.pipeline_step import advance, write_report
+from geohpc.ops.pipeline_waves import wave_size, waves
 from geohpc.ops.submit import executor_for, plan_submission
 from geohpc.util import redact, work_path, write_json_atomic, write_text_atomic
 
