@@ -7,6 +7,8 @@ from pathlib import Path
 
 from geohpc.core.stages import Stage, StageContext
 from geohpc.errors import ConfigError, InputError
+from geohpc.sure2.batch import valid_output
+from geohpc.sure2.fields import parse_shard, shard_name
 
 
 def field_ids(ctx: StageContext) -> list[str]:
@@ -20,13 +22,17 @@ def field_ids(ctx: StageContext) -> list[str]:
 
 
 def shard_manifest(ctx: StageContext) -> list[str]:
-    """``shard_IIII_of_NNNN`` items, at most one a field."""
+    """``shard_IIII_of_NNNN`` items (:func:`geohpc.sure2.fields.shard_name`), at most one a field.
+
+    Shared by the Sure2 field stages (planting, emergence, drought, assess) with :func:`shard_output` and
+    :func:`shard_done`.
+    """
     n = len(field_ids(ctx))
     shards = ctx.param("SHARDS")
     if not shards.isdigit() or int(shards) < 1:
         raise ConfigError(f"SHARDS={shards!r}: give a positive number of array tasks")
     k = min(int(shards), n)
-    return [f"shard_{i:04d}_of_{k:04d}" for i in range(k)]
+    return [shard_name(i, k) for i in range(k)]
 
 
 def shard_output(item: str, ctx: StageContext) -> Path:
@@ -34,15 +40,9 @@ def shard_output(item: str, ctx: StageContext) -> Path:
 
 
 def shard_done(item: str, ctx: StageContext) -> bool:
-    """Done when every field of the shard has a valid JSON output."""
-    i, n = (int(x) for x in item.removeprefix("shard_").split("_of_"))
-    for fid in field_ids(ctx)[i::n]:
-        try:
-            if json.loads((ctx.out_dir / f"{fid}.json").read_text()).get("field_id") != fid:
-                return False
-        except (OSError, ValueError, AttributeError):
-            return False
-    return True
+    """Done when every field of the shard has a valid JSON output (the rule the task's own skip uses)."""
+    i, n = parse_shard(item)
+    return all(valid_output(ctx.out_dir / f"{fid}.json", fid) for fid in field_ids(ctx)[i::n])
 
 
 def _manifest(ctx: StageContext) -> list[str]:
