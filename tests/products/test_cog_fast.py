@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from geohpc.products.cog import assemble as assembly
 from geohpc.products.cog import fast, make_cog, validate_cog
 from geohpc.tiff import read_raw_tags
 from rasterio.enums import Resampling
@@ -126,7 +127,7 @@ def test_band_groups_give_the_same_file_as_one_pass(tmp_path: Path) -> None:
         prof.update(blockysize=128)
         fast.write_levels(ds, levels_, prof, 128, 3 * 260 * 128 * 4 * 2 * 4 // 3 + 1,
                           lambda w, out, idx: ds.read(idx, window=w, out=out), lambda a: True)
-    fast.assemble(levels_, tmp_path / "grouped.tif")
+    assembly.assemble(levels_, tmp_path / "grouped.tif")
     assert validate_cog(tmp_path / "grouped.tif", 128) == []
     for a, b in zip(levels(one), levels(tmp_path / "grouped.tif"), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -138,8 +139,8 @@ def test_band_groups_give_the_same_file_as_one_pass(tmp_path: Path) -> None:
 def test_bigtiff_layout_when_forced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_place: bool) -> None:
     data = (np.random.default_rng(6).random((7, 200, 330)) * 1000).astype("float32")
     src = striped(tmp_path / "in.tif", data, nodata=-1.0)
-    monkeypatch.setattr(fast, "BIGTIFF_LIMIT", 0)
-    monkeypatch.setattr(fast, "IN_PLACE", in_place)
+    monkeypatch.setattr(assembly, "BIGTIFF_LIMIT", 0)
+    monkeypatch.setattr(assembly, "IN_PLACE", in_place)
     out = make_cog(src, tmp_path / "big.tif", blocksize=64)
     big, _, ifds = read_raw_tags(out)
     assert big and len(ifds) == 4
@@ -152,16 +153,16 @@ def test_bigtiff_layout_when_forced(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_level0_in_place_and_copied_give_the_same_cog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_place: bool) -> None:
     data = (np.random.default_rng(10).normal(0, 1, (9, 300, 260)) * 100).astype("int16")
     src = striped(tmp_path / "in.tif", data, nodata=-32768)
-    monkeypatch.setattr(fast, "IN_PLACE", in_place)
+    monkeypatch.setattr(assembly, "IN_PLACE", in_place)
     calls: list[int] = []
-    real = fast._insert_front
-    monkeypatch.setattr(fast, "_insert_front", lambda p, n: calls.append(r := real(p, n)) or r)
+    real = assembly._insert_front
+    monkeypatch.setattr(assembly, "_insert_front", lambda p, n: calls.append(r := real(p, n)) or r)
     out = make_cog(src, tmp_path / "c.tif", blocksize=64)
     check_cog(src, out, 64)
     assert bool(calls) == in_place and (not in_place or calls[0] % 512 == 0)  # whole blocks inserted (ext4/XFS)
     ref = tmp_path / "ref"
     ref.mkdir()
-    monkeypatch.setattr(fast, "IN_PLACE", False)
+    monkeypatch.setattr(assembly, "IN_PLACE", False)
     other = make_cog(src, ref / "c.tif", blocksize=64)
     for a, b in zip(levels(out), levels(other), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -258,7 +259,7 @@ def test_the_next_window_read_ahead_gives_the_same_file(tmp_path: Path) -> None:
         assert fast.write_levels(ds, paths, prof, 128, budget, read, lambda a: True)
         assert len(calls) == 6  # ceil(700 / 128) windows of one tile row, each read once
     other = tmp_path / "ahead.tif"
-    fast.assemble(paths, other)
+    assembly.assemble(paths, other)
     assert validate_cog(other, 128) == []
     for a, b in zip(levels(one), levels(other), strict=True):
         np.testing.assert_array_equal(a, b)

@@ -4,7 +4,8 @@ Two paths. Why not one ``gdal_translate -of COG``: GDAL's COG driver reads the s
 order; on a striped (one-row strips) pixel-interleaved 128-band file that means decoding each strip once
 per band and per tile, which is what made the field's COG step take 48 minutes.
 
-**Fast path** (:mod:`geohpc.products.cog.fast` + :mod:`~geohpc.products.cog.overviews`, driven by
+**Fast path** (:mod:`geohpc.products.cog.fast` + :mod:`~geohpc.products.cog.overviews` +
+:mod:`~geohpc.products.cog.assemble`, driven by
 ``_fast_cog`` here; about the cost of reading the source once and compressing it
 once): one read pass in full-width windows of whole tile rows writes a compressed tiled level-0 file and,
 from the same windows, numpy ``average`` overviews into one compressed file per level; the COG is then
@@ -44,6 +45,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from geohpc.errors import ConfigError, GeohpcError, InputError
 from geohpc.guards import io_error, refuse_overwrite, sweep_temporaries
 from geohpc.products.cog import fast
+from geohpc.products.cog.assemble import assemble
 from geohpc.products.cog.common import (
     all_nodata,
     check_cog,
@@ -283,7 +285,7 @@ def _fast_cog(ds: rasterio.io.DatasetReader, dst: Path, blocksize: int, opts: di
                 check_written(p, dst)
         t1, rss1 = time.monotonic(), peak_rss_gb()
         with atomic_path(dst) as out:
-            fast.assemble(levels, out)
+            assemble(levels, out)
             check_cog(out, dst, blocksize)
         t2 = time.monotonic()
     finally:
