@@ -242,8 +242,10 @@ def test_the_next_window_read_ahead_gives_the_same_file(tmp_path: Path) -> None:
         groups, k, ahead = fast.read_plan(ds, budget, 128)
         assert groups == [list(range(1, 7))] and k == 1 and ahead
         assert fast.band_groups(ds, budget, 128) == (groups, 3)
-        # too little room for two windows of all bands: one at a time, rather than more passes over the source
-        assert fast.read_plan(ds, 2 * per_row * 4 // 3 + 1, 128) == (groups, 1, False)
+        # room for 2 windows of 2 bands: 3 passes reading ahead rather than 2 passes of 3 bands without
+        assert fast.read_plan(ds, 6 * per_row // 6 * 4 // 3 + 1, 128) == ([[1, 2], [3, 4], [5, 6]], 1, True)
+        # no room for two windows of one band: one window at a time
+        assert fast.read_plan(ds, 2 * per_row // 6 * 4 // 3 + 1, 128) == ([[b] for b in range(1, 7)], 1, False)
     one = make_cog(src, tmp_path / "one.tif", blocksize=128)  # 64M: one window of the whole file, nothing to read ahead
     with rasterio.open(src) as ds:  # the read-ahead path at this budget (make_cog's smallest is 64M)
         paths = [tmp_path / f"l{i}.tif" for i in range(4)]

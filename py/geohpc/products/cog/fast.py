@@ -67,13 +67,18 @@ def band_groups(ds: rasterio.io.DatasetReader, budget: int, blocksize: int,
 
 def read_plan(ds: rasterio.io.DatasetReader, budget: int, blocksize: int) -> tuple[list[list[int]], int, bool] | None:
     """``(band groups, tile rows per window, prefetch)``: the next window is read on a thread while this one is
-    written when two windows fit in as few read passes as one; else one window at a time (fewer passes over
-    the source win: each pass reads it all again when it is pixel-interleaved)."""
+    written whenever two windows fit in at most twice the read passes of one.
+
+    Measured at 2896x2896x128 float32, striped pixel-interleaved, COG_MEM=1G: 3 band groups reading ahead
+    33.7 s, 2 groups one window at a time 38.0 s (a pass over a pixel-interleaved source reads all of it, but
+    the overlap wins); COG_MEM=2G, one group, no read-ahead: 34.8 s at twice the RSS.
+    """
     one = band_groups(ds, budget, blocksize)
     if one is None:
         return None
     two = band_groups(ds, budget, blocksize, windows=2)
-    if two is not None and len(two[0]) == len(one[0]) and math.ceil(ds.height / (two[1] * blocksize)) > 1:
+    steps = len(two[0]) * math.ceil(ds.height / (two[1] * blocksize)) if two is not None else 0
+    if two is not None and len(two[0]) <= 2 * len(one[0]) and steps > 1:
         return two[0], two[1], True
     return one[0], one[1], False
 
