@@ -17,7 +17,8 @@
    re-encode): see that module.
 
 Memory (``budget`` = COG_MEM / ``--mem``): 1/4 GDAL's block cache (:data:`CACHE_SHARE`), 3/4 for the window
-plus the overview tile-row buffers (together at most ~2 tile rows of the band group) and per-band temporaries.
+(two of them when the next is read ahead, :func:`read_plan`) plus the overview tile-row buffers (together at
+most one tile row of the band group) and per-band temporaries.
 Not covered here (the GDAL path in :mod:`geohpc.products.cog.gdal_path` does them): resampling other than
 ``average`` (class maps use ``mode``), an internal per-dataset mask, complex data, and a pixel-interleaved
 output (<= 4 bands) or a single band whose tile row x2 exceeds the budget.
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +41,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from geohpc.errors import GeohpcError
+from geohpc.products.cog.common import log
 from geohpc.products.cog.overviews import Level
 from geohpc.progress import progress
 
@@ -176,7 +177,6 @@ def write_levels(ds: rasterio.io.DatasetReader, paths: list[Path], profile: dict
             spent["waiting for the overviews"] += time.perf_counter() - t2
     if not prefetch:
         del spent["waiting for the read"]
-    print(f"[cog] {ds.name}: {len(groups)} band group(s) x {-(-ds.height // rows)} window(s) of {k} tile row(s)"
-          f"{', next window read ahead' if prefetch else ''}: " + ", ".join(f"{n} {v:.1f}s" for n, v in spent.items()),
-          file=sys.stderr, flush=True)
+    log(f"{ds.name}: {len(groups)} band group(s) x {-(-ds.height // rows)} window(s) of {k} tile row(s)"
+          f"{', next window read ahead' if prefetch else ''}: " + ", ".join(f"{n} {v:.1f}s" for n, v in spent.items()))
     return seen
