@@ -59,6 +59,7 @@ from geohpc.products.cog.common import (
 )
 from geohpc.products.cog.gdal_path import gdal_cog
 from geohpc.products.cog.layout import validate_cog
+from geohpc.products.cog.rawread import raw_reader
 from geohpc.raster_io import check_georeferenced, check_written, gdal_env, open_raster, verify_raster
 from geohpc.util import atomic_path, cpu_threads, redact
 
@@ -275,8 +276,14 @@ def _fast_cog(ds: rasterio.io.DatasetReader, dst: Path, blocksize: int, opts: di
     try:
         t0 = time.monotonic()
         with gdal_env(budget // fast.CACHE_SHARE, n_threads, **env):
-            seen = fast.write_levels(ds, levels, prof, blocksize, budget, lambda w, out, idx: read_window(ds, w, out, idx),
-                                     lambda a: has_data(a, ds.nodata), copy_metadata)
+            # an uncompressed striped source is read straight from its file (band passes cost no full re-read)
+            read = raw_reader(ds)
+            if read is None:
+                read = lambda w, out, idx: read_window(ds, w, out, idx)  # noqa: E731
+            else:
+                log(f"{redact(str(ds.name))}: uncompressed, strips in order: read straight from the file")
+            seen = fast.write_levels(ds, levels, prof, blocksize, budget, read, lambda a: has_data(a, ds.nodata),
+                                     copy_metadata)
         if not seen:
             raise all_nodata(ds)
         with warnings.catch_warnings():
