@@ -13,9 +13,12 @@ interleave) -- the layout GDAL 3.10's COG driver writes, without block leaders/t
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +27,8 @@ from geohpc.tiff import read_raw_tags
 
 IN_PLACE = True  # level 0 becomes the COG through an inserted range where the file system can (tests turn it off)
 FALLOC_FL_INSERT_RANGE = 0x20
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+COPY_CHUNK = 32 << 20  # bytes copied before the source's range is released
 BIGTIFF_LIMIT = 2**32 - 1  # the file size above which the COG is written as BigTIFF (tests lower it)
 GEO_TAGS = {33550, 33922, 34264, 34735, 34736, 34737, 42112}  # scales, tiepoints, matrix, geokeys, GDAL_METADATA
 NEW_SUBFILE, TILE_OFFSETS, TILE_COUNTS = 254, 324, 325
@@ -134,7 +139,7 @@ def assemble(levels: list[Path], out: Path, force_bigtiff: bool = False) -> None
         with open(levels[0], "r+b") as f:
             os.pwrite(f.fileno(), bytes(blob), 0)
             for lvl in reversed(range(1, len(dirs))):
-                with open(levels[lvl], "rb") as src:
+                with open(levels[lvl], "r+b") as src:  # r+: copied ranges are punched out (_release)
                     _copy_tiles(src.fileno(), f.fileno(), dirs[lvl][1], dirs[lvl][2], new_offsets[lvl])
         os.replace(levels[0], out)
         return
@@ -143,7 +148,7 @@ def assemble(levels: list[Path], out: Path, force_bigtiff: bool = False) -> None
         f.flush()
         fd = f.fileno()
         for lvl in reversed(range(len(dirs))):
-            with open(levels[lvl], "rb") as src:
+            with open(levels[lvl], "r+b") as src:  # r+: copied ranges are punched out (_release)
                 _copy_tiles(src.fileno(), fd, dirs[lvl][1], dirs[lvl][2], new_offsets[lvl])
         os.ftruncate(fd, cursor)
 
@@ -155,13 +160,8 @@ def _insert_front(path: Path, need: int) -> int:
     so the level-0 tiles become the COG's last part where they lie. Elsewhere (Lustre, NFS, tmpfs) it fails
     and the tiles are copied instead.
     """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
-    except (OSError, AttributeError):
+    libc = _libc()
+    if libc is None:
         return 0
     with open(path, "r+b") as f:
         blk = os.fstatvfs(f.fileno()).f_bsize or 4096
@@ -169,6 +169,20 @@ def _insert_front(path: Path, need: int) -> int:
         if libc.fallocate(f.fileno(), FALLOC_FL_INSERT_RANGE, 0, size) != 0:
             return 0
     return size
+
+
+@functools.lru_cache(maxsize=1)
+def _libc() -> Any:
+    """libc with ``fallocate`` typed, or None where it cannot be loaded."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def _copy_tiles(src: int, dst: int, offs: np.ndarray, counts: np.ndarray, new: np.ndarray) -> None:
@@ -186,14 +200,31 @@ def _copy_tiles(src: int, dst: int, offs: np.ndarray, counts: np.ndarray, new: n
 
 
 def _copy_range(src: int, dst: int, off_src: int, off_dst: int, size: int) -> None:
+    """Copy ``size`` bytes in chunks, handing each copied chunk of the (temporary) source back to the kernel.
+
+    Punching the copied range out of the level file frees its page-cache pages for the next chunk's copy, so
+    the copy does not take fresh memory: on a VM with free-page reporting a never-touched page costs ~2 s/GB
+    (measured: a first 3 GB write 7.3 s, the same write again 0.7 s).
+    """
     while size > 0:
-        try:
-            done = os.copy_file_range(src, dst, size, off_src, off_dst)
-        except OSError:  # an old kernel or a file system without it: plain reads and writes
-            data = os.pread(src, min(size, 64 << 20), off_src)
-            done = os.pwrite(dst, data, off_dst)
-        if done <= 0:
-            raise InputError(f"a level file ended early at byte {off_src} (the temporary was truncated); rerun")
-        off_src, off_dst, size = off_src + done, off_dst + done, size - done
+        step = min(size, COPY_CHUNK)
+        done = 0
+        while done < step:
+            try:
+                n = os.copy_file_range(src, dst, step - done, off_src + done, off_dst + done)
+            except OSError:  # an old kernel or a file system without it: plain reads and writes
+                data = os.pread(src, min(step - done, 64 << 20), off_src + done)
+                n = os.pwrite(dst, data, off_dst + done)
+            if n <= 0:
+                raise InputError(f"a level file ended early at byte {off_src + done} (the temporary was truncated); rerun")
+            done += n
+        _release(src, off_src, step)
+        off_src, off_dst, size = off_src + step, off_dst + step, size - step
 
 
+def _release(fd: int, offset: int, size: int) -> None:
+    """Drop ``offset:+size`` of a temporary level file (hole punched, or at least its cached pages)."""
+    libc = _libc()
+    if libc is None or libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, size) != 0:
+        with contextlib.suppress(OSError, AttributeError):
+            os.posix_fadvise(fd, offset, size, os.POSIX_FADV_DONTNEED)
