@@ -52,6 +52,7 @@ from geohpc.products.cog.common import (
     copy_metadata,
     gdal_message,
     has_data,
+    kept_heap,
     log,
     peak_rss_gb,
     read_window,
@@ -275,7 +276,7 @@ def _fast_cog(ds: rasterio.io.DatasetReader, dst: Path, blocksize: int, opts: di
     levels = [dst.parent / f".{dst.name}.{os.getpid()}.l{k}.tmp{dst.suffix}" for k in range(n_levels + 1)]
     try:
         t0 = time.monotonic()
-        with gdal_env(budget // fast.CACHE_SHARE, n_threads, **env):
+        with gdal_env(budget // fast.CACHE_SHARE, n_threads, **env), kept_heap():
             # an uncompressed striped source is read straight from its file (band passes cost no full re-read)
             read = raw_reader(ds)
             if read is None:

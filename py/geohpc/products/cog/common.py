@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,31 @@ def check_cog(out: Path, dst: Path, blocksize: int) -> None:
     problems = validate_cog(out, blocksize)
     if problems:
         raise GeohpcError(f"{dst}: the written file is not a valid COG ({'; '.join(problems)})")
+
+
+@contextlib.contextmanager
+def kept_heap() -> Iterator[None]:
+    """Keep freed heap memory in the process while the block: glibc then reuses it instead of page-faulting anew.
+
+    GDAL allocates and frees a cache block (512x512 float32 = 1 MiB) per tile written; glibc hands blocks that
+    size back to the kernel (mmap threshold, heap trim), so every tile costs fresh zeroed pages (measured at
+    2896x2896x128: ~1 s of page clearing in the kernel). Peak memory is unchanged: what is kept is what the
+    block cache already held. glibc's defaults are set back afterwards; no-op without glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        yield
+        return
+    mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest: blocks come from the heap
+    mallopt(M_TRIM_THRESHOLD, 1 << 30)  # and stay there
+    try:
+        yield
+    finally:
+        mallopt(M_TRIM_THRESHOLD, 128 << 10)  # glibc's defaults
+        mallopt(M_MMAP_THRESHOLD, 128 << 10)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -41,10 +42,12 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from geohpc.errors import GeohpcError
+from geohpc.products.cog.assemble import start_write_out
 from geohpc.products.cog.common import log
 from geohpc.products.cog.overviews import Level
 from geohpc.progress import progress
 
+WRITE_OUT = True  # start level 0's write-out during the pass (assemble.start_write_out)
 CACHE_SHARE = 4  # GDAL's block cache gets budget // CACHE_SHARE, windows and level buffers the rest
 
 
@@ -133,19 +136,24 @@ def write_levels(ds: rasterio.io.DatasetReader, paths: list[Path], profile: dict
         reader = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="cog-read"))
         rows = k * blocksize
         steps = [(g, r) for g in groups for r in range(0, ds.height, rows)]
-        bufs: list[np.ndarray] = [np.empty(0, ds.dtypes[0]), np.empty(0, ds.dtypes[0])]
+        # one flat buffer per window in flight, sized for the largest step; each step reads into a contiguous
+        # prefix of it (fresh 100s-of-MB arrays page-fault on every window, and a group or the last window
+        # of a different shape would otherwise mean a new array)
+        size = max(len(g) for g in groups) * min(rows, ds.height) * ds.width
+        bufs = [np.empty(size, ds.dtypes[0]) for _ in range(2 if prefetch else 1)]
 
         def fetch(i: int) -> tuple[np.ndarray, float]:
-            """Read step ``i`` into its buffer (reused: fresh 100s-of-MB arrays page-fault on every window)."""
+            """Read step ``i`` into its buffer."""
             g, r = steps[i]
             h = min(rows, ds.height - r)
-            j = i % 2 if prefetch else 0
-            if bufs[j].shape != (len(g), h, ds.width):
-                bufs[j] = np.empty(0, ds.dtypes[0])
-                bufs[j] = np.empty((len(g), h, ds.width), ds.dtypes[0])
+            buf = bufs[i % len(bufs)][:len(g) * h * ds.width].reshape(len(g), h, ds.width)
             t0 = time.perf_counter()
-            return read(Window(0, r, ds.width, h), bufs[j], g), time.perf_counter() - t0
+            return read(Window(0, r, ds.width, h), buf, g), time.perf_counter() - t0
 
+        # level 0's pages go to disk while the pass runs (the assembly's insert waits for any left dirty)
+        write_out = os.open(paths[0], os.O_RDONLY) if WRITE_OUT else None
+        if write_out is not None:
+            stack.callback(os.close, write_out)
         levels: Level | None = None
         spent = {"read": 0.0, "waiting for the read": 0.0, "level-0 write": 0.0, "waiting for the overviews": 0.0}
         ahead = reader.submit(fetch, 0) if prefetch else None
@@ -170,6 +178,8 @@ def write_levels(ds: rasterio.io.DatasetReader, paths: list[Path], profile: dict
             # level 0 is written: both release the GIL (numpy arithmetic, GDAL I/O and compression)
             pending = pool.submit(levels.push, a, r + h >= ds.height) if levels is not None else None
             outs[0].write(a, indexes=g, window=Window(0, r, ds.width, h))
+            if write_out is not None:
+                start_write_out(write_out)
             t2 = time.perf_counter()
             if pending is not None:
                 pending.result()
