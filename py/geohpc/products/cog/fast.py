@@ -158,10 +158,11 @@ def write_levels(ds: rasterio.io.DatasetReader, paths: list[Path], profile: dict
         spent = {"read": 0.0, "waiting for the read": 0.0, "level-0 write": 0.0, "waiting for the overviews": 0.0}
         ahead = reader.submit(fetch, 0) if prefetch else None
         for i, (g, r) in enumerate(progress(steps, total=len(steps), desc="cog read + level files")):
-            if r == 0:
-                levels = None
+            if r == 0 and levels is not None:
+                levels.start(g)  # the next band group, in the same buffers
+            elif r == 0:
                 for out in reversed(outs[1:]):
-                    levels = Level(out, g, blocksize, nodata, levels)
+                    levels = Level(out, g, blocksize, nodata, levels, max(len(x) for x in groups))
             t0 = time.perf_counter()
             if ahead is not None:  # the next window is read while this one is written
                 a, took = ahead.result()

@@ -85,16 +85,34 @@ def reduce_into(rows: np.ndarray, out: np.ndarray, nodata: float | None, pairs: 
 
 
 class Level:
-    """One overview level of one band group: reduces the rows pushed from the level above, writes whole tile rows."""
+    """One overview level of one band group: reduces the rows pushed from the level above, writes whole tile rows.
+
+    Its buffers are sized once for ``max_bands`` and kept for the next band group (:meth:`start`): fresh arrays
+    of this size page-fault anew every time.
+    """
 
     def __init__(self, ds: rasterio.io.DatasetWriter, group: list[int], blocksize: int, nodata: float | None,
-                 nxt: Level | None) -> None:
-        self.ds, self.group, self.bs, self.nodata, self.nxt = ds, group, blocksize, nodata, nxt
-        self.buf = np.empty((len(group), min(blocksize, ds.height), ds.width), ds.dtypes[0])
-        self.fill = self.row = 0
-        self.carry: np.ndarray | None = None
-        self.scratch = np.empty(0, ds.dtypes[0])  # the reduced rows, reused (fresh arrays page-fault every window)
+                 nxt: Level | None, max_bands: int = 0) -> None:
+        self.ds, self.bs, self.nodata, self.nxt = ds, blocksize, nodata, nxt
+        self.rows = min(blocksize, ds.height)
+        self.store = np.empty(max(max_bands, len(group)) * self.rows * ds.width, ds.dtypes[0])
+        self.scratch = np.empty(0, ds.dtypes[0])  # the reduced rows
         self.pairs = np.empty((0, 0, 0), ds.dtypes[0])  # reduce_into's row-pair buffer
+        self.carry: np.ndarray | None = None  # an odd row left over for the next push
+        self.start(group)
+
+    def start(self, group: list[int]) -> None:
+        """Begin the next band group (this level and the ones below it), keeping the buffers."""
+        if len(group) * self.rows * self.ds.width > self.store.size:
+            raise ValueError(f"band group of {len(group)} is larger than this level's buffers")
+        self.group, self.fill, self.row, self.carry = group, 0, 0, None
+        self._rows(self.rows)
+        if self.nxt is not None:
+            self.nxt.start(group)
+
+    def _rows(self, n: int) -> None:
+        """``buf``: a contiguous (bands, n, width) view of the store."""
+        self.buf = self.store[:len(self.group) * n * self.ds.width].reshape(len(self.group), n, self.ds.width)
 
     def push(self, rows: np.ndarray, last: bool) -> None:
         if self.carry is not None:
@@ -134,4 +152,5 @@ class Level:
             self.ds.write(self.buf[:, :self.fill], indexes=self.group, window=Window(0, self.row, self.ds.width, self.fill))
             self.row += self.fill
             self.fill = 0
-            self.buf = self.buf[:, :min(self.bs, self.ds.height - self.row)] if self.row < self.ds.height else self.buf
+            if self.row < self.ds.height:
+                self._rows(min(self.bs, self.ds.height - self.row))
