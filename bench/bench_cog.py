@@ -4,8 +4,9 @@
 Usage: PYTHONPATH=py python bench/bench_cog.py [--size 2048] [--bands 128] [--out bench/out] [--repeat 3]
 
 Builds (or reuses) a striped (ROWSPERSTRIP=1), pixel-interleaved float32 GeoTIFF like TESSERA's
-converter writes, then runs each tool with its defaults as a subprocess, one after the other, on a
-warm page cache (the input is read once before each run, and dirty pages are synced). Peak RSS comes
+converter writes, then runs each tool with its defaults as a subprocess, one after the other, ``--repeat``
+rounds (default 3, the order reversed each round, the median reported), each from the same memory state
+(dirty pages synced, the page cache emptied when run as root, the input read back: :func:`warm`). Peak RSS comes
 from /usr/bin/time -v (or psutil polling). Every output is checked with rio-cogeo's validator and
 ours, and compared pixel for pixel with the input window by window. Prints a table and the ratios.
 """
@@ -74,12 +75,22 @@ with rasterio.Env(GDAL_CACHEMAX=256 << 20, GDAL_NUM_THREADS=threads), rasterio.o
 """
 
 
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+
 def warm(path: Path) -> None:
-    """Read the input once (page cache hot for every tool alike) and flush dirty pages."""
+    """Every tool starts from the same memory: dirty pages flushed, the page cache emptied (when root), the input
+    read back into it.
+
+    Without the emptying, a run's speed depends on what the previous tool left in memory: on this VM (free pages
+    reported to the host) ours at 4 GB varied 12.7-18.5 s between rounds, the floor 8.4-9.1 s; with it 12.6-12.8 s.
+    """
+    os.sync()
+    if os.access(DROP_CACHES, os.W_OK):
+        DROP_CACHES.write_text("3\n")
     with open(path, "rb") as f:
         while f.read(64 << 20):
             pass
-    os.sync()
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int, float]:
