@@ -28,7 +28,6 @@ from geohpc.tiff import read_raw_tags
 IN_PLACE = True  # level 0 becomes the COG through an inserted range where the file system can (tests turn it off)
 FALLOC_FL_INSERT_RANGE = 0x20
 FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
-SYNC_FILE_RANGE_WRITE = 0x02
 COPY_CHUNK = 32 << 20  # bytes copied before the source's range is released
 BIGTIFF_LIMIT = 2**32 - 1  # the file size above which the COG is written as BigTIFF (tests lower it)
 GEO_TAGS = {33550, 33922, 34264, 34735, 34736, 34737, 42112}  # scales, tiepoints, matrix, geokeys, GDAL_METADATA
@@ -174,32 +173,31 @@ def _insert_front(path: Path, need: int) -> int:
 
 @functools.lru_cache(maxsize=1)
 def _libc() -> Any:
-    """libc with ``fallocate`` and ``sync_file_range`` typed, or None where it cannot be loaded."""
+    """libc with ``fallocate`` typed, or None where it cannot be loaded."""
     import ctypes
     import ctypes.util
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
-        if hasattr(libc, "sync_file_range"):
-            libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
     except (OSError, AttributeError):
         return None
     return libc
 
 
 def start_write_out(fd: int, keep: int = 1 << 20) -> None:
-    """Start writing the level-0 file's dirty pages to disk now, all but its last ``keep`` bytes (still appended to).
+    """Send the level-0 file's pages to disk now and drop those already there, all but its last ``keep`` bytes.
 
-    ``fallocate(INSERT_RANGE)`` first writes back every dirty page of the file, so the COG's assembly would wait
-    for the whole level 0 at once; started window by window during the read pass the disk works alongside
-    (``sync_file_range(SYNC_FILE_RANGE_WRITE)`` does not wait; measured: the page writes cost this process
-    under 0.1 s CPU for 2.3 GB). A no-op where the call is missing.
+    ``posix_fadvise(DONTNEED)`` starts write-back of the dirty pages (without waiting) and frees the clean
+    ones, so called window by window: ``fallocate(INSERT_RANGE)`` later finds little left to write back
+    (measured at 4 GB: the insert 1.0 -> 0.3 s), and the pass reuses its own freed pages instead of taking
+    fresh memory for every tile (the page cache of the level-0 file stays about two windows, not its size;
+    on a VM a never-touched page costs ~2 s/GB). A no-op where the call is missing.
     """
-    libc = _libc()
     size = os.fstat(fd).st_size - keep
-    if libc is not None and size > 0 and hasattr(libc, "sync_file_range"):
-        libc.sync_file_range(fd, 0, size, SYNC_FILE_RANGE_WRITE)
+    if size > 0:
+        with contextlib.suppress(OSError, AttributeError):
+            os.posix_fadvise(fd, 0, size, os.POSIX_FADV_DONTNEED)
 
 
 def _copy_tiles(src: int, dst: int, offs: np.ndarray, counts: np.ndarray, new: np.ndarray) -> None:
