@@ -43,7 +43,11 @@ def _pack(bo: str, typ: int, values: np.ndarray | list[int]) -> bytes:
 
 
 def assemble(levels: list[Path], out: Path, force_bigtiff: bool = False) -> None:
-    """Write the COG ``out`` from the level files (level 0 first) by copying their compressed tiles."""
+    """Write the COG ``out`` from the level files (level 0 first) by copying their compressed tiles.
+
+    The level files are the fast path's temporaries and are consumed: level 0 becomes ``out`` (in place) or
+    is copied, and every copied range of a level file is punched out as the copy goes (:func:`_copy_range`).
+    """
     dirs = []
     for p in levels:
         _, bo, ifds = read_raw_tags(p)
