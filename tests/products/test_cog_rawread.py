@@ -1,4 +1,4 @@
-"""geohpc.cog's straight-from-the-file reader of uncompressed striped sources, and the copy that frees as it goes."""
+"""geohpc.cog's reads: straight from the file (uncompressed strips), decoded once (compressed pixel interleave), the freeing copy."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from geohpc.products.cog import assemble as assembly
 from geohpc.products.cog import build, make_cog
 from geohpc.products.cog.overviews import reduce2, reduce_into
 from geohpc.products.cog.rawread import raw_reader
+from geohpc.products.cog.spill import needs_spill, spill_reader
 from rasterio.windows import Window
 from testutil import write_raster
 
@@ -118,3 +119,52 @@ def test_reduce_into_matches_the_band_by_band_reduction(tmp_path: Path) -> None:
     odd = rng.integers(0, 1000, (2, 9, 7)).astype("int16")  # odd sizes, integers: band by band, exact
     out = reduce_into(odd, np.empty((2, 5, 4), "int16"), -1)
     np.testing.assert_array_equal(out, np.stack([reduce2(b, -1) for b in odd]))
+
+
+def test_a_compressed_pixel_interleaved_source_is_decoded_once_and_builds_the_same_cog(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    src = write_raster(tmp_path / "s.tif", data(9, 1100, 1600, "float32"), tiled=False, interleave="pixel",
+                       blockysize=3, compress="deflate", predictor=3)
+    decodes: list[list[int]] = []
+    real = build.read_window
+
+    def counted(ds, w, out, idx):  # noqa: ANN001, ANN202 - the GDAL read, counting the bands asked of it
+        decodes.append(list(idx))
+        return real(ds, w, out, idx)
+
+    monkeypatch.setattr(build, "read_window", counted)
+    spilled = make_cog(src, tmp_path / "spilled.tif", mem_budget=64 << 20)
+    err = capfd.readouterr().err
+    assert "decoded once, later groups from a scratch copy" in err and "2 band group(s)" in err
+    assert decodes and all(idx == list(range(1, 10)) for idx in decodes)  # every GDAL read takes all bands
+    assert sum(1 for _ in tmp_path.glob(".*spill*")) == 0  # the scratch copy is gone
+    monkeypatch.setattr(build, "needs_spill", lambda ds, groups: False)
+    plain = make_cog(src, tmp_path / "plain.tif", mem_budget=64 << 20)
+    with rasterio.open(spilled) as a, rasterio.open(plain) as b:
+        assert a.overviews(1) == b.overviews(1) == [2, 4]
+        np.testing.assert_array_equal(a.read(), b.read())
+    for k in range(2):
+        with rasterio.open(spilled, overview_level=k) as x, rasterio.open(plain, overview_level=k) as y:
+            np.testing.assert_array_equal(x.read(), y.read())
+
+
+def test_a_scratch_copy_that_lost_its_rows_is_a_one_line_error(tmp_path: Path) -> None:
+    src = write_raster(tmp_path / "s.tif", data(4, 20, 16, "int16"), tiled=False, interleave="pixel", compress="lzw")
+    scratch = tmp_path / ".out.tif.1.spill.tmp.tif"
+    with rasterio.open(src) as ds:
+        assert needs_spill(ds, [[1, 2], [3, 4]]) and not needs_spill(ds, [[1, 2, 3, 4]])
+        with spill_reader(ds, [[1, 2], [3, 4]], scratch, lambda w, out, idx: ds.read(idx, window=w, out=out), 700) as read:
+            first = read(Window(0, 0, 16, 20), np.empty((2, 20, 16), "int16"), [1, 2])
+            np.testing.assert_array_equal(first, ds.read([1, 2]))
+            later = read(Window(0, 0, 16, 10), np.empty((2, 10, 16), "int16"), [3, 4])
+            np.testing.assert_array_equal(later, ds.read([3, 4], window=Window(0, 0, 16, 10)))
+            os.truncate(scratch, 0)
+            with pytest.raises(InputError) as exc:
+                read(Window(0, 10, 16, 10), np.empty((2, 10, 16), "int16"), [3, 4])
+            assert "\n" not in str(exc.value) and "rows 10-20" in str(exc.value) and "rerun" in str(exc.value)
+        assert not scratch.exists()
+    plain = write_raster(tmp_path / "p.tif", data(4, 20, 16, "int16"), tiled=False, interleave="pixel")
+    banded = write_raster(tmp_path / "b.tif", data(4, 20, 16, "int16"), tiled=False, interleave="band", compress="lzw")
+    for path in (plain, banded):
+        with rasterio.open(path) as ds:
+            assert not needs_spill(ds, [[1, 2], [3, 4]])

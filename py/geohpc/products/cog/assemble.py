@@ -143,7 +143,7 @@ def assemble(levels: list[Path], out: Path, force_bigtiff: bool = False) -> None
         with open(levels[0], "r+b") as f:
             os.pwrite(f.fileno(), bytes(blob), 0)
             for lvl in reversed(range(1, len(dirs))):
-                with open(levels[lvl], "r+b") as src:  # r+: copied ranges are punched out (_release)
+                with open(levels[lvl], "r+b") as src:  # r+: copied ranges are punched out (punch)
                     _copy_tiles(src.fileno(), f.fileno(), dirs[lvl][1], dirs[lvl][2], new_offsets[lvl])
         os.replace(levels[0], out)
         return
@@ -152,7 +152,7 @@ def assemble(levels: list[Path], out: Path, force_bigtiff: bool = False) -> None
         f.flush()
         fd = f.fileno()
         for lvl in reversed(range(len(dirs))):
-            with open(levels[lvl], "r+b") as src:  # r+: copied ranges are punched out (_release)
+            with open(levels[lvl], "r+b") as src:  # r+: copied ranges are punched out (punch)
                 _copy_tiles(src.fileno(), fd, dirs[lvl][1], dirs[lvl][2], new_offsets[lvl])
         os.ftruncate(fd, cursor)
 
@@ -237,12 +237,12 @@ def _copy_range(src: int, dst: int, off_src: int, off_dst: int, size: int) -> No
             if n <= 0:
                 raise InputError(f"a level file ended early at byte {off_src + done} (the temporary was truncated); rerun")
             done += n
-        _release(src, off_src, step)
+        punch(src, off_src, step)
         off_src, off_dst, size = off_src + step, off_dst + step, size - step
 
 
-def _release(fd: int, offset: int, size: int) -> None:
-    """Drop ``offset:+size`` of a temporary level file (hole punched, or at least its cached pages)."""
+def punch(fd: int, offset: int, size: int) -> None:
+    """Drop ``offset:+size`` of a temporary (hole punched, or at least its cached pages): only ever our own temporaries."""
     libc = _libc()
     if libc is None or libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, size) != 0:
         with contextlib.suppress(OSError, AttributeError):
