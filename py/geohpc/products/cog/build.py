@@ -8,7 +8,8 @@ per band and per tile, which is what made the field's COG step take 48 minutes.
 :mod:`~geohpc.products.cog.assemble`, driven by
 ``_fast_cog`` here; about the cost of reading the source once and compressing it
 once): one read pass in full-width windows of whole tile rows (straight from the file for an uncompressed
-source whose strips lie back to back, :mod:`~geohpc.products.cog.rawread`) writes a compressed tiled level-0 file and,
+source whose strips lie back to back, :mod:`~geohpc.products.cog.rawread`; decoded once for a compressed
+pixel-interleaved one, :mod:`~geohpc.products.cog.spill`) writes a compressed tiled level-0 file and,
 from the same windows, numpy ``average`` overviews into one compressed file per level; the COG is then
 assembled from the compressed tiles (no re-encode) behind our own headers, the level-0 file turned into the
 COG in place where the file system can insert a range (ext4, XFS), the tiles copied elsewhere.
