@@ -14,15 +14,14 @@ interleave) -- the layout GDAL 3.10's COG driver writes, without block leaders/t
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import struct
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from geohpc.errors import GeohpcError, InputError
+from geohpc.products.cog.common import libc
 from geohpc.tiff import read_raw_tags
 
 IN_PLACE = True  # level 0 becomes the COG through an inserted range where the file system can (tests turn it off)
@@ -164,29 +163,15 @@ def _insert_front(path: Path, need: int) -> int:
     so the level-0 tiles become the COG's last part where they lie. Elsewhere (Lustre, NFS, tmpfs) it fails
     and the tiles are copied instead.
     """
-    libc = _libc()
-    if libc is None:
+    lib = libc()
+    if lib is None:
         return 0
     with open(path, "r+b") as f:
         blk = os.fstatvfs(f.fileno()).f_bsize or 4096
         size = -(-need // blk) * blk
-        if libc.fallocate(f.fileno(), FALLOC_FL_INSERT_RANGE, 0, size) != 0:
+        if lib.fallocate(f.fileno(), FALLOC_FL_INSERT_RANGE, 0, size) != 0:
             return 0
     return size
-
-
-@functools.lru_cache(maxsize=1)
-def _libc() -> Any:
-    """libc with ``fallocate`` typed, or None where it cannot be loaded."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
-    except (OSError, AttributeError):
-        return None
-    return libc
 
 
 def start_write_out(fd: int, keep: int = 1 << 20) -> None:
@@ -243,7 +228,7 @@ def _copy_range(src: int, dst: int, off_src: int, off_dst: int, size: int) -> No
 
 def punch(fd: int, offset: int, size: int) -> None:
     """Drop ``offset:+size`` of a temporary (hole punched, or at least its cached pages): only ever our own temporaries."""
-    libc = _libc()
-    if libc is None or libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, size) != 0:
+    lib = libc()
+    if lib is None or lib.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, size) != 0:
         with contextlib.suppress(OSError, AttributeError):
             os.posix_fadvise(fd, offset, size, os.POSIX_FADV_DONTNEED)

@@ -283,18 +283,18 @@ def _fast_cog(ds: rasterio.io.DatasetReader, dst: Path, blocksize: int, opts: di
             # an uncompressed striped source is read straight from its file (band passes cost no full re-read)
             read = raw_reader(ds)
             plan = fast.read_plan(ds, budget, blocksize)
-            scratch = dst.parent / f".{dst.name}.{os.getpid()}.spill.tmp{dst.suffix}"
             with contextlib.ExitStack() as reads:
                 if read is not None:
                     log(f"{redact(str(ds.name))}: uncompressed, strips in order: read straight from the file")
                 else:
                     read = lambda w, out, idx: read_window(ds, w, out, idx)  # noqa: E731
                     if plan is not None and needs_spill(ds, plan[0]):  # one decode, not one per band group
+                        scratch = dst.parent / f".{dst.name}.{os.getpid()}.spill.tmp{dst.suffix}"  # swept if killed
                         read = reads.enter_context(spill_reader(ds, plan[0], scratch, read, min(CHUNK, budget // 16)))
                         log(f"{redact(str(ds.name))}: compressed, pixel-interleaved, {len(plan[0])} band groups: "
                             "decoded once, later groups from a scratch copy")
                 seen = fast.write_levels(ds, levels, prof, blocksize, budget, read, lambda a: has_data(a, ds.nodata),
-                                         copy_metadata)
+                                         copy_metadata, plan)
         if not seen:
             raise all_nodata(ds)
         with warnings.catch_warnings():

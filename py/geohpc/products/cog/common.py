@@ -7,6 +7,7 @@ Imported by :mod:`geohpc.products.cog.build` (the entry point and the fast path'
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import sys
 from collections.abc import Iterator
@@ -116,6 +117,20 @@ def check_cog(out: Path, dst: Path, blocksize: int) -> None:
         raise GeohpcError(f"{dst}: the written file is not a valid COG ({'; '.join(problems)})")
 
 
+@functools.lru_cache(maxsize=1)
+def libc() -> Any:
+    """glibc through ctypes with ``fallocate`` typed (the calls Python's ``os`` lacks), or None where it is missing."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        lib.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    except (OSError, AttributeError):
+        return None
+    return lib
+
+
 @contextlib.contextmanager
 def kept_heap() -> Iterator[None]:
     """Keep freed heap memory in the process while the block: glibc then reuses it instead of page-faulting anew.
@@ -125,14 +140,10 @@ def kept_heap() -> Iterator[None]:
     2896x2896x128: ~1 s of page clearing in the kernel). Peak memory is unchanged: what is kept is what the
     block cache already held. glibc's defaults are set back afterwards; no-op without glibc.
     """
-    import ctypes
-    import ctypes.util
-
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    lib = libc()
+    mallopt = getattr(lib, "mallopt", None)
+    if mallopt is None:
         yield
         return
     mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest: blocks come from the heap

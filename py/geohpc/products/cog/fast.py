@@ -47,7 +47,6 @@ from geohpc.products.cog.common import log
 from geohpc.products.cog.overviews import Level
 from geohpc.progress import progress
 
-WRITE_OUT = True  # start level 0's write-out during the pass (assemble.start_write_out)
 CACHE_SHARE = 4  # GDAL's block cache gets budget // CACHE_SHARE, windows and level buffers the rest
 
 
@@ -106,13 +105,15 @@ def refusal(ds: rasterio.io.DatasetReader, resampling: Resampling, budget: int, 
 
 
 def write_levels(ds: rasterio.io.DatasetReader, paths: list[Path], profile: dict[str, Any], blocksize: int,
-                 budget: int, read: Any, has_data: Any, copy_metadata: Any = None) -> bool:
+                 budget: int, read: Any, has_data: Any, copy_metadata: Any = None,
+                 plan: tuple[list[list[int]], int, bool] | None = None) -> bool:
     """Write level 0 (the pixels) and every overview level into ``paths``; True when some pixel is not nodata.
 
     ``profile`` holds the creation options of level 0 (georeferencing included); ``read(window, out, indexes)``
-    reads a window (one-line errors), ``has_data(array)`` says whether it holds a valid pixel.
+    reads a window (one-line errors), ``has_data(array)`` says whether it holds a valid pixel. ``plan`` is
+    :func:`read_plan`'s, given when the caller built ``read`` for it (the spilling reader follows its groups).
     """
-    plan = read_plan(ds, budget, blocksize)
+    plan = plan or read_plan(ds, budget, blocksize)
     if plan is None:
         raise GeohpcError(f"{ds.name}: a tile row is too wide for the memory budget")
     groups, k, prefetch = plan
@@ -151,9 +152,8 @@ def write_levels(ds: rasterio.io.DatasetReader, paths: list[Path], profile: dict
             return read(Window(0, r, ds.width, h), buf, g), time.perf_counter() - t0
 
         # level 0's pages go to disk while the pass runs (the assembly's insert waits for any left dirty)
-        write_out = os.open(paths[0], os.O_RDONLY) if WRITE_OUT else None
-        if write_out is not None:
-            stack.callback(os.close, write_out)
+        write_out = os.open(paths[0], os.O_RDONLY)
+        stack.callback(os.close, write_out)
         levels: Level | None = None
         spent = {"read": 0.0, "waiting for the read": 0.0, "level-0 write": 0.0, "waiting for the overviews": 0.0}
         ahead = reader.submit(fetch, 0) if prefetch else None
@@ -179,8 +179,7 @@ def write_levels(ds: rasterio.io.DatasetReader, paths: list[Path], profile: dict
             # level 0 is written: both release the GIL (numpy arithmetic, GDAL I/O and compression)
             pending = pool.submit(levels.push, a, r + h >= ds.height) if levels is not None else None
             outs[0].write(a, indexes=g, window=Window(0, r, ds.width, h))
-            if write_out is not None:
-                start_write_out(write_out)
+            start_write_out(write_out)
             t2 = time.perf_counter()
             if pending is not None:
                 pending.result()
